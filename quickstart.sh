@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up, then fine-tune -> index -> search -> evaluate on the bundled Debian dataset.
+#   ./quickstart.sh          quick run (~14 min on 2 CPU cores): 100 training steps, 128-token texts
+#   ./quickstart.sh --full   full run: one epoch over all 55,811 training pairs, 256-token texts
+set -euo pipefail
+cd "$(dirname "$0")"
+mode=quick
+case "${1:-}" in
+  "") ;;
+  --full) mode=full ;;
+  *) echo "usage: $0 [--full]" >&2; exit 2 ;;
+esac
+if [ "$mode" = quick ]; then train_size=(--max-steps 100); msl=128; else train_size=(--epochs 1); msl=256; fi
+
+step() {  # step NAME COMMAND...: run and report wall time
+  local name=$1 t0=$SECONDS; shift
+  echo; echo "== $name: $*"
+  "$@"
+  echo "== $name took $((SECONDS - t0)) s"
+}
+
+step setup bash scripts/setup.sh
+source .venv/bin/activate
+step train embedtune train --output "models/debian-$mode" --max-seq-length "$msl" "${train_size[@]}" --overwrite
+step index embedtune index build --model "models/debian-$mode" --name "debian-$mode" --overwrite
+step search embedtune search "tiling window manager for X11" --index "debian-$mode" -k 3
+step eval embedtune eval --model default --index "debian-$mode" --split test --max-seq-length "$msl" \
+  --json-out "results/quickstart-$mode.json"
+echo; echo "total: $SECONDS s (before = 'default', the bundled all-MiniLM-L6-v2; after = index:debian-$mode)"

@@ -1,0 +1,108 @@
+"""Index round trip, search quality on an easy query, model binding and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import CORPUS
+
+from embedtune.encoding import encode, resolve_precision
+from embedtune.errors import EmbedtuneError
+from embedtune.index import Index, build_index
+from embedtune.models import load_model, model_fingerprint
+from embedtune.search import Searcher
+
+
+def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir_dir):
+    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, precision="fp32", show_progress=False)
+    index = Index.load("tiny", tmp_path)
+    assert index.doc_ids == list(CORPUS) and index.texts == list(CORPUS.values())
+    m = index.manifest
+    assert (m.count, m.dimension, m.normalized, m.precision) == (len(CORPUS), 32, True, "fp32")
+    assert m.model_fingerprint == model_fingerprint(tiny_st)
+
+    expected = encode(load_model(tiny_st, device="cpu"), list(CORPUS.values()), precision="fp32", show_progress=False)
+    stored = index.faiss_index.reconstruct_n(0, len(CORPUS))
+    np.testing.assert_allclose(stored, expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
+    assert Index.load(path).name == "tiny"  # by path as well as by name
+
+
+def test_easy_query_finds_the_right_document_with_the_real_model(tmp_path, beir_dir):
+    build_index("default", beir_dir, "minilm", indexes_dir=tmp_path, show_progress=False)
+    searcher = Searcher.open("minilm", indexes_dir=tmp_path)
+    hits = searcher.search(["web server", "secure shell login", "compress files"], k=3)
+    assert [h[0].doc_id for h in hits] == ["nginx", "openssh", "gzip"]
+    assert all(h[0].score > h[1].score for h in hits)
+    assert len(searcher.search(["anything"], k=100)[0]) == len(CORPUS)  # k capped at the index size
+
+
+def test_bf16_encoding_agrees_with_fp32(tiny_st):
+    model = load_model(tiny_st, device="cpu")
+    texts = list(CORPUS.values())
+    fp32 = encode(model, texts, precision="fp32", show_progress=False)
+    bf16 = encode(model, texts, precision="bf16", show_progress=False)
+    assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99
+    # bf16 ran on a copy: the caller's weights are still fp32.
+    assert next(model.parameters()).dtype.is_floating_point and str(next(model.parameters()).dtype) == "torch.float32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(EmbedtuneError, match="unknown precision"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_search_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir_dir):
+    build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    with pytest.raises(EmbedtuneError, match=r"built by the model at .* rebuild the index"):
+        Searcher.open("tiny", indexes_dir=tmp_path, model=tiny_bert)
+    # A byte-identical copy elsewhere is the same model and is accepted.
+    copy = shutil.copytree(tiny_st, tmp_path / "copy")
+    assert Searcher.open("tiny", indexes_dir=tmp_path, model=copy).search(["web"], k=1)
+
+
+def test_model_changed_after_build_is_refused(tmp_path, tiny_st, beir_dir):
+    model_dir = shutil.copytree(tiny_st, tmp_path / "model")
+    build_index(model_dir, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-6
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EmbedtuneError, match="fingerprint"):
+        Searcher.open("tiny", indexes_dir=tmp_path)
+
+
+def test_missing_and_damaged_indexes(tmp_path, tiny_st, beir_dir):
+    with pytest.raises(EmbedtuneError, match=r"no index 'nope'.*has no indexes"):
+        Index.load("nope", tmp_path)
+    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    with pytest.raises(EmbedtuneError, match="available: tiny"):
+        Index.load("nope", tmp_path)
+    (path / "index.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(EmbedtuneError, match="unreadable FAISS index"):
+        Index.load("tiny", tmp_path)
+    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False, overwrite=True)
+    with (path / "docs.jsonl").open("a") as f:
+        f.write(json.dumps({"id": "extra", "text": "extra"}) + "\n")
+    with pytest.raises(EmbedtuneError, match="index files disagree"):
+        Index.load("tiny", tmp_path)
+
+
+def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir, monkeypatch):
+    import faiss
+
+    idx = tmp_path / "indexes"
+    build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False)
+    before = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
+
+    def crash(*_args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()} == before
+    assert sorted(p.name for p in idx.iterdir()) == ["tiny"]  # no temporary directory left
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_index(tiny_st, beir_dir, "fresh", indexes_dir=idx, show_progress=False)
+    assert sorted(p.name for p in idx.iterdir()) == ["tiny"]

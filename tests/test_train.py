@@ -1,0 +1,84 @@
+"""Training a tiny real BERT: the loss must move, and the output must be a complete, usable model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedtune.errors import DataError, EmbedtuneError
+from embedtune.models import load_model
+from embedtune.train import TRAIN_RECORD, TrainConfig, train
+
+
+def _config(tmp_path, model, data, **overrides):
+    options = dict(
+        output=tmp_path / "model",
+        model=str(model),
+        data=data,
+        max_steps=30,
+        batch_size=4,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        seed=0,
+        show_progress=False,
+    )
+    return TrainConfig(**{**options, **overrides})
+
+
+def test_plain_bert_checkpoint_trains_and_loss_falls(tmp_path, tiny_bert, beir_dir):
+    result = train(_config(tmp_path, tiny_bert, beir_dir))
+    assert result.steps == 30 and result.pairs == 5
+    first, last = result.losses[0][1], result.losses[-1][1]
+    assert last < 0.5 * first, result.losses
+
+    # A sentence-transformers directory with the pooling and normalisation embedtune added.
+    modules = json.loads((result.output / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    record = json.loads((result.output / TRAIN_RECORD).read_text())
+    assert record["steps"] == 30 and record["config"]["learning_rate"] == 1e-3
+    assert record["losses"][0] == list(result.losses[0])
+
+    model = load_model(result.output, device="cpu")
+    vectors = model.encode(["web server", "text editor"], normalize_embeddings=True)
+    assert vectors.shape == (2, 32)
+
+
+def test_training_changes_the_weights_and_seeds_repeat(tmp_path, tiny_st, beir_dir):
+    import torch
+
+    a = train(_config(tmp_path / "a", tiny_st, beir_dir, max_steps=5))
+    b = train(_config(tmp_path / "b", tiny_st, beir_dir, max_steps=5))
+    base = load_model(tiny_st, device="cpu")[0].auto_model.state_dict()
+    wa = load_model(a.output, device="cpu")[0].auto_model.state_dict()
+    wb = load_model(b.output, device="cpu")[0].auto_model.state_dict()
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(base[name], wa[name])
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_trains_from_a_pairs_file(tmp_path, tiny_st):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"query": f"query {i}", "positive": f"document number {i} about topic {i}"} for i in range(8)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(_config(tmp_path, tiny_st, path, max_steps=4))
+    assert result.pairs == 8 and (result.output / "model.safetensors").is_file()
+
+
+def test_bad_data_leaves_nothing_behind(tmp_path, tiny_st):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "a", "positive": "b"}\n{"query": "c", "positive": ""}\n')
+    with pytest.raises(DataError, match=r"pairs\.jsonl:2: field 'positive': empty"):
+        train(_config(tmp_path, tiny_st, path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_st, beir_dir):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "keep.txt").write_text("precious")
+    with pytest.raises(EmbedtuneError, match="already exists"):
+        train(_config(tmp_path, tiny_st, beir_dir, max_steps=1))
+    assert (tmp_path / "model" / "keep.txt").read_text() == "precious"
+    train(_config(tmp_path, tiny_st, beir_dir, max_steps=1, overwrite=True))
+    assert not (tmp_path / "model" / "keep.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
