@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from embedtune.atomic import write_text_atomic
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS
 from embedtune.errors import EmbedtuneError
@@ -54,6 +55,13 @@ _indexes_dir_option = click.option(
     default=DEFAULT_INDEXES_DIR,
     show_default=True,
     help="Folder that holds the indexes.",
+)
+_encode_batch_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Texts per encoding batch (texts are sorted by length, so batches pad little).",
 )
 _precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP
@@ -156,10 +164,10 @@ def train(output: Path, model: str, data: Path, pairs: Path | None, split: str, 
 
     config = TrainConfig(output=output, model=model, data=pairs or data, split=split, **options)
     result = run_training(config)
-    first, last = result.losses[0][1], result.losses[-1][1]
     click.echo(
         f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
-        f"(loss {first:.4f} -> {last:.4f}); model written to {result.output}"
+        f"(loss {result.losses[0][1]:.4f} at step 1, {result.final_loss():.4f} over the last 20% of steps); "
+        f"model written to {result.output}"
     )
 
 
@@ -185,7 +193,7 @@ def index() -> None:
 )
 @click.option("--name", default=None, help="Index name (default: the model directory's name).")
 @_indexes_dir_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@_encode_batch_option
 @_precision_option
 @click.option(
     "--max-seq-length",
@@ -275,7 +283,7 @@ def search(
     help="Cut-offs for recall@k and MRR@k (nDCG is reported at 10).",
 )
 @_indexes_dir_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@_encode_batch_option
 @_precision_option
 @click.option(
     "--max-seq-length",
@@ -302,8 +310,7 @@ def eval_command(
     results = evaluate(data, split, models=models, indexes=indexes, indexes_dir=indexes_dir, ks=ks, **options)
     payload = [r.to_dict() for r in results]
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(payload, indent=2))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,22 @@ PAIR_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".tsv", ".parquet")
 def default_data_dir() -> Path:
     """The bundled default dataset (Debian package descriptions) in the repository's ``data/``."""
     return Path(__file__).resolve().parent.parent / "data" / "debian"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def training_data_files(source: Path, split: str = "train") -> list[Path]:
+    """The files :func:`load_training_pairs` reads, for recording what a model was trained on."""
+    source = Path(source)
+    if not source.is_dir():
+        return [source]
+    return [find_data_file(source, "corpus.jsonl"), find_data_file(source, "queries.jsonl"), qrels_path(source, split)]
 
 
 def _open_text(path: Path):
@@ -73,39 +90,39 @@ def find_data_file(directory: Path, stem: str) -> Path:
     raise EmbedtuneError(f"{directory}: no {stem} or {stem}.gz (expected a BEIR-layout folder)")
 
 
+def _load_by_id(path: Path, stem: str, what: str, text_of) -> dict[str, str]:
+    """Read ``{_id: text_of(row)}`` from a BEIR jsonl file (or the ``stem`` file of a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = find_data_file(path, stem)
+    records: dict[str, str] = {}
+    for line, obj in read_jsonl(path):
+        record_id = _string_field(path, line, obj, "_id")
+        if record_id in records:
+            raise DataError(path, f"duplicate {what} id '{record_id}'", line=line, field="_id")
+        records[record_id] = text_of(path, line, obj)
+    if not records:
+        raise DataError(path, f"no {what}s")
+    return records
+
+
+def _document_text(path: Path, line: int, obj: dict) -> str:
+    text = _string_field(path, line, obj, "text")
+    title = _string_field(path, line, obj, "title", allow_empty=True) if "title" in obj else ""
+    return f"{title.strip()} {text.strip()}".strip()
+
+
 def load_corpus(path: Path) -> dict[str, str]:
     """Read a BEIR corpus (``_id``, ``title``, ``text``) into ``{doc_id: text}`` in file order.
 
     The title, when present, is prepended to the text as BEIR's dense retrievers do.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = find_data_file(path, "corpus.jsonl")
-    corpus: dict[str, str] = {}
-    for line, obj in read_jsonl(path):
-        doc_id = _string_field(path, line, obj, "_id")
-        text = _string_field(path, line, obj, "text")
-        title = _string_field(path, line, obj, "title", allow_empty=True) if "title" in obj else ""
-        if doc_id in corpus:
-            raise DataError(path, f"duplicate document id '{doc_id}'", line=line, field="_id")
-        corpus[doc_id] = f"{title.strip()} {text.strip()}".strip()
-    if not corpus:
-        raise DataError(path, "no documents")
-    return corpus
+    return _load_by_id(path, "corpus.jsonl", "document", _document_text)
 
 
 def load_queries(path: Path) -> dict[str, str]:
     """Read BEIR queries (``_id``, ``text``) into ``{query_id: text}``."""
-    path = Path(path)
-    if path.is_dir():
-        path = find_data_file(path, "queries.jsonl")
-    queries: dict[str, str] = {}
-    for line, obj in read_jsonl(path):
-        query_id = _string_field(path, line, obj, "_id")
-        if query_id in queries:
-            raise DataError(path, f"duplicate query id '{query_id}'", line=line, field="_id")
-        queries[query_id] = _string_field(path, line, obj, "text")
-    return queries
+    return _load_by_id(path, "queries.jsonl", "query", lambda p, line, obj: _string_field(p, line, obj, "text"))
 
 
 def load_qrels(

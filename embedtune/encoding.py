@@ -50,7 +50,7 @@ def encode(
     model: SentenceTransformer,
     texts: list[str],
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     precision: str = "auto",
     show_progress: bool = True,
 ) -> np.ndarray:

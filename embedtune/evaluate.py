@@ -104,13 +104,36 @@ def _run_from_search(query_ids: list[str], rows: np.ndarray, doc_ids: list[str])
     return {qid: [doc_ids[r] for r in row if r >= 0] for qid, row in zip(query_ids, rows, strict=True)}
 
 
+def _score(
+    system: str,
+    kind: str,
+    split: RetrievalSplit,
+    run: Run,
+    n_documents: int,
+    ks: list[int],
+    ndcg_ks: list[int],
+    started: float,
+    details: dict[str, object],
+) -> EvalResult:
+    return EvalResult(
+        system=system,
+        kind=kind,
+        split=split.name,
+        n_queries=len(split.queries),
+        n_documents=n_documents,
+        metrics=compute_metrics(run, split.qrels, ks, ndcg_ks),
+        seconds=time.perf_counter() - started,
+        details=details,
+    )
+
+
 def evaluate_model(
     model: str | Path | None,
     split: RetrievalSplit,
     *,
     ks: Iterable[int] = DEFAULT_KS,
     ndcg_ks: Iterable[int] = DEFAULT_NDCG_KS,
-    batch_size: int = 64,
+    batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
     show_progress: bool = True,
@@ -133,16 +156,9 @@ def evaluate_model(
     index.add(doc_vectors)
     _, rows = index.search(query_vectors, min(max(ks + ndcg_ks), len(doc_ids)))
     run = _run_from_search(query_ids, rows, doc_ids)
-    return EvalResult(
-        system=str(model) if model is not None else "default",
-        kind="model",
-        split=split.name,
-        n_queries=len(query_ids),
-        n_documents=len(doc_ids),
-        metrics=compute_metrics(run, split.qrels, ks, ndcg_ks),
-        seconds=time.perf_counter() - started,
-        details={"model_path": str(path), "max_seq_length": int(st.max_seq_length)},
-    )
+    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length)}
+    system = str(model) if model is not None else "default"
+    return _score(system, "model", split, run, len(doc_ids), ks, ndcg_ks, started, details)
 
 
 def evaluate_index(
@@ -170,16 +186,8 @@ def evaluate_index(
     query_ids = list(split.queries)
     hits = searcher.search(list(split.queries.values()), max(ks + ndcg_ks), show_progress=show_progress)
     run = {qid: [h.doc_id for h in q_hits] for qid, q_hits in zip(query_ids, hits, strict=True)}
-    return EvalResult(
-        system=f"index:{index.name}",
-        kind="index",
-        split=split.name,
-        n_queries=len(query_ids),
-        n_documents=len(index),
-        metrics=compute_metrics(run, split.qrels, ks, ndcg_ks),
-        seconds=time.perf_counter() - started,
-        details={"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length},
-    )
+    details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
+    return _score(f"index:{index.name}", "index", split, run, len(index), ks, ndcg_ks, started, details)
 
 
 def evaluate(

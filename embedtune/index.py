@@ -10,7 +10,6 @@ An index is a directory ``indexes/NAME/`` holding
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -20,9 +19,9 @@ import numpy as np
 
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
-from embedtune.data import load_corpus, read_jsonl
+from embedtune.data import file_sha256, load_corpus, read_jsonl
 from embedtune.encoding import encode, resolve_precision
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 DEFAULT_INDEXES_DIR = Path("indexes")
@@ -57,21 +56,13 @@ class Manifest:
             raise EmbedtuneError(f"{path}: unreadable index manifest ({e})") from None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_index_path(index: str | Path, indexes_dir: Path = DEFAULT_INDEXES_DIR) -> Path:
     """An index given by name (``indexes_dir/NAME``) or by path; it must exist."""
     candidates = [Path(index)] if Path(index).is_absolute() else [Path(indexes_dir) / index, Path(index)]
     for candidate in candidates:
         if (candidate / MANIFEST_FILE).is_file():
             return candidate
-    available = sorted(p.name for p in Path(indexes_dir).glob(f"*/{MANIFEST_FILE}") for p in [p.parent])
+    available = sorted(m.parent.name for m in Path(indexes_dir).glob(f"*/{MANIFEST_FILE}"))
     hint = f"; available: {', '.join(available)}" if available else f"; {indexes_dir} has no indexes"
     raise EmbedtuneError(f"no index '{index}' (looked in {candidates[0]}){hint}")
 
@@ -82,7 +73,7 @@ def build_index(
     name: str,
     *,
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
-    batch_size: int = 64,
+    batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
     overwrite: bool = False,
@@ -120,7 +111,7 @@ def build_index(
         max_seq_length=int(st.max_seq_length),
         precision=resolve_precision(precision, device),
         corpus_path=str(corpus_file.resolve()),
-        corpus_sha256=_file_sha256(corpus_file),
+        corpus_sha256=file_sha256(corpus_file),
         embedtune_version=__version__,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         encode_seconds=round(encode_seconds, 2),
@@ -156,7 +147,11 @@ class Index:
         except RuntimeError as e:
             raise EmbedtuneError(f"{path / INDEX_FILE}: unreadable FAISS index ({str(e).splitlines()[0]})") from None
         doc_ids, texts = [], []
-        for _, row in read_jsonl(path / DOCS_FILE):
+        for line, row in read_jsonl(path / DOCS_FILE):
+            if not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
+                raise DataError(
+                    path / DOCS_FILE, "expected string fields 'id' and 'text'; rebuild the index", line=line
+                )
             doc_ids.append(row["id"])
             texts.append(row["text"])
         if not (faiss_index.ntotal == len(doc_ids) == manifest.count) or faiss_index.d != manifest.dimension:

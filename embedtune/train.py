@@ -17,7 +17,7 @@ from pathlib import Path
 
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
-from embedtune.data import default_data_dir, load_training_pairs
+from embedtune.data import default_data_dir, file_sha256, load_training_pairs, training_data_files
 from embedtune.encoding import resolve_precision
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
@@ -55,7 +55,12 @@ class TrainResult:
     steps: int
     pairs: int
     seconds: float
-    losses: list[tuple[int, float]]  # (step, training loss) as logged
+    losses: list[tuple[int, float]]  # (step, mean training loss since the previous log)
+
+    def final_loss(self) -> float:
+        """Mean logged loss over the last 20% of steps: one 10-step window is too noisy to report."""
+        tail = [loss for step, loss in self.losses if step > 0.8 * self.steps] or [self.losses[-1][1]]
+        return sum(tail) / len(tail)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -107,6 +112,7 @@ def train(config: TrainConfig) -> TrainResult:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "base_model_path": str(base_path),
         "base_model_fingerprint": model_fingerprint(base_path),
+        "data_files": {str(f): file_sha256(f) for f in training_data_files(Path(config.data), config.split)},
         "loss": f"MultipleNegativesRankingLoss(scale={config.scale})",
         "batch_sampler": "NO_DUPLICATES",
         "precision": precision,

@@ -86,6 +86,9 @@ def test_missing_and_damaged_indexes(tmp_path, tiny_st, beir_dir):
         f.write(json.dumps({"id": "extra", "text": "extra"}) + "\n")
     with pytest.raises(EmbedtuneError, match="index files disagree"):
         Index.load("tiny", tmp_path)
+    (path / "docs.jsonl").write_text('{"id": "nginx"}\n')
+    with pytest.raises(EmbedtuneError, match=r"docs\.jsonl:1: expected string fields 'id' and 'text'"):
+        Index.load("tiny", tmp_path)
 
 
 def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ def test_plain_bert_checkpoint_trains_and_loss_falls(tmp_path, tiny_bert, beir_d
     assert result.steps == 30 and result.pairs == 5
     first, last = result.losses[0][1], result.losses[-1][1]
     assert last < 0.5 * first, result.losses
+    assert result.final_loss() < 0.5 * first
 
     # A sentence-transformers directory with the pooling and normalisation embedtune added.
     modules = json.loads((result.output / "modules.json").read_text())
@@ -38,6 +40,7 @@ def test_plain_bert_checkpoint_trains_and_loss_falls(tmp_path, tiny_bert, beir_d
     record = json.loads((result.output / TRAIN_RECORD).read_text())
     assert record["steps"] == 30 and record["config"]["learning_rate"] == 1e-3
     assert record["losses"][0] == list(result.losses[0])
+    assert sorted(Path(f).name for f in record["data_files"]) == ["corpus.jsonl", "queries.jsonl", "train.tsv"]
 
     model = load_model(result.output, device="cpu")
     vectors = model.encode(["web server", "text editor"], normalize_embeddings=True)
