@@ -218,21 +218,28 @@ def load_pairs(path: Path) -> Dataset:
 
     Extra columns are dropped: in-batch-negative training only needs the pair.
     """
-    from datasets import Dataset, load_dataset
+    from datasets import Dataset
 
     path = Path(path)
     if not path.is_file():
         raise EmbedtuneError(f"{path}: no such file")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
-        lines, rows = [], {c: [] for c in PAIR_COLUMNS}
+        rows: dict[str, list[str]] = {c: [] for c in PAIR_COLUMNS}
         for line, obj in read_jsonl(path):
             for column in PAIR_COLUMNS:
                 rows[column].append(_string_field(path, line, obj, column))
-            lines.append(line)
-        if not lines:
-            raise DataError(path, "no pairs")
-        return Dataset.from_dict(rows)
+        dataset = Dataset.from_dict(rows)
+    else:
+        dataset = _load_tabular_pairs(path, name)
+    if len(dataset) == 0:
+        raise DataError(path, "no pairs")
+    return dataset
+
+
+def _load_tabular_pairs(path: Path, name: str) -> Dataset:
+    from datasets import load_dataset
+
     if name.endswith((".csv", ".tsv")):
         builder, kwargs, first_line = "csv", {"sep": "\t" if name.endswith(".tsv") else ","}, 2
     elif name.endswith(".parquet"):
@@ -247,8 +254,6 @@ def load_pairs(path: Path) -> Dataset:
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}")
     dataset = dataset.select_columns(list(PAIR_COLUMNS))
-    if len(dataset) == 0:
-        raise DataError(path, "no pairs")
     _validate_pair_rows(path, dataset.to_dict(), first_line)
     return dataset
 

@@ -100,10 +100,6 @@ class EvalResult:
         }
 
 
-def _run_from_search(query_ids: list[str], rows: np.ndarray, doc_ids: list[str]) -> Run:
-    return {qid: [doc_ids[r] for r in row if r >= 0] for qid, row in zip(query_ids, rows, strict=True)}
-
-
 def _score(
     system: str,
     kind: str,
@@ -155,7 +151,7 @@ def evaluate_model(
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
     _, rows = index.search(query_vectors, min(max(ks + ndcg_ks), len(doc_ids)))
-    run = _run_from_search(query_ids, rows, doc_ids)
+    run = {qid: [doc_ids[r] for r in row if r >= 0] for qid, row in zip(query_ids, rows, strict=True)}
     details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length)}
     system = str(model) if model is not None else "default"
     return _score(system, "model", split, run, len(doc_ids), ks, ndcg_ks, started, details)

@@ -19,7 +19,7 @@ import numpy as np
 
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
-from embedtune.data import file_sha256, load_corpus, read_jsonl
+from embedtune.data import file_sha256, find_data_file, load_corpus, read_jsonl
 from embedtune.encoding import encode, resolve_precision
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
@@ -90,7 +90,7 @@ def build_index(
     model_path = resolve_model_path(model)
     corpus_path = Path(corpus)
     docs = load_corpus(corpus_path)
-    corpus_file = corpus_path if corpus_path.is_file() else next(corpus_path.glob("corpus.jsonl*"))
+    corpus_file = corpus_path if corpus_path.is_file() else find_data_file(corpus_path, "corpus.jsonl")
     st = load_model(model_path, max_seq_length=max_seq_length)
     device = str(st.device)
 
