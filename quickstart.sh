@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, then fine-tune -> index -> search -> evaluate on the bundled Debian dataset.
-#   ./quickstart.sh          quick run (~12 min on 2 CPU cores): 60 training steps, texts cut at 96 tokens
+#   ./quickstart.sh          quick run (~10 min on 2 CPU cores): 50 training steps, texts cut at 64 tokens
 #   ./quickstart.sh --full   full run: one epoch over all 55,858 training pairs, 256-token texts
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +10,7 @@ case "${1:-}" in
   --full) mode=full ;;
   *) echo "usage: $0 [--full]" >&2; exit 2 ;;
 esac
-if [ "$mode" = quick ]; then train_size=(--max-steps 60); msl=96; else train_size=(--epochs 1); msl=256; fi
+if [ "$mode" = quick ]; then train_size=(--max-steps 50); msl=64; else train_size=(--epochs 1); msl=256; fi
 
 step() {  # step NAME COMMAND...: run and report wall time
   local name=$1 t0=$SECONDS; shift

@@ -166,7 +166,8 @@ def train(output: Path, model: str, data: Path, pairs: Path | None, split: str, 
     result = run_training(config)
     click.echo(
         f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
-        f"(loss {result.losses[0][1]:.4f} at step 1, {result.final_loss():.4f} over the last 20% of steps); "
+        f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
+        f"{result.mean_loss(0.8, 1):.4f} over the last 20%); "
         f"model written to {result.output}"
     )
 

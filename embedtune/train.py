@@ -57,10 +57,14 @@ class TrainResult:
     seconds: float
     losses: list[tuple[int, float]]  # (step, mean training loss since the previous log)
 
-    def final_loss(self) -> float:
-        """Mean logged loss over the last 20% of steps: one 10-step window is too noisy to report."""
-        tail = [loss for step, loss in self.losses if step > 0.8 * self.steps] or [self.losses[-1][1]]
-        return sum(tail) / len(tail)
+    def mean_loss(self, start: float, end: float) -> float:
+        """Mean logged loss over steps in ``(start, end]`` (fractions of the run).
+
+        One 10-step window of in-batch loss is too noisy to compare; windows of a fifth of the run
+        (e.g. ``mean_loss(0, 0.2)`` against ``mean_loss(0.8, 1)``) show the trend.
+        """
+        window = [loss for step, loss in self.losses if start * self.steps < step <= end * self.steps]
+        return sum(window) / len(window) if window else float("nan")
 
 
 def train(config: TrainConfig) -> TrainResult:
