@@ -192,7 +192,9 @@ def index() -> None:
     show_default="data/debian",
     help="BEIR folder or corpus.jsonl[.gz] file (_id, title, text).",
 )
-@click.option("--name", default=None, help="Index name (default: the model directory's name).")
+@click.option(
+    "--name", default=None, help="Index name (default: the model directory's name, 'minilm' for the default model)."
+)
 @_indexes_dir_option
 @_encode_batch_option
 @_precision_option
@@ -205,15 +207,15 @@ def index() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name.")
 def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, **options) -> None:
     """Encode a corpus into an exact cosine-similarity FAISS index, with ids, texts and a manifest."""
-    from embedtune.index import build_index
+    from embedtune.index import MANIFEST_FILE, Manifest, build_index
     from embedtune.models import resolve_model_path
 
     name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
     path = build_index(model, corpus, name, indexes_dir=indexes_dir, **options)
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest = Manifest.read(path / MANIFEST_FILE)
     click.echo(
-        f"index '{name}' written to {path}: {manifest['count']} documents x {manifest['dimension']} dims, "
-        f"encoded in {manifest['encode_seconds']:.0f} s ({manifest['precision']})"
+        f"index '{name}' written to {path}: {manifest.count} documents x {manifest.dimension} dims, "
+        f"encoded in {manifest.encode_seconds:.0f} s ({manifest.precision})"
     )
 
 
