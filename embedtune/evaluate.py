@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.data import RetrievalSplit, load_split
-from embedtune.encoding import encode
+from embedtune.encoding import Encoder
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model, resolve_model_path
@@ -142,12 +142,9 @@ def evaluate_model(
     path = resolve_model_path(model)
     st = load_model(path, max_seq_length=max_seq_length)
     doc_ids, query_ids = list(split.corpus), list(split.queries)
-    doc_vectors = encode(
-        st, list(split.corpus.values()), batch_size=batch_size, precision=precision, show_progress=show_progress
-    )
-    query_vectors = encode(
-        st, list(split.queries.values()), batch_size=batch_size, precision=precision, show_progress=show_progress
-    )
+    encoder = Encoder(st, precision)
+    doc_vectors = encoder.encode(list(split.corpus.values()), batch_size=batch_size, show_progress=show_progress)
+    query_vectors = encoder.encode(list(split.queries.values()), batch_size=batch_size, show_progress=show_progress)
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
     _, rows = index.search(query_vectors, min(max(ks + ndcg_ks), len(doc_ids)))

@@ -20,7 +20,7 @@ import numpy as np
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
 from embedtune.data import file_sha256, find_data_file, load_corpus, read_jsonl
-from embedtune.encoding import encode, resolve_precision
+from embedtune.encoding import Encoder
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
@@ -92,10 +92,10 @@ def build_index(
     docs = load_corpus(corpus_path)
     corpus_file = corpus_path if corpus_path.is_file() else find_data_file(corpus_path, "corpus.jsonl")
     st = load_model(model_path, max_seq_length=max_seq_length)
-    device = str(st.device)
+    encoder = Encoder(st, precision)
 
     started = time.perf_counter()
-    vectors = encode(st, list(docs.values()), batch_size=batch_size, precision=precision, show_progress=show_progress)
+    vectors = encoder.encode(list(docs.values()), batch_size=batch_size, show_progress=show_progress)
     encode_seconds = time.perf_counter() - started
 
     index = faiss.IndexFlatIP(vectors.shape[1])
@@ -109,7 +109,7 @@ def build_index(
         metric="inner_product",
         count=len(docs),
         max_seq_length=int(st.max_seq_length),
-        precision=resolve_precision(precision, device),
+        precision=encoder.precision,
         corpus_path=str(corpus_file.resolve()),
         corpus_sha256=file_sha256(corpus_file),
         embedtune_version=__version__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedtune.encoding import encode
+from embedtune.encoding import Encoder
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model
 
@@ -28,7 +28,8 @@ class Searcher:
     def __init__(self, index: Index, model: str | Path | None = None, *, device: str | None = None):
         self.index = index
         manifest = index.manifest
-        self.model = load_model(index.check_model(model), device=device, max_seq_length=manifest.max_seq_length)
+        model = load_model(index.check_model(model), device=device, max_seq_length=manifest.max_seq_length)
+        self.encoder = Encoder(model, manifest.precision)
 
     @classmethod
     def open(
@@ -38,7 +39,7 @@ class Searcher:
 
     def search(self, queries: list[str], k: int = 10, *, show_progress: bool = False) -> list[list[Hit]]:
         """The top-``k`` hits for each query, best first."""
-        vectors = encode(self.model, queries, precision=self.index.manifest.precision, show_progress=show_progress)
+        vectors = self.encoder.encode(queries, show_progress=show_progress)
         scores, rows = self.index.search_vectors(vectors, k)
         return [
             [

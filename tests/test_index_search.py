@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS
 
-from embedtune.encoding import encode, resolve_precision
+from embedtune.encoding import Encoder, resolve_precision
 from embedtune.errors import EmbedtuneError
 from embedtune.index import Index, build_index
 from embedtune.models import load_model, model_fingerprint
@@ -24,7 +24,7 @@ def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir
     assert (m.count, m.dimension, m.normalized, m.precision) == (len(CORPUS), 32, True, "fp32")
     assert m.model_fingerprint == model_fingerprint(tiny_st)
 
-    expected = encode(load_model(tiny_st, device="cpu"), list(CORPUS.values()), precision="fp32", show_progress=False)
+    expected = Encoder(load_model(tiny_st, device="cpu"), "fp32").encode(list(CORPUS.values()), show_progress=False)
     stored = index.faiss_index.reconstruct_n(0, len(CORPUS))
     np.testing.assert_allclose(stored, expected, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
@@ -43,8 +43,8 @@ def test_easy_query_finds_the_right_document_with_the_real_model(tmp_path, beir_
 def test_bf16_encoding_agrees_with_fp32(tiny_st):
     model = load_model(tiny_st, device="cpu")
     texts = list(CORPUS.values())
-    fp32 = encode(model, texts, precision="fp32", show_progress=False)
-    bf16 = encode(model, texts, precision="bf16", show_progress=False)
+    fp32 = Encoder(model, "fp32").encode(texts, show_progress=False)
+    bf16 = Encoder(model, "bf16").encode(texts, show_progress=False)
     assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99
     # bf16 ran on a copy: the caller's weights are still fp32.
     assert next(model.parameters()).dtype.is_floating_point and str(next(model.parameters()).dtype) == "torch.float32"
