@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,14 +28,6 @@ PAIR_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".tsv", ".parquet")
 def default_data_dir() -> Path:
     """The bundled default dataset (Debian package descriptions) in the repository's ``data/``."""
     return Path(__file__).resolve().parent.parent / "data" / "debian"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def training_data_files(source: Path, split: str = "train") -> list[Path]:

@@ -19,9 +19,10 @@ import numpy as np
 
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
-from embedtune.data import file_sha256, find_data_file, load_corpus, read_jsonl
+from embedtune.data import find_data_file, load_corpus, read_jsonl
 from embedtune.encoding import Encoder
 from embedtune.errors import DataError, EmbedtuneError
+from embedtune.hashing import file_sha256
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 DEFAULT_INDEXES_DIR = Path("indexes")

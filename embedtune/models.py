@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
+from embedtune.hashing import update_from_file
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -92,7 +93,5 @@ def model_fingerprint(model: str | Path | None) -> str:
         if rel in _NOT_FINGERPRINTED or rel.startswith(".") or "/." in rel:
             continue
         digest.update(rel.encode() + b"\0")
-        with file.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        update_from_file(digest, file)
     return digest.hexdigest()

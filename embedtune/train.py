@@ -17,8 +17,9 @@ from pathlib import Path
 
 from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination
-from embedtune.data import default_data_dir, file_sha256, load_training_pairs, training_data_files
+from embedtune.data import default_data_dir, load_training_pairs, training_data_files
 from embedtune.encoding import resolve_precision
+from embedtune.hashing import file_sha256
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 TRAIN_RECORD = "embedtune_train.json"
