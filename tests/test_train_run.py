@@ -154,3 +154,16 @@ def test_prompts_are_used_in_training_and_saved(tmp_path, tiny_st, beir_dir):
     )
     model = load_model(result.output, device="cpu")
     assert model.prompts["query"] == "query: " and model.prompts["document"] == "passage: "
+    # Index build, search and eval encode through Encoder, which applies the prompt of each role.
+    from embedtune.encoding import Encoder
+
+    encoder = Encoder(model, "fp32")
+    prompted = encoder.encode(["web server"], role="query", show_progress=False)
+    assert prompted == pytest.approx(encoder.encode(["query: web server"], show_progress=False), abs=1e-6)
+    assert prompted != pytest.approx(encoder.encode(["web server"], show_progress=False), abs=1e-3)
+
+
+def test_early_stopping_ends_the_run_when_the_dev_metric_stalls(tmp_path, tiny_st, beir_dir):
+    # With a zero learning rate the dev metric cannot improve: patience 1 stops at the second evaluation.
+    result = train(_config(tmp_path, tiny_st, beir_dir, dev=True, learning_rate=0.0, early_stopping_patience=1))
+    assert result.steps == 4
