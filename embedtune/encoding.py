@@ -59,13 +59,17 @@ class Encoder:
         self.precision = resolve_precision(precision, str(model.device))
         self.model = copy.deepcopy(model).to(torch.bfloat16) if self.precision == "bf16" else model
 
-    def encode(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = True) -> np.ndarray:
+    def encode(
+        self, texts: list[str], *, batch_size: int = 32, show_progress: bool = True, prompt_name: str | None = None
+    ) -> np.ndarray:
         """L2-normalised float32 vectors of shape ``(len(texts), dim)``.
 
         sentence-transformers sorts texts by length, so each batch is padded only to its own longest.
+        ``prompt_name`` selects one of the model's prompts (e.g. ``"query"``), prepended to every text.
         """
         vectors = self.model.encode(
             texts,
+            prompt_name=prompt_name,
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,
