@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -294,11 +293,13 @@ class _Ingest:
     def add(self, records: list[CorpusRecord], path: Path) -> None:
         if not records:
             return
+        stored, seen = self.store.hashes([r.doc_id for r in records]), set()
+        for r in records:
+            if r.doc_id in seen or r.doc_id in stored:
+                raise DataError(path, f"duplicate document id '{r.doc_id}'", line=r.line, field="_id")
+            seen.add(r.doc_id)
         fids = np.arange(self.next_fid, self.next_fid + len(records), dtype=np.int64)
-        try:
-            self.store.insert((int(f), r.doc_id, r.text, r.metadata) for f, r in zip(fids, records, strict=True))
-        except sqlite3.IntegrityError:
-            raise self._duplicate(records, path) from None
+        self.store.insert((int(f), r.doc_id, r.text, r.metadata) for f, r in zip(fids, records, strict=True))
         self.next_fid += len(records)
         started = time.perf_counter()
         self.vectors.append(
@@ -312,14 +313,6 @@ class _Ingest:
         self.seconds += time.perf_counter() - started
         self.fids.append(fids)
         self.progress.update(len(records))
-
-    def _duplicate(self, records: list[CorpusRecord], path: Path) -> DataError:
-        seen: set[str] = set()
-        for r in records:
-            if r.doc_id in seen or self.store.hashes([r.doc_id]):
-                return DataError(path, f"duplicate document id '{r.doc_id}'", line=r.line, field="_id")
-            seen.add(r.doc_id)
-        return DataError(path, "duplicate document id")
 
     def result(self, dimension: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.vectors:
