@@ -210,12 +210,23 @@ class _Generation:
         import faiss
 
         faiss.write_index(faiss_index, str(self.index_path))
+        for path in (self.index_path, self.store_path):  # durable before the manifest names them
+            _fsync(path)
         files = {
             p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in (self.index_path, self.store_path)
         }
         manifest = replace(manifest, generation=self.generation, files=files, updated_at=_now())
         manifest.write(self.dir)
+        _fsync(self.dir)  # the rename itself
         return manifest
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -589,10 +600,22 @@ class Index:
         ``mmap`` maps the FAISS file instead of reading it (pages load on demand, shared between
         processes). ``verify`` also checks both files' SHA-256 against the manifest (reads them fully).
         """
-        import faiss
-
         path = resolve_index_path(index, indexes_dir)
         manifest = Manifest.read(path / MANIFEST_FILE)
+        try:
+            return cls._load(path, manifest, mmap, verify)
+        except EmbedtuneError:
+            # A writer may have committed a new generation and deleted these files since we read the
+            # manifest: then retry once with the new one; otherwise the files really are damaged.
+            newer = Manifest.read(path / MANIFEST_FILE)
+            if newer.generation == manifest.generation:
+                raise
+            return cls._load(path, newer, mmap, verify)
+
+    @classmethod
+    def _load(cls, path: Path, manifest: Manifest, mmap: bool, verify: bool) -> Index:
+        import faiss
+
         expected = {index_file(manifest.generation), store_file(manifest.generation)}
         if set(manifest.files) != expected:
             raise EmbedtuneError(f"{path}: manifest names files {sorted(manifest.files)}, expected {sorted(expected)}")
