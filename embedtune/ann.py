@@ -143,12 +143,12 @@ def choose_spec(n: int, dimension: int, memory_budget: int) -> tuple[IndexSpec, 
     for kind, why in (
         ("hnsw", "float vectors plus graph fit in memory; HNSW gives the most queries/s at recall >= 0.99"),
         ("ivf-sq8", "float vectors do not fit, int8 vectors do: IVF over 4x smaller scalar-quantised vectors"),
-        ("ivf-pq", "only compressed codes fit: IVF over 4-bit product-quantised codes (recall is lower)"),
     ):
         spec = make_spec(kind, n, dimension)
-        if n * spec.bytes_per_vector(dimension) * 1.1 <= memory_budget or kind == "ivf-pq":
+        if n * spec.bytes_per_vector(dimension) * 1.1 <= memory_budget:
             return spec, f"{size}; {why}"
-    raise AssertionError("unreachable: ivf-pq is always chosen last")
+    why = "only compressed codes fit: IVF over 4-bit product-quantised codes (recall is lower)"
+    return make_spec("ivf-pq", n, dimension), f"{size}; {why}"
 
 
 def create_index(spec: IndexSpec, dimension: int):

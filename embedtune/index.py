@@ -470,7 +470,7 @@ def _update(index: str | Path, indexes_dir: Path) -> Iterator[tuple[Manifest, _G
     import faiss
 
     path = resolve_index_path(index, indexes_dir)
-    Index.load(path)  # refuse to update a damaged index
+    Index.load(path).close()  # refuse to update a damaged index
     with _new_generation(path) as gen:
         manifest = Manifest.read(path / MANIFEST_FILE)
         shutil.copyfile(path / store_file(manifest.generation), gen.store_path)
@@ -660,6 +660,9 @@ class Index:
 
     def __len__(self) -> int:
         return self.manifest.count
+
+    def close(self) -> None:
+        self.store.close()
 
     @property
     def doc_ids(self) -> list[str]:
