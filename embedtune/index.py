@@ -488,9 +488,11 @@ def _remove_fids(faiss_index, store: DocStore, spec: IndexSpec, fids: list[int])
         faiss_index.remove_ids(np.asarray(fids, dtype=np.int64))
 
 
-def _commit_update(manifest: Manifest, gen: _Generation, store: DocStore, faiss_index, result: UpdateResult) -> None:
+def _commit_update(
+    manifest: Manifest, gen: _Generation, store: DocStore, faiss_index, result: UpdateResult, **source: str
+) -> None:
     store.commit()
-    record = {k: v for k, v in asdict(result).items() if k != "missing"} | {"at": _now()}
+    record = {k: v for k, v in asdict(result).items() if k != "missing"} | source | {"at": _now()}
     updated = replace(
         manifest,
         count=len(store),
@@ -555,7 +557,9 @@ def add_documents(
         )
         if result.changed:
             _add_vectors(faiss_index, vectors, fids, show_progress)
-            _commit_update(manifest, gen, store, faiss_index, result)
+            _commit_update(
+                manifest, gen, store, faiss_index, result, source=str(source.resolve()), sha256=file_sha256(source)
+            )
     return result
 
 
