@@ -397,11 +397,14 @@ def build_index(
     described = describe_model(st)
     dimension = int(st.get_embedding_dimension())
     params = {"nlist": nlist, "pq_m": pq_m, "hnsw_m": hnsw_m, "ef_construction": ef_construction}
+    lines = count_lines(source)
+    if lines:  # bad parameters fail now, not after minutes of encoding
+        _spec_for(index_type, lines, dimension, memory_budget, params)
 
     with _new_generation(target) as gen:
         store = DocStore(gen.store_path, create=True)
         try:
-            with _progress(count_lines(source), f"encoding {source.name}", show_progress) as bar:
+            with _progress(lines, f"encoding {source.name}", show_progress) as bar:
                 ingest = _Ingest(store, encoder, described["document_prompt_name"], batch_size, bar)
                 for chunk in _chunked(iter_corpus(source)):
                     ingest.add(chunk, source)
