@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -47,7 +48,7 @@ from embedtune.ann import (
 from embedtune.atomic import check_destination, write_text_atomic
 from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
 from embedtune.encoding import Encoder
-from embedtune.errors import DataError, EmbedtuneError
+from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.hashing import file_sha256
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 from embedtune.store import DocStore, StoredDoc, text_sha256
@@ -422,6 +423,14 @@ def build_index(
             faiss_index.train(sample)
         _add_vectors(faiss_index, vectors, fids, show_progress)
         calibration = calibrate(faiss_index, spec, vectors, fids, target_recall)
+        if not calibration.reached:
+            warnings.warn(
+                f"{spec.kind} reaches recall@10 {calibration.recall_at_10} against exact search at best "
+                f"({', '.join(f'{k}={v}' for k, v in calibration.knobs.items()) or 'no knob'}), short of the "
+                f"target {target_recall}; a flat or IVF-flat index reaches it",
+                EmbedtuneWarning,
+                stacklevel=2,
+            )
         manifest = Manifest(
             name=name,
             model_path=str(model_path),
