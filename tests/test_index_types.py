@@ -221,7 +221,7 @@ def test_add_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir_di
 def test_automatic_choice_follows_size_and_memory():
     spec, why = choose_spec(60_594, 384, 8 * 10**9)
     assert spec.kind == "flat" and "exact" in why
-    assert choose_spec(1_000_000, 384, 8 * 10**9)[0].kind == "hnsw"
+    assert choose_spec(1_000_000, 384, 8 * 10**9)[0].kind == "ivf-flat"
     spec, why = choose_spec(1_000_000, 384, 10**9)  # 1.5 GB of float32 does not fit; 0.4 GB of int8 does
     assert spec.kind == "ivf-sq8" and spec.nlist == 4000 and "do not fit" in why
     assert choose_spec(10_000_000, 384, 10**9)[0].kind == "ivf-pq"
