@@ -90,7 +90,7 @@ def make_data(dataset: str, real_index: str | None = None) -> tuple[Path, Path, 
 
 
 def _real_vectors(index_name: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from embedtune.data import default_data_dir, load_split
+    from embedtune.data import default_data_dir, load_qrels, load_queries, qrels_path
     from embedtune.index import Index
     from embedtune.search import Searcher
 
@@ -100,8 +100,10 @@ def _real_vectors(index_name: str | None) -> tuple[np.ndarray, np.ndarray]:
     if index.manifest.index_type != "flat":
         raise SystemExit(f"--real-index {index_name} must be a flat index")
     x = np.vstack([index.faiss_index.reconstruct(int(i)) for i in range(index.manifest.vectors)])
-    split = load_split(default_data_dir(), "test", corpus={})  # only the queries are needed
-    q = Searcher(index).encoder.encode(list(split.queries.values()), show_progress=False)
+    queries = load_queries(default_data_dir())
+    test = load_qrels(qrels_path(default_data_dir(), "test"), query_ids=queries)
+    searcher = Searcher(index)
+    q = searcher.encoder.encode([queries[qid] for qid in test], prompt_name=index.manifest.query_prompt_name)
     return x, q
 
 
