@@ -354,9 +354,13 @@ def write_report(results: dict) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     for ax, (data, n) in zip(axes[0], panels, strict=True):
         for r in (r for r in rows if (r["data"], r["n"]) == (data, n)):
-            points = r.get("sweep") or [r]
+            points = r.get("sweep") or [r]  # flat and sq8 have no knob: one point
             ax.plot(
-                [p["qps_batch64"] for p in points], [p["recall_at_10"] for p in points], "o-", label=r["type"], ms=3
+                [p["qps_batch64"] for p in points],
+                [p["recall_at_10"] for p in points],
+                "o-",
+                label=r["type"],
+                ms=3 if len(points) > 1 else 8,
             )
             ax.plot([r["qps_batch64"]], [r["recall_at_10"]], "k*", ms=9)
         ax.set(xscale="log", xlabel="queries/s (batch 64, 1 thread)", ylabel="recall@10 vs exact")
