@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import click
 
+from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.atomic import write_text_atomic
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.losses import LOSSES
 
@@ -24,13 +26,25 @@ PRECISION_HELP = "Encoding precision: auto = bf16 where the CPU has AMX or the G
 
 
 class _Group(click.Group):
-    """A group that turns EmbedtuneError into a one-line error instead of a traceback."""
+    """A group that turns EmbedtuneError into a one-line error instead of a traceback, and
+    EmbedtuneWarning into a one-line ``warning:`` on stderr."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except EmbedtuneError as e:
-            raise click.ClickException(str(e)) from None
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, EmbedtuneWarning):
+                    click.echo(f"warning: {message}", err=True)
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            warnings.simplefilter("always", EmbedtuneWarning)
+            try:
+                return super().invoke(ctx)
+            except EmbedtuneError as e:
+                raise click.ClickException(str(e)) from None
 
 
 def _parse_ks(_ctx, _param, value: str) -> list[int]:
@@ -261,7 +275,13 @@ def train(config_file: Path | None, **options) -> None:
 
 @main.group()
 def index() -> None:
-    """Build and inspect FAISS indexes (stored under --indexes-dir)."""
+    """Build, update and inspect FAISS indexes (stored under --indexes-dir).
+
+    \b
+    An index is a folder: the FAISS vectors, a SQLite store of ids, texts and metadata looked up by
+    FAISS id, and a manifest binding both to the model and corpus. Every write produces a complete
+    new version before the old one is dropped, so a crash or kill never leaves a broken index.
+    """
 
 
 @index.command("build")
@@ -291,61 +311,280 @@ def index() -> None:
     default=None,
     help="Tokens kept per document (default: the model's own limit).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name.")
-def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, **options) -> None:
-    """Encode a corpus into an exact cosine-similarity FAISS index, with ids, texts and a manifest."""
+@click.option(
+    "--type",
+    "index_type",
+    type=click.Choice(("auto", *INDEX_TYPES)),
+    default="auto",
+    show_default=True,
+    help="flat = exact; sq8 = exact over int8 vectors; hnsw = graph; ivf-flat / ivf-sq8 / ivf-pq = k-means cells "
+    "over float / int8 / 4-bit PQ codes. auto picks from the corpus size and --memory-budget ('index info' says why).",
+)
+@click.option("--nlist", type=click.IntRange(min=1), default=None, help="IVF cells (default ~4*sqrt(documents)).")
+@click.option("--pq-m", type=click.IntRange(min=1), default=None, help="IVF-PQ sub-quantisers (default dims/4).")
+@click.option("--hnsw-m", type=click.IntRange(min=2), default=None, help="HNSW links per node (default 32).")
+@click.option("--ef-construction", type=click.IntRange(min=1), default=None, help="HNSW build beam (default 64).")
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Vectors sampled to train IVF/SQ/PQ quantisers (default 64 per IVF cell).",
+)
+@click.option(
+    "--memory-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="GB the index may use, for --type auto (default: half the RAM).",
+)
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=DEFAULT_TARGET_RECALL,
+    show_default=True,
+    help="recall@10 against exact search that the default nprobe / efSearch is calibrated to reach.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
+def index_build(
+    model: str, corpus: Path, name: str | None, indexes_dir: Path, memory_budget: float | None, **options
+) -> None:
+    """Encode a corpus into a FAISS index with a document store and a manifest."""
     from embedtune.index import MANIFEST_FILE, Manifest, build_index
     from embedtune.models import resolve_model_path
 
     name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
-    path = build_index(model, corpus, name, indexes_dir=indexes_dir, **options)
+    budget = int(memory_budget * 1e9) if memory_budget is not None else None
+    path = build_index(model, corpus, name, indexes_dir=indexes_dir, memory_budget=budget, **options)
     manifest = Manifest.read(path / MANIFEST_FILE)
     click.echo(
         f"index '{name}' written to {path}: {manifest.count} documents x {manifest.dimension} dims, "
-        f"encoded in {manifest.encode_seconds:.0f} s ({manifest.precision})"
+        f"encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}); {_describe_type(manifest)}"
     )
 
 
+def _describe_type(manifest) -> str:
+    knobs = ", ".join(f"{k}={v}" for k, v in manifest.search_defaults.items())
+    recall = manifest.calibration.get("recall_at_10")
+    tuned = f", default {knobs}" if knobs else ""
+    return f"{manifest.index_type}{tuned} (recall@10 vs exact on a corpus sample: {recall})"
+
+
+_index_argument = click.argument("index_name", metavar="INDEX")
+
+
+@index.command("add")
+@_index_argument
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="BEIR corpus.jsonl[.gz] (or folder) of new and changed documents; unchanged ones are skipped.",
+)
+@click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
+@_indexes_dir_option
+@_encode_batch_option
+def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, batch_size: int) -> None:
+    """Add new documents and replace changed ones (same id, new text) without a rebuild.
+
+    Documents whose id and text (SHA-256) are already indexed are not re-encoded.
+    """
+    from embedtune.index import add_documents
+
+    result = add_documents(index_name, corpus, indexes_dir=indexes_dir, model=model, batch_size=batch_size)
+    click.echo(
+        f"index '{index_name}': {result.added} added, {result.replaced} replaced, {result.unchanged} unchanged"
+        + ("" if result.changed else " (nothing written)")
+    )
+
+
+@index.command("remove")
+@_index_argument
+@click.argument("doc_ids", nargs=-1)
+@click.option(
+    "--ids-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="File with one document id per line (in addition to any DOC_IDS).",
+)
+@_indexes_dir_option
+def index_remove(index_name: str, doc_ids: tuple[str, ...], ids_file: Path | None, indexes_dir: Path) -> None:
+    """Remove documents by id (DOC_IDS and/or --ids-file) without a rebuild."""
+    from embedtune.index import remove_documents
+
+    ids = list(doc_ids)
+    if ids_file is not None:
+        ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    result = remove_documents(index_name, ids, indexes_dir=indexes_dir)
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
+        warnings.warn(f"{len(result.missing)} id(s) not in the index: {shown}", EmbedtuneWarning, stacklevel=1)
+    click.echo(f"index '{index_name}': {result.removed} removed" + ("" if result.changed else " (nothing written)"))
+
+
+@index.command("info")
+@_index_argument
+@_indexes_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Also check both data files' SHA-256 against the manifest.")
+def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) -> None:
+    """Show what an index holds, which model made it, its type and why, and its search defaults."""
+    from dataclasses import asdict
+
+    from embedtune.index import Index
+
+    index = Index.load(index_name, indexes_dir, verify=verify)
+    m = index.manifest
+    if as_json:
+        click.echo(json.dumps(asdict(m) | {"path": str(index.path), "verified": verify}, indent=2))
+        return
+    params = ", ".join(f"{k}={v}" for k, v in m.index_params.items()) or "no parameters"
+    memory = m.spec.bytes_per_vector(m.dimension) * m.vectors
+    prompts = ", ".join(f"{k}={v!r}" for k, v in m.prompts.items()) or "none"
+    rows = [
+        ("path", str(index.path)),
+        ("documents", f"{m.count:,}" + (f" ({m.tombstones:,} removed, filtered at search)" if m.tombstones else "")),
+        ("type", f"{m.index_type} ({params}); trained on {m.train_size:,} vectors" if m.train_size else m.index_type),
+        ("why", m.choice),
+        ("search", _describe_type(m)),
+        ("size", f"{m.disk_bytes / 1e6:,.1f} MB on disk, ~{memory / 1e6:,.1f} MB of vectors in memory"),
+        ("model", f"{m.model_path} (fingerprint {m.model_fingerprint[:12]})"),
+        ("encoding", f"{m.dimension} dims, {m.pooling} pooling, normalised, {m.max_seq_length} tokens, {m.precision}"),
+        ("prompts", f"{prompts}; queries use {m.query_prompt_name}, documents {m.document_prompt_name}"),
+        ("corpus", f"{m.corpus_path} (sha256 {m.corpus_sha256[:12]})"),
+        ("built", f"{m.created_at} by embedtune {m.embedtune_version}; {len(m.updates)} update(s) since"),
+        ("files", ", ".join(sorted(m.files)) + (" (SHA-256 verified)" if verify else "")),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:>10}: {value}")
+
+
+@index.command("list")
+@_indexes_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def index_list(indexes_dir: Path, as_json: bool) -> None:
+    """List the indexes under --indexes-dir with their type, size and model."""
+    from embedtune.index import list_indexes
+
+    found = list_indexes(indexes_dir)
+    rows = [
+        {"name": name, "error": str(m)}
+        if isinstance(m, EmbedtuneError)
+        else {
+            "name": name,
+            "type": m.index_type,
+            "documents": m.count,
+            "dimension": m.dimension,
+            "disk_bytes": m.disk_bytes,
+            "model": m.model_path,
+            "updated_at": m.updated_at,
+        }
+        for name, m in found
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no indexes in {indexes_dir}")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<20} unreadable: {r['error']}")
+        else:
+            click.echo(
+                f"{r['name']:<20} {r['type']:<9} {r['documents']:>10,} docs x {r['dimension']:<4} "
+                f"{r['disk_bytes'] / 1e6:>9,.1f} MB  {r['model']}"
+            )
+
+
 @main.command()
-@click.argument("query", nargs=-1, required=True)
+@click.argument("query", nargs=-1)
 @click.option("--index", "index_name", required=True, help="Index name (under --indexes-dir) or path.")
 @_indexes_dir_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Search a batch: a .jsonl file of {'_id' or 'id', 'text'} objects, or plain text with one query per line.",
+)
 @click.option(
     "--model",
     "-m",
     default=None,
     help="Load the index's model from here instead (must be byte-identical to the one that built it).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (for programs) instead of a readable list.")
 @click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for programs): one object per query, one per line in a batch."
+)
+@click.option(
+    "--show-text",
     "--width",
-    type=click.IntRange(min=20),
+    "width",
+    type=click.IntRange(min=0),
     default=100,
     show_default=True,
-    help="Characters of document text shown per hit.",
+    help="Characters of document text shown per hit (0 = ids and scores only; with --json, 0 drops the text).",
 )
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF cells to scan (default: calibrated).")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width (default: calibrated).")
 def search(
-    query: tuple[str, ...], index_name: str, indexes_dir: Path, k: int, model: str | None, as_json: bool, width: int
+    query: tuple[str, ...],
+    index_name: str,
+    indexes_dir: Path,
+    k: int,
+    queries_file: Path | None,
+    model: str | None,
+    as_json: bool,
+    width: int,
+    nprobe: int | None,
+    ef_search: int | None,
 ) -> None:
-    """Print the top-k documents of an index for QUERY (all arguments joined by spaces)."""
+    """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
     from embedtune.search import Searcher
 
-    text = " ".join(query)
+    if bool(query) == bool(queries_file):
+        raise click.UsageError("give either QUERY or --queries FILE")
+    queries = [(None, " ".join(query))] if query else _read_queries(queries_file)
     searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model)
-    hits = searcher.search([text], k)[0]
-    if as_json:
-        payload = {
-            "query": text,
-            "index": searcher.index.name,
-            "hits": [{"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6), "text": h.text} for h in hits],
-        }
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"top {len(hits)} of {len(searcher.index)} documents in '{searcher.index.name}' for: {text}")
-    for h in hits:
-        snippet = textwrap.shorten(" ".join(h.text.split()), width=width, placeholder=" ...")
-        click.echo(f"{h.rank:>3}. {h.score:.4f}  {h.doc_id}\n     {snippet}")
+    results = searcher.search([text for _, text in queries], k, nprobe=nprobe, ef_search=ef_search)
+    for (query_id, text), hits in zip(queries, results, strict=True):
+        if as_json:
+            payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
+            payload["hits"] = [
+                {"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6)}
+                | ({"text": h.text} if width else {})
+                | ({"metadata": h.metadata} if h.metadata else {})
+                for h in hits
+            ]
+            click.echo(json.dumps(payload, ensure_ascii=False, indent=None if queries_file else 2))
+            continue
+        label = f"{query_id}: {text}" if query_id else text
+        click.echo(f"top {len(hits)} of {len(searcher.index)} documents in '{searcher.index.name}' for: {label}")
+        for h in hits:
+            click.echo(f"{h.rank:>3}. {h.score:.4f}  {h.doc_id}")
+            if width:
+                click.echo(
+                    f"     {textwrap.shorten(' '.join(h.text.split()), width=max(width, 5), placeholder=' ...')}"
+                )
+
+
+def _read_queries(path: Path) -> list[tuple[str | None, str]]:
+    """(id, text) pairs from a jsonl file (BEIR queries work) or a plain-text file of one query per line."""
+    from embedtune.data import read_jsonl
+    from embedtune.errors import DataError
+
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        queries = []
+        for line, row in read_jsonl(path):
+            text = row.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(path, "missing or empty", line=line, field="text")
+            query_id = row.get("_id", row.get("id"))
+            queries.append((None if query_id is None else str(query_id), text))
+    else:
+        queries = [(None, line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not queries:
+        raise DataError(path, "no queries")
+    return queries
 
 
 @main.command("eval")

@@ -101,6 +101,41 @@ def load_corpus(path: Path) -> dict[str, str]:
     return _load_by_id(path, "corpus.jsonl", "document", _document_text)
 
 
+@dataclass(frozen=True)
+class CorpusRecord:
+    """One document of a corpus file, with where it came from and its fields other than ``_id``/``text``."""
+
+    line: int
+    doc_id: str
+    text: str
+    metadata: dict
+
+
+def corpus_file(path: Path) -> Path:
+    """The corpus.jsonl[.gz] of a BEIR folder, or ``path`` itself when it is a file."""
+    path = Path(path)
+    return find_data_file(path, "corpus.jsonl") if path.is_dir() else path
+
+
+def iter_corpus(path: Path) -> Iterator[CorpusRecord]:
+    """Stream a BEIR corpus one validated document at a time (for corpora too big to hold as a dict).
+
+    Texts are built as :func:`load_corpus` builds them; duplicate ids are the caller's to detect,
+    since only it knows which ids it has already kept.
+    """
+    path = corpus_file(path)
+    for line, obj in read_jsonl(path):
+        doc_id = _string_field(path, line, obj, "_id")
+        metadata = {k: v for k, v in obj.items() if k not in ("_id", "text") and v not in ("", None, {}, [])}
+        yield CorpusRecord(line, doc_id, _document_text(path, line, obj), metadata)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a (possibly gzipped) text file: a cheap total for a progress bar."""
+    with _open_text(Path(path)) as f:
+        return sum(1 for _ in f)
+
+
 def load_queries(path: Path) -> dict[str, str]:
     """Read BEIR queries (``_id``, ``text``) into ``{query_id: text}``."""
     return _load_by_id(path, "queries.jsonl", "query", lambda p, line, obj: _string_field(p, line, obj, "text"))

@@ -46,6 +46,17 @@ def resolve_precision(precision: str, device: str) -> Literal["fp32", "bf16"]:
     return "bf16" if cpu_has_amx_bf16() else "fp32"
 
 
+def prompt_names(model: SentenceTransformer) -> tuple[str | None, str | None]:
+    """The names of the model's query and document prompts (E5/BGE-style prefixes), if it has them.
+
+    ``embedtune train --query-prompt/--document-prompt`` saves them as ``query`` and ``document``;
+    models from elsewhere may call the document prompt ``passage`` or ``corpus``.
+    """
+    prompts = dict(getattr(model, "prompts", None) or {})
+    document = next((p for p in ("document", "passage", "corpus") if p in prompts), None)
+    return ("query" if "query" in prompts else None), document
+
+
 class Encoder:
     """A model made ready to encode in one precision, for any number of ``encode`` calls.
 
@@ -60,22 +71,16 @@ class Encoder:
         self.model = copy.deepcopy(model).to(torch.bfloat16) if self.precision == "bf16" else model
 
     def encode(
-        self,
-        texts: list[str],
-        *,
-        role: Literal["query", "document"] | None = None,
-        batch_size: int = 32,
-        show_progress: bool = True,
+        self, texts: list[str], *, batch_size: int = 32, show_progress: bool = True, prompt_name: str | None = None
     ) -> np.ndarray:
         """L2-normalised float32 vectors of shape ``(len(texts), dim)``.
 
-        ``role`` applies the model's saved ``query``/``document`` prompt (E5/BGE-style prefixes set at
-        training time), if it has one. sentence-transformers sorts texts by length, so each batch is
-        padded only to its own longest.
+        sentence-transformers sorts texts by length, so each batch is padded only to its own longest.
+        ``prompt_name`` selects one of the model's prompts (e.g. ``"query"``), prepended to every text.
         """
         vectors = self.model.encode(
             texts,
-            prompt_name=role if role in (self.model.prompts or {}) else None,
+            prompt_name=prompt_name,
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,

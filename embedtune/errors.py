@@ -17,3 +17,7 @@ class DataError(EmbedtuneError):
         what = f"field '{field}': {message}" if field else message
         super().__init__(f"{where}: {what}")
         self.path, self.line, self.field = Path(path), line, field
+
+
+class EmbedtuneWarning(UserWarning):
+    """Something the user should know that does not stop the work (a truncated query, k capped)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.data import RetrievalSplit, load_split
-from embedtune.encoding import Encoder
+from embedtune.encoding import Encoder, prompt_names
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model, resolve_model_path
@@ -143,11 +143,12 @@ def evaluate_model(
     st = load_model(path, max_seq_length=max_seq_length)
     doc_ids, query_ids = list(split.corpus), list(split.queries)
     encoder = Encoder(st, precision)
+    query_prompt, document_prompt = prompt_names(st)
     doc_vectors = encoder.encode(
-        list(split.corpus.values()), role="document", batch_size=batch_size, show_progress=show_progress
+        list(split.corpus.values()), prompt_name=document_prompt, batch_size=batch_size, show_progress=show_progress
     )
     query_vectors = encoder.encode(
-        list(split.queries.values()), role="query", batch_size=batch_size, show_progress=show_progress
+        list(split.queries.values()), prompt_name=query_prompt, batch_size=batch_size, show_progress=show_progress
     )
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)

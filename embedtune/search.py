@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedtune.encoding import Encoder
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model
 
@@ -16,6 +18,7 @@ class Hit:
     doc_id: str
     score: float
     text: str
+    metadata: dict = field(default_factory=dict)
 
 
 class Searcher:
@@ -29,6 +32,11 @@ class Searcher:
         self.index = index
         manifest = index.manifest
         model = load_model(index.check_model(model), device=device, max_seq_length=manifest.max_seq_length)
+        if model.get_embedding_dimension() != manifest.dimension:
+            raise EmbedtuneError(
+                f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
+                f"{manifest.dimension}-dim ones; rebuild the index with this model"
+            )
         self.encoder = Encoder(model, manifest.precision)
 
     @classmethod
@@ -37,15 +45,55 @@ class Searcher:
     ) -> Searcher:
         return cls(Index.load(index, indexes_dir), model)
 
-    def search(self, queries: list[str], k: int = 10, *, show_progress: bool = False) -> list[list[Hit]]:
-        """The top-``k`` hits for each query, best first."""
-        vectors = self.encoder.encode(queries, role="query", show_progress=show_progress)
-        scores, rows = self.index.search_vectors(vectors, k)
+    def search(
+        self,
+        queries: list[str],
+        k: int = 10,
+        *,
+        show_progress: bool = False,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """The top-``k`` hits for each query, best first.
+
+        Warns (:class:`~embedtune.errors.EmbedtuneWarning`) when a query is longer than the model's
+        token limit (it is truncated, as every encoder does) and when ``k`` exceeds the index size.
+        """
+        if not queries:
+            return []
+        self._warn_truncated(queries)
+        if k > len(self.index):
+            warnings.warn(
+                f"k={k} is larger than index '{self.index.name}' ({len(self.index)} documents); "
+                f"returning at most {len(self.index)} hits",
+                EmbedtuneWarning,
+                stacklevel=2,
+            )
+        vectors = self.encoder.encode(
+            queries, show_progress=show_progress, prompt_name=self.index.manifest.query_prompt_name
+        )
+        scores, fids = self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
+        docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
         return [
             [
-                Hit(rank, self.index.doc_ids[row], float(score), self.index.texts[row])
-                for rank, (score, row) in enumerate(zip(q_scores, q_rows, strict=True), start=1)
-                if row >= 0
+                Hit(rank, docs[fid].doc_id, float(score), docs[fid].text, docs[fid].metadata)
+                for rank, (score, fid) in enumerate(
+                    ((s, int(f)) for s, f in zip(q_scores, q_fids, strict=True) if f >= 0), start=1
+                )
             ]
-            for q_scores, q_rows in zip(scores, rows, strict=True)
+            for q_scores, q_fids in zip(scores, fids, strict=True)
         ]
+
+    def _warn_truncated(self, queries: list[str]) -> None:
+        limit = self.index.manifest.max_seq_length
+        lengths = [len(ids) for ids in self.encoder.model.tokenizer(queries, verbose=False)["input_ids"]]
+        long = [(i, n) for i, n in enumerate(lengths, start=1) if n > limit]
+        if long:
+            i, n = long[0]
+            which = f"query {i} is {n} tokens long" if len(long) == 1 else f"{len(long)} queries (e.g. query {i}: {n})"
+            warnings.warn(
+                f"{which}, over the model's limit of {limit} tokens (special tokens included): "
+                f"truncated to the first {limit}",
+                EmbedtuneWarning,
+                stacklevel=3,
+            )

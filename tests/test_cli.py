@@ -26,11 +26,25 @@ def assert_one_line_error(result, pattern: str) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["index"], ["index", "build"], ["search"], ["eval"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["train"],
+        ["index"],
+        ["index", "build"],
+        ["index", "add"],
+        ["index", "remove"],
+        ["index", "info"],
+        ["index", "list"],
+        ["search"],
+        ["eval"],
+    ],
+)
 def test_help_explains_every_command(command):
     out = run(*command, "--help").output
     assert "Usage:" in out
-    if command and command != ["index"]:
+    if command and command[-1] not in ("index", "remove", "info", "list"):
         assert "[default:" in out  # defaults are shown
 
 
@@ -132,3 +146,60 @@ def test_train_from_a_config_file_with_overrides_and_clear_errors(tmp_path, tiny
     assert "trained 2 steps on 5 rows" in out and "dev " not in out.split("trained", 1)[1]
     assert "loss: mnrl" in (tmp_path / "m" / "train_config.yaml").read_text()
     assert_one_line_error(run("train", ok=False), "give --output")
+
+
+def test_index_update_inspect_and_batch_search(tmp_path, tiny_st, beir_dir):
+    idx = tmp_path / "indexes"
+    out = run(
+        "index", "build", "-m", tiny_st, "--corpus", beir_dir, "--name", "t", "--indexes-dir", idx, "--type", "hnsw"
+    )
+    assert "8 documents x 32 dims" in out.output and "hnsw, default ef_search=" in out.output
+
+    added = tmp_path / "added.jsonl"
+    added.write_text(
+        json.dumps({"_id": "vim", "text": CORPUS_VIM})
+        + "\n"
+        + json.dumps({"_id": "emacs", "text": "Emacs editor"})
+        + "\n"
+    )
+    out = run("index", "add", "t", "--corpus", added, "--indexes-dir", idx).output
+    assert "1 added, 0 replaced, 1 unchanged" in out
+    result = run("index", "remove", "t", "gzip", "nope", "--indexes-dir", idx)
+    assert "1 removed" in result.stdout and "warning: 1 id(s) not in the index: nope" in result.stderr
+
+    info = run("index", "info", "t", "--indexes-dir", idx, "--verify").output
+    assert "documents: 8 (1 removed, filtered at search)" in info and "SHA-256 verified" in info
+    assert "why: chosen explicitly (type hnsw)" in info and "2 update(s)" in info
+    manifest = json.loads(run("index", "info", "t", "--indexes-dir", idx, "--json").output)
+    assert manifest["index_type"] == "hnsw" and manifest["count"] == 8 and manifest["pooling"] == "mean"
+    listed = json.loads(run("index", "list", "--indexes-dir", idx, "--json").output)
+    assert [(r["name"], r["type"], r["documents"]) for r in listed] == [("t", "hnsw", 8)]
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(
+        json.dumps({"_id": "q1", "text": CORPUS_VIM}) + "\n" + json.dumps({"_id": "q2", "text": "zip"}) + "\n"
+    )
+    lines = run(
+        "search", "--queries", queries, "--index", "t", "--indexes-dir", idx, "-k", 3, "--json", "--show-text", 0
+    )
+    results = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert [r["id"] for r in results] == ["q1", "q2"] and results[0]["hits"][0]["id"] == "vim"
+    assert all(len(r["hits"]) == 3 and "text" not in r["hits"][0] for r in results)
+    assert all("gzip" not in [h["id"] for h in r["hits"]] for r in results)
+    plain = tmp_path / "queries.txt"
+    plain.write_text("text editor\n\nweb server\n")
+    out = run("search", "--queries", plain, "--index", "t", "--indexes-dir", idx, "-k", 1, "--show-text", 0).output
+    assert out.count("top 1 of 8 documents in 't'") == 2 and "     " not in out
+
+    assert_one_line_error(run("search", "--index", "t", "--indexes-dir", idx, ok=False), "either QUERY or --queries")
+    assert_one_line_error(
+        run("search", "x", "--index", "t", "--indexes-dir", idx, "--nprobe", 4, ok=False), "nprobe does not apply"
+    )
+    assert_one_line_error(run("index", "info", "nope", "--indexes-dir", idx, ok=False), "no index 'nope'.*available: t")
+    (idx / "t" / "index.3.faiss").write_bytes(b"")  # build, add, remove: generation 3
+    assert_one_line_error(
+        run("search", "x", "--index", "t", "--indexes-dir", idx, ok=False), "does not match the manifest"
+    )
+    assert_one_line_error(
+        run("index", "remove", "t", "vim", "--indexes-dir", idx, ok=False), "does not match the manifest"
+    )

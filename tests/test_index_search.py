@@ -25,7 +25,7 @@ def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir
     assert m.model_fingerprint == model_fingerprint(tiny_st)
 
     expected = Encoder(load_model(tiny_st, device="cpu"), "fp32").encode(list(CORPUS.values()), show_progress=False)
-    stored = index.faiss_index.reconstruct_n(0, len(CORPUS))
+    stored = np.vstack([index.faiss_index.reconstruct(i) for i in range(len(CORPUS))])  # FAISS id i = document i
     np.testing.assert_allclose(stored, expected, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
     assert Index.load(path).name == "tiny"  # by path as well as by name
@@ -78,16 +78,38 @@ def test_missing_and_damaged_indexes(tmp_path, tiny_st, beir_dir):
     path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
     with pytest.raises(EmbedtuneError, match="available: tiny"):
         Index.load("nope", tmp_path)
-    (path / "index.faiss").write_bytes(b"not a faiss index")
+    faiss_file, store_file = path / "index.1.faiss", path / "docs.1.sqlite"
+    good = faiss_file.read_bytes()
+
+    faiss_file.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(EmbedtuneError, match=r"index\.1\.faiss: does not match the manifest \(is \d+ bytes"):
+        Index.load("tiny", tmp_path)
+    faiss_file.write_bytes(b"x" * len(good))  # same size, garbage: caught by FAISS's reader, not an assertion
     with pytest.raises(EmbedtuneError, match="unreadable FAISS index"):
         Index.load("tiny", tmp_path)
-    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False, overwrite=True)
-    with (path / "docs.jsonl").open("a") as f:
-        f.write(json.dumps({"id": "extra", "text": "extra"}) + "\n")
-    with pytest.raises(EmbedtuneError, match="index files disagree"):
+    mid = len(good) // 2
+    faiss_file.write_bytes(good[:mid] + bytes([good[mid] ^ 1]) + good[mid + 1 :])  # one bit of one vector
+    Index.load("tiny", tmp_path)  # plausible, so a plain load accepts it; only the hash notices
+    with pytest.raises(EmbedtuneError, match="SHA-256 differs"):
+        Index.load("tiny", tmp_path, verify=True)
+    faiss_file.write_bytes(good)
+    store_file.write_bytes(b"y" * store_file.stat().st_size)
+    with pytest.raises(EmbedtuneError, match="unreadable document store"):
         Index.load("tiny", tmp_path)
-    (path / "docs.jsonl").write_text('{"id": "nginx"}\n')
-    with pytest.raises(EmbedtuneError, match=r"docs\.jsonl:1: expected string fields 'id' and 'text'"):
+    store_file.unlink()
+    with pytest.raises(EmbedtuneError, match=r"incomplete \(no docs\.1\.sqlite\)"):
+        Index.load("tiny", tmp_path)
+
+    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False, overwrite=True)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps(manifest | {"count": 99}))
+    with pytest.raises(EmbedtuneError, match=r"index files disagree \(manifest: 99 documents"):
+        Index.load("tiny", tmp_path)
+    (path / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "format"}))
+    with pytest.raises(EmbedtuneError, match=r"index format 1 .* rebuild it with 'embedtune index build --overwrite'"):
+        Index.load("tiny", tmp_path)
+    (path / "manifest.json").write_text("{")
+    with pytest.raises(EmbedtuneError, match="unreadable index manifest"):
         Index.load("tiny", tmp_path)
 
 
@@ -104,7 +126,8 @@ def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir
     monkeypatch.setattr(faiss, "write_index", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False, overwrite=True)
-    assert {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()} == before
+    after = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
+    assert after == before | {".lock": b""}  # the new generation's files are gone again
     assert sorted(p.name for p in idx.iterdir()) == ["tiny"]  # no temporary directory left
     with pytest.raises(RuntimeError, match="disk full"):
         build_index(tiny_st, beir_dir, "fresh", indexes_dir=idx, show_progress=False)

@@ -158,7 +158,7 @@ def test_prompts_are_used_in_training_and_saved(tmp_path, tiny_st, beir_dir):
     from embedtune.encoding import Encoder
 
     encoder = Encoder(model, "fp32")
-    prompted = encoder.encode(["web server"], role="query", show_progress=False)
+    prompted = encoder.encode(["web server"], prompt_name="query", show_progress=False)
     assert prompted == pytest.approx(encoder.encode(["query: web server"], show_progress=False), abs=1e-6)
     assert prompted != pytest.approx(encoder.encode(["web server"], show_progress=False), abs=1e-3)
 

@@ -1,0 +1,259 @@
+"""Every index type's round trip, updates without rebuild, kills during writes, and the automatic choice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CORPUS, write_beir
+
+from embedtune.ann import INDEX_TYPES, calibrate, choose_spec, create_index, make_spec, recall_at_k
+from embedtune.encoding import Encoder
+from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
+from embedtune.index import Index, add_documents, build_index, list_indexes, remove_documents
+from embedtune.search import Searcher
+
+WORDS = ["fast", "small", "secure", "graphical", "terminal", "network", "python", "audio"]
+THINGS = ["editor", "server", "library", "game", "compiler", "shell"]
+# 48 distinct documents: enough for IVF-PQ's 16-centroid codebooks.
+BIG_CORPUS = {f"pkg-{a}-{t}": f"A {a} {t} for {b} work." for a in WORDS for t in THINGS for b in WORDS[:1]}
+
+
+def write_corpus(path: Path, docs: dict[str, str], **extra) -> Path:
+    path.write_text("".join(json.dumps({"_id": d, "text": t, **extra}) + "\n" for d, t in docs.items()))
+    return path
+
+
+@pytest.fixture
+def big_corpus(tmp_path) -> Path:
+    return write_corpus(tmp_path / "corpus.jsonl", BIG_CORPUS, title="t")
+
+
+def build(model, corpus, idx, kind: str, name: str = "tiny", **kwargs) -> Path:
+    return build_index(
+        model, corpus, name, indexes_dir=idx, index_type=kind, precision="fp32", show_progress=False, **kwargs
+    )
+
+
+@pytest.mark.parametrize("kind", INDEX_TYPES)
+def test_every_index_type_round_trips(tmp_path, tiny_st, big_corpus, kind):
+    idx = tmp_path / "idx"
+    build(tiny_st, big_corpus, idx, "flat", name="exact")
+    lossy = kind in ("sq8", "ivf-sq8", "ivf-pq")  # quantised codes of the tiny model's near-identical vectors
+    if lossy:
+        with pytest.warns(EmbedtuneWarning, match="short of the target 0.99"):
+            build(tiny_st, big_corpus, idx, kind)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", EmbedtuneWarning)  # the calibration reached its target
+            build(tiny_st, big_corpus, idx, kind)
+    index = Index.load("tiny", idx)
+    m = index.manifest
+    assert (m.index_type, m.count, m.vectors, m.dimension) == (kind, len(BIG_CORPUS), len(BIG_CORPUS), 32)
+    assert index.doc_ids == list(BIG_CORPUS) and index.texts == [f"t {t}" for t in BIG_CORPUS.values()]
+    assert sorted(m.files) == ["docs.1.sqlite", "index.1.faiss"] and m.choice == f"chosen explicitly (type {kind})"
+    assert set(m.search_defaults) == (
+        {"nprobe"} if kind.startswith("ivf") else {"ef_search"} if kind == "hnsw" else set()
+    )
+
+    # The stored vectors answer like exact search (PQ approximately), loaded mapped or read.
+    queries = list(BIG_CORPUS.values())[:12]
+    exact = Searcher.open("exact", indexes_dir=idx).search(queries, k=5)
+    for mmap in (True, False):
+        found = Searcher(Index.load("tiny", idx, mmap=mmap)).search(queries, k=5)
+        assert all(len(hits) == 5 for hits in found)
+        recall = recall_at_k(
+            np.array([[h.doc_id for h in hits] for hits in found]),
+            np.array([[h.doc_id for h in hits] for hits in exact]),
+        )
+        # PQ keeps 4 bytes of the tiny model's near-identical vectors (cosines ~0.98): 4x better than chance.
+        assert recall >= (0.4 if kind == "ivf-pq" else 0.9 if kind in ("sq8", "ivf-sq8") else 1.0), recall
+        lookup = index.lookup([0])[0]
+        assert (lookup.doc_id, lookup.metadata) == ("pkg-fast-editor", {"title": "t"})
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf-pq"])
+def test_add_and_remove_without_rebuild(tmp_path, tiny_st, big_corpus, kind, monkeypatch):
+    idx = tmp_path / "idx"
+    build(tiny_st, big_corpus, idx, kind)
+    encoded: list[str] = []
+    real_encode = Encoder.encode
+
+    def counting_encode(self, texts, **kwargs):
+        encoded.extend(texts)
+        return real_encode(self, texts, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", counting_encode)
+    update = {
+        "pkg-fast-editor": "t " + BIG_CORPUS["pkg-fast-editor"],  # unchanged: must not be re-encoded
+        "pkg-fast-server": "A brand new text for the fast server.",  # changed
+        "new-doc": "A completely new document about databases.",  # new
+    }
+    result = add_documents("tiny", write_corpus(tmp_path / "add.jsonl", update), indexes_dir=idx, show_progress=False)
+    assert (result.added, result.replaced, result.unchanged) == (1, 1, 1)
+    assert encoded == [update["pkg-fast-server"], update["new-doc"]]
+
+    index = Index.load("tiny", idx)
+    assert len(index) == len(BIG_CORPUS) + 1 and index.manifest.generation == 2
+    assert index.manifest.tombstones == (1 if kind == "hnsw" else 0)  # HNSW cannot drop the replaced vector
+    hits = Searcher(index).search([update["pkg-fast-server"]], k=3)[0]
+    assert hits[0].doc_id == "pkg-fast-server" and hits[0].text == update["pkg-fast-server"]
+
+    result = remove_documents("tiny", ["pkg-fast-server", "new-doc", "never-there"], indexes_dir=idx)
+    assert (result.removed, result.missing) == (2, ["never-there"])
+    index = Index.load("tiny", idx)
+    assert len(index) == len(BIG_CORPUS) - 1 and sorted(p.name for p in index.path.iterdir()) == [
+        ".lock",
+        "docs.3.sqlite",
+        "index.3.faiss",
+        "manifest.json",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmbedtuneWarning)
+        everything = Searcher(index).search([update["pkg-fast-server"]], k=1000)[0]
+    ids = [h.doc_id for h in everything]
+    assert "pkg-fast-server" not in ids and "new-doc" not in ids
+    assert len(ids) == len(set(ids)) and (len(ids) == len(index) or kind == "hnsw")  # a graph may not reach all
+
+    # Nothing to do writes nothing.
+    assert not remove_documents("tiny", ["never-there"], indexes_dir=idx).changed
+    assert Index.load("tiny", idx).manifest.generation == 3
+
+
+KILLER = """
+import os, signal, sys
+import faiss
+from embedtune.index import add_documents, build_index
+
+real_write = faiss.write_index
+
+def write_half_then_die(index, path):
+    real_write(index, path)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+faiss.write_index = write_half_then_die
+operation, model, corpus, indexes = sys.argv[1:]
+if operation == "add":
+    add_documents("tiny", corpus, indexes_dir=indexes, show_progress=False)
+else:
+    build_index(model, corpus, operation, indexes_dir=indexes, overwrite=True, show_progress=False, index_type="hnsw")
+"""
+
+
+def killed(operation: str, model: Path, corpus: Path, idx: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", KILLER, operation, str(model), str(corpus), str(idx)], check=False)
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_kill_during_build_or_update_leaves_previous_index_usable(tmp_path, tiny_st, big_corpus, beir_dir):
+    idx = tmp_path / "idx"
+    build(tiny_st, big_corpus, idx, "ivf-flat")
+    before = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
+    queries = ["A secure shell for python work.", "audio game"]
+    expected = Searcher.open("tiny", indexes_dir=idx).search(queries, k=5)
+
+    killed("tiny", tiny_st, beir_dir, idx)  # rebuild over it, killed while writing the FAISS file
+    files = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
+    assert {n: files[n] for n in before} == before  # the live generation is untouched ...
+    assert Searcher.open("tiny", indexes_dir=idx).search(queries, k=5) == expected  # ... and fully usable
+
+    killed("add", tiny_st, write_corpus(tmp_path / "add.jsonl", {"x": "new text"}), idx)
+    assert Searcher.open("tiny", indexes_dir=idx).search(queries, k=5) == expected
+
+    # The next write succeeds and clears what the killed ones left behind.
+    add_documents("tiny", write_corpus(tmp_path / "add.jsonl", {"x": "new text"}), indexes_dir=idx, show_progress=False)
+    assert sorted(p.name for p in (idx / "tiny").iterdir()) == [
+        ".lock",
+        "docs.2.sqlite",
+        "index.2.faiss",
+        "manifest.json",
+    ]
+    assert len(Index.load("tiny", idx, verify=True)) == len(BIG_CORPUS) + 1
+
+
+def test_bad_corpora_and_searches(tmp_path, tiny_st, beir_dir):
+    idx = tmp_path / "idx"
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"_id": "a", "text": "one"}\n{"_id": "b", "text": "two"}\n{"_id": "a", "text": "three"}\n')
+    with pytest.raises(DataError, match=r"dup\.jsonl:3: field '_id': duplicate document id 'a'"):
+        build(tiny_st, dup, idx, "flat")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"_id": "a", "text": "one"}\n{"_id": "b", "text": "  "}\n')
+    with pytest.raises(DataError, match=r"empty\.jsonl:2: field 'text': empty"):
+        build(tiny_st, empty, idx, "flat")
+    assert list_indexes(idx) == []
+    with pytest.raises(EmbedtuneError, match="ivf-pq needs at least 16 documents"):
+        build(tiny_st, beir_dir, idx, "ivf-pq")
+    with pytest.raises(EmbedtuneError, match="nlist=100 needs at least that many documents"):
+        build(tiny_st, beir_dir, idx, "ivf-flat", nlist=100)
+    with pytest.raises(EmbedtuneError, match="need an explicit index type"):
+        build(tiny_st, beir_dir, idx, "auto", nlist=2)
+
+    build(tiny_st, beir_dir, idx, "hnsw")
+    with pytest.raises(DataError, match=r"dup\.jsonl:3: field '_id': duplicate document id 'a'"):
+        add_documents("tiny", dup, indexes_dir=idx, show_progress=False)
+    searcher = Searcher.open("tiny", indexes_dir=idx)
+    with pytest.warns(EmbedtuneWarning, match=r"k=50 is larger than index 'tiny' \(8 documents\)"):
+        assert len(searcher.search(["web"], k=50)[0]) == len(CORPUS)
+    with pytest.warns(EmbedtuneWarning, match=r"query 2 is \d+ tokens long, over the model's limit of 128"):
+        searcher.search(["web", "server " * 200], k=1)
+    with pytest.raises(EmbedtuneError, match="nprobe does not apply to a hnsw index"):
+        searcher.search(["web"], k=1, nprobe=4)
+    assert searcher.search(["web"], k=3, ef_search=1)[0]  # FAISS raises ef to k itself
+
+
+def test_add_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir_dir):
+    idx = tmp_path / "idx"
+    build(tiny_st, beir_dir, idx, "flat")
+    with pytest.raises(EmbedtuneError, match="rebuild the index with this model"):
+        add_documents("tiny", beir_dir, indexes_dir=idx, model=tiny_bert, show_progress=False)
+    assert Index.load("tiny", idx).manifest.generation == 1
+
+
+def test_automatic_choice_follows_size_and_memory():
+    spec, why = choose_spec(60_594, 384, 8 * 10**9)
+    assert spec.kind == "flat" and "exact" in why
+    assert choose_spec(1_000_000, 384, 8 * 10**9)[0].kind == "ivf-flat"
+    spec, why = choose_spec(1_000_000, 384, 10**9)  # 1.5 GB of float32 does not fit; 0.4 GB of int8 does
+    assert spec.kind == "ivf-sq8" and spec.nlist == 4000 and "do not fit" in why
+    assert choose_spec(10_000_000, 384, 10**9)[0].kind == "ivf-pq"
+    assert make_spec("ivf-pq", 10_000, 384).pq_m == 96
+    with pytest.raises(EmbedtuneError, match="must divide the dimension 384"):
+        make_spec("ivf-pq", 10_000, 384, pq_m=100)
+    with pytest.raises(EmbedtuneError, match="has no parameter nlist"):
+        make_spec("hnsw", 10_000, 384, nlist=5)
+
+
+def test_calibration_reaches_the_target_recall():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((4000, 16), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(len(vectors), dtype=np.int64) * 7  # FAISS ids need not be row numbers
+    spec = make_spec("ivf-flat", len(vectors), 16)
+    index = create_index(spec, 16)
+    index.train(vectors)
+    index.add_with_ids(vectors, ids)
+    result = calibrate(index, spec, vectors, ids, target=0.95)
+    assert result.reached and result.recall_at_10 >= 0.95 and 1 < result.knobs["nprobe"] < spec.nlist
+    weaker = calibrate(index, spec, vectors, ids, target=0.5)
+    assert weaker.knobs["nprobe"] < result.knobs["nprobe"]
+
+
+def test_beir_folder_with_gzip_builds(tmp_path, tiny_st):
+    import gzip
+
+    root = write_beir(tmp_path / "beir")
+    corpus = (root / "corpus.jsonl").read_bytes()
+    (root / "corpus.jsonl").unlink()
+    (root / "corpus.jsonl.gz").write_bytes(gzip.compress(corpus))
+    path = build(tiny_st, root, tmp_path / "idx", "auto")
+    index = Index.load(path)
+    assert index.manifest.index_type == "flat" and "exact" in index.manifest.choice and len(index) == len(CORPUS)
