@@ -156,7 +156,9 @@ def load_qrels(
         field_name = min(unknown, key=lambda f: unknown[f][0][0] if unknown[f] else float("inf"))
         line, bad_id = unknown[field_name][0]
         what = "query" if field_name == "query-id" else "document"
-        counts = f"{len(unknown['query-id'])} row(s) name unknown queries, {len(unknown['corpus-id'])} unknown documents"
+        counts = (
+            f"{len(unknown['query-id'])} row(s) name unknown queries, {len(unknown['corpus-id'])} unknown documents"
+        )
         raise DataError(path, f"unknown {what} id '{bad_id}' (in all: {counts})", line=line, field=field_name)
     if not qrels:
         raise DataError(path, "empty split: no relevant (score > 0) query-document pairs")
