@@ -361,7 +361,7 @@ def format_report(results: Sequence[EvalResult]) -> str:
     sections = []
     for split in dict.fromkeys(r.split for r in results):
         rows = [r for r in results if r.split == split]
-        head = f"**{split}**: {rows[0].n_queries} queries, {rows[0].n_documents} documents"
+        head = f"{split}: {rows[0].n_queries} queries, {rows[0].n_documents} documents"
         if rows[0].details.get("ignore_own_id"):
             head += " (own ids ignored)"
         sections.append(f"{head}\n\n{format_table(rows)}\n")
