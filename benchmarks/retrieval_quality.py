@@ -17,8 +17,8 @@ Run from the repository root (one command; about 30 min of evaluation plus the t
 
     .venv/bin/python benchmarks/retrieval_quality.py --lock /tmp/embedtune-bench.lock
 
-Every stage (one training run, or one system on one split) is a separate step that holds ``--lock``
-(an flock file) only while it runs, so benchmarks of several people on one machine never overlap.
+Every stage (one training run, or one system's evaluation on both splits) holds ``--lock`` (an flock
+file) only while it runs, so benchmarks of several people on one machine never overlap.
 ``--systems`` reruns some rows and keeps the others from the existing JSON; ``--max-steps`` cuts
 training short (the results then say so and are labelled partial).
 """
@@ -127,18 +127,20 @@ class SkipRow(Exception):
 
 
 def evaluate_row(system: str, model: str | None, args: argparse.Namespace) -> dict[str, dict]:
+    """Score one system on every split, in one hold of the lock (a few minutes per model)."""
+    splits = [(key, load_split(root, split), ignore) for key, root, split, ignore, _title in SPLITS]
     results = {}
-    for key, root, split_name, ignore_own_id, _title in SPLITS:
-        split = load_split(root, split_name)
-        settings = EvalSettings(metrics=METRICS, ignore_own_id=ignore_own_id, show_progress=not args.quiet)
-        with held(args.lock, f"{system}: {split.name}"):
+    with held(args.lock, f"{system}: evaluate"):
+        for key, split, ignore_own_id in splits:
+            settings = EvalSettings(metrics=METRICS, ignore_own_id=ignore_own_id, show_progress=not args.quiet)
             print(f"[{system}] evaluating on {split.name}", flush=True)
             if system == "bm25":
                 result = evaluate_bm25(split, settings)
             else:
                 result = evaluate_model(model, split, settings, max_seq_length=args.max_seq_length)
-        print(f"[{system}] {split.name}: " + ", ".join(f"{m} {v:.4f}" for m, v in result.metrics.items()), flush=True)
-        results[key] = result.to_dict()
+            scores = ", ".join(f"{m} {v:.4f}" for m, v in result.metrics.items())
+            print(f"[{system}] {split.name}: {scores} ({result.seconds:.0f} s)", flush=True)
+            results[key] = result.to_dict()
     return results
 
 
