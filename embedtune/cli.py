@@ -15,10 +15,11 @@ from pathlib import Path
 import click
 
 from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
-from embedtune.atomic import write_text_atomic
+from embedtune.atomic import write_bytes_atomic, write_text_atomic
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.evaluate import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.losses import LOSSES
 
@@ -599,17 +600,31 @@ def _read_queries(path: Path) -> list[tuple[str | None, str]]:
     "--index",
     "indexes",
     multiple=True,
-    help="Index to evaluate with its own vectors and model (no corpus re-encoding). Repeatable.",
+    help="Index to evaluate with its own search and model (no corpus re-encoding). Repeatable.",
 )
+@click.option("--bm25", is_flag=True, help="Also evaluate BM25 (Lucene k1=1.2, b=0.75, English stemming).")
 @_data_option
 @click.option("--split", default="test", show_default=True, help="Qrels split to evaluate on.")
 @click.option(
+    "--metrics",
+    default=",".join(DEFAULT_METRICS),
+    show_default=True,
+    help="Comma-separated metrics: recall, precision, mrr, ndcg, map, hit_rate; a bare name is "
+    "reported at every -k cut-off, name@k at that one only.",
+)
+@click.option(
     "-k",
     "ks",
-    default="1,10,100",
+    default=",".join(map(str, DEFAULT_KS)),
     show_default=True,
     callback=_parse_ks,
-    help="Cut-offs for recall@k and MRR@k (nDCG is reported at 10).",
+    help="Cut-offs for the bare metric names of --metrics.",
+)
+@click.option(
+    "--ignore-own-id",
+    is_flag=True,
+    help="Drop a document whose id is the query's id from its results (BEIR's rule for sets whose "
+    "queries are also corpus documents, e.g. ArguAna, data/stsb-retrieval).",
 )
 @_indexes_dir_option
 @_encode_batch_option
@@ -621,30 +636,58 @@ def _read_queries(path: Path) -> list[tuple[str | None, str]]:
     help="Tokens kept per text for --model systems (default: each model's own limit).",
 )
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+@click.option(
+    "--markdown-out", type=click.Path(path_type=Path), default=None, help="Also write the table as markdown here."
+)
+@click.option(
+    "--plot", type=click.Path(path_type=Path), default=None, help="Also draw a bar chart of the metrics to this PNG."
+)
+@click.option("--per-query", is_flag=True, help="Include every query's scores in the JSON output.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def eval_command(
     models: tuple[str, ...],
     indexes: tuple[str, ...],
+    bm25: bool,
     data: Path,
     split: str,
+    metrics: str,
     ks: list[int],
+    ignore_own_id: bool,
     indexes_dir: Path,
     json_out: Path | None,
+    markdown_out: Path | None,
+    plot: Path | None,
+    per_query: bool,
     as_json: bool,
-    **options,
+    **encoding,
 ) -> None:
-    """Recall@k, MRR@k and nDCG@10 of models and/or indexes on a BEIR-layout split."""
-    from embedtune.evaluate import evaluate, format_table
+    """Score BM25, models and/or indexes side by side on a BEIR-layout split.
 
-    results = evaluate(data, split, models=models, indexes=indexes, indexes_dir=indexes_dir, ks=ks, **options)
-    payload = [r.to_dict() for r in results]
+    Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
+    the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
+    """
+    from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results
+
+    settings = EvalSettings(
+        metrics=tuple(m for m in metrics.split(",") if m.strip()),
+        ks=tuple(ks),
+        ignore_own_id=ignore_own_id,
+        per_query=per_query,
+    )
+    results = evaluate(
+        data, split, models=models, indexes=indexes, bm25=bm25, indexes_dir=indexes_dir, settings=settings, **encoding
+    )
+    for warning in dict.fromkeys(w for r in results for w in r.warnings):
+        click.echo(f"warning: {warning}", err=True)
+    payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    report = format_report(results)
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(payload, indent=2) + "\n")
-    if as_json:
-        click.echo(json.dumps(payload, indent=2))
-    else:
-        click.echo(f"{results[0].split}: {results[0].n_queries} queries, {results[0].n_documents} documents")
-        click.echo(format_table(results))
+        write_text_atomic(json_out, payload)
+    if markdown_out is not None:
+        write_text_atomic(markdown_out, report)
+    if plot is not None:
+        write_bytes_atomic(plot, plot_results(results))
+    click.echo(payload if as_json else report, nl=False)
 
 
 if __name__ == "__main__":

@@ -147,13 +147,15 @@ def load_qrels(
     """Read a BEIR qrels TSV (header ``query-id corpus-id score``) into ``{qid: {doc_id: score}}``.
 
     Ids not present in ``query_ids`` / ``doc_ids`` (when given) are errors: a qrel that points
-    nowhere would silently count as a miss and make every metric look worse than it is.
+    nowhere would silently count as a miss and make every metric look worse than it is. The error
+    locates the first such row and counts them all, so one run shows the size of the mismatch.
     Rows with score <= 0 are kept out: they mark judged non-relevant documents.
     """
     path = Path(path)
     if not path.is_file():
         raise EmbedtuneError(f"{path}: no such qrels file")
     qrels: dict[str, dict[str, int]] = {}
+    unknown: dict[str, list[tuple[int, str]]] = {"query-id": [], "corpus-id": []}  # field -> (line, id)
     with _open_text(path) as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
@@ -170,11 +172,19 @@ def load_qrels(
             except ValueError:
                 raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from None
             if query_ids is not None and qid not in query_ids:
-                raise DataError(path, f"unknown query id '{qid}'", line=line, field="query-id")
+                unknown["query-id"].append((line, qid))
             if doc_ids is not None and did not in doc_ids:
-                raise DataError(path, f"unknown document id '{did}'", line=line, field="corpus-id")
+                unknown["corpus-id"].append((line, did))
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
+    if unknown["query-id"] or unknown["corpus-id"]:
+        field_name = min(unknown, key=lambda f: unknown[f][0][0] if unknown[f] else float("inf"))
+        line, bad_id = unknown[field_name][0]
+        what = "query" if field_name == "query-id" else "document"
+        counts = (
+            f"{len(unknown['query-id'])} row(s) name unknown queries, {len(unknown['corpus-id'])} unknown documents"
+        )
+        raise DataError(path, f"unknown {what} id '{bad_id}' (in all: {counts})", line=line, field=field_name)
     if not qrels:
         raise DataError(path, "empty split: no relevant (score > 0) query-document pairs")
     return qrels

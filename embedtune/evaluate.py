@@ -1,19 +1,26 @@
-"""Retrieval metrics on BEIR-layout splits, for models (exact search) and for built indexes.
+"""Retrieval metrics on BEIR-layout splits, for models (exact search), built indexes and BM25.
 
-Metric definitions follow trec_eval / pytrec_eval, which BEIR and MTEB report:
+Scores are computed by `pytrec_eval <https://github.com/cvangysel/pytrec_eval>`_ (trec_eval's own
+code), the library BEIR and MTEB report with, so the numbers are theirs:
 
 * ``recall@k`` — relevant documents in the top k / all relevant documents of the query;
-* ``mrr@k`` — 1 / rank of the first relevant document within the top k, else 0;
-* ``ndcg@k`` — DCG with linear gain (``rel / log2(rank + 1)``) over the ideal DCG of the qrels.
+* ``precision@k`` — relevant documents in the top k / k;
+* ``ndcg@k`` — graded: gain = relevance, discount ``log2(rank + 1)``, over the ideal DCG of the qrels;
+* ``map@k`` — average precision over the top k, divided by all relevant documents (``map_cut``);
+* ``mrr@k`` — 1 / rank of the first relevant document if it is within the top k, else 0;
+* ``hit_rate@k`` — 1 if any relevant document is in the top k, else 0 (``success``).
 
-Every query of the split counts; a query with no retrieved relevant document scores 0.
+Ranks follow trec_eval: by score, ties broken by document id (descending). A document is relevant
+when its qrels score is >= 1. Every query of the qrels counts: a query the system returned nothing
+for scores 0 (trec_eval's ``-c``) and is reported, where pytrec_eval alone would silently drop it.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,53 +32,116 @@ from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model, resolve_model_path
 
+METRIC_FAMILIES = ("recall", "precision", "mrr", "ndcg", "map", "hit_rate")
+DEFAULT_METRICS = ("recall", "mrr", "ndcg@10")
 DEFAULT_KS = (1, 10, 100)
-DEFAULT_NDCG_KS = (10,)
+# Our metric family -> pytrec_eval measure with cut-offs (mrr@k is derived from recip_rank).
+_TREC_MEASURES = {"recall": "recall", "precision": "P", "ndcg": "ndcg_cut", "map": "map_cut", "hit_rate": "success"}
 
-Run = dict[str, list[str]]  # query id -> document ids, best first
-Qrels = dict[str, dict[str, int]]
-
-
-def recall_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
-    return sum(1 for d in ranked[:k] if relevant.get(d, 0) > 0) / len(relevant)
+Qrels = Mapping[str, Mapping[str, int]]
+# query id -> {doc id: score} (any order), or -> doc ids best first (scores are then derived from ranks).
+Run = Mapping[str, Mapping[str, float] | Sequence[str]]
 
 
-def mrr_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
-    for rank, doc_id in enumerate(ranked[:k], start=1):
-        if relevant.get(doc_id, 0) > 0:
-            return 1.0 / rank
-    return 0.0
+def metric_names(metrics: Iterable[str] = DEFAULT_METRICS, ks: Iterable[int] = DEFAULT_KS) -> list[str]:
+    """Expand metric specs into ``family@k`` names: ``"recall"`` takes every k, ``"ndcg@10"`` one.
 
-
-def ndcg_at_k(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
-    dcg = sum(relevant.get(d, 0) / math.log2(rank + 1) for rank, d in enumerate(ranked[:k], start=1))
-    ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum(rel / math.log2(rank + 1) for rank, rel in enumerate(ideal, start=1))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def _check_ks(ks: Iterable[int]) -> list[int]:
+    >>> metric_names(["recall", "ndcg@10"], [1, 100])
+    ['recall@1', 'recall@100', 'ndcg@10']
+    """
     ks = sorted(set(ks))
     if not ks or ks[0] <= 0:
         raise EmbedtuneError(f"k values must be positive integers, got {ks}")
-    return ks
+    names: list[str] = []
+    for spec in metrics:
+        family, _, k_text = spec.strip().lower().partition("@")
+        if family not in METRIC_FAMILIES:
+            raise EmbedtuneError(f"unknown metric '{spec}' (choose from {', '.join(METRIC_FAMILIES)}, optionally @k)")
+        if not k_text:
+            names += [f"{family}@{k}" for k in ks]
+            continue
+        if not k_text.isdigit() or int(k_text) <= 0:
+            raise EmbedtuneError(f"metric '{spec}': k must be a positive integer")
+        names.append(f"{family}@{int(k_text)}")
+    if not names:
+        raise EmbedtuneError("no metrics requested")
+    return list(dict.fromkeys(names))
+
+
+def max_cutoff(names: Iterable[str]) -> int:
+    """The deepest rank any of the metrics looks at: how many results a system must return."""
+    return max(int(name.rsplit("@", 1)[1]) for name in names)
+
+
+@dataclass
+class RunScores:
+    """Metric means over all queries of the qrels, per-query values, and queries with no results."""
+
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    no_results: list[str]
+
+
+def _trec_run(run: Run, qrels: Qrels, ignore_own_id: bool) -> dict[str, dict[str, float]]:
+    """The run in pytrec_eval's form, for judged queries with at least one result."""
+    trec: dict[str, dict[str, float]] = {}
+    for qid, results in run.items():
+        if qid not in qrels:
+            continue
+        if isinstance(results, Mapping):
+            scores = {str(d): float(s) for d, s in results.items()}
+        else:  # a ranking: first = highest score; a repeated id keeps its best rank
+            scores = {}
+            for rank, doc_id in enumerate(results):
+                scores.setdefault(str(doc_id), float(len(results) - rank))
+        if ignore_own_id:
+            scores.pop(qid, None)
+        if scores:
+            trec[qid] = scores
+    return trec
 
 
 def compute_metrics(
-    run: Run, qrels: Qrels, ks: Iterable[int] = DEFAULT_KS, ndcg_ks: Iterable[int] = DEFAULT_NDCG_KS
-) -> dict[str, float]:
-    """Mean of each metric over all queries in ``qrels`` (missing from ``run`` = nothing retrieved)."""
-    ks, ndcg_ks = _check_ks(ks), _check_ks(ndcg_ks)
-    per_metric: dict[str, list[float]] = {}
-    for qid, relevant in qrels.items():
-        ranked = run.get(qid, [])
-        for k in ks:
-            per_metric.setdefault(f"recall@{k}", []).append(recall_at_k(ranked, relevant, k))
-        for k in ks:
-            per_metric.setdefault(f"mrr@{k}", []).append(mrr_at_k(ranked, relevant, k))
-        for k in ndcg_ks:
-            per_metric.setdefault(f"ndcg@{k}", []).append(ndcg_at_k(ranked, relevant, k))
-    return {name: float(np.mean(values)) for name, values in per_metric.items()}
+    run: Run,
+    qrels: Qrels,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    ks: Iterable[int] = DEFAULT_KS,
+    *,
+    ignore_own_id: bool = False,
+) -> RunScores:
+    """Score ``run`` against graded ``qrels`` with pytrec_eval (see the module docstring).
+
+    ``ignore_own_id`` drops a document whose id equals the query's id from that query's results
+    before scoring, as BEIR does for sets (ArguAna, Quora) where a query's own text is in the corpus.
+    """
+    import pytrec_eval
+
+    names = metric_names(metrics, ks)
+    if not qrels:
+        raise EmbedtuneError("no judged queries to evaluate (empty qrels)")
+    trec_run = _trec_run(run, qrels, ignore_own_id)
+    cutoffs: dict[str, set[int]] = {}
+    for name in names:
+        family, k = name.split("@")
+        cutoffs.setdefault(family, set()).add(int(k))
+    measures = {f"{_TREC_MEASURES[f]}.{','.join(map(str, sorted(k)))}" for f, k in cutoffs.items() if f != "mrr"}
+    if "mrr" in cutoffs:
+        measures.add("recip_rank")
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    evaluated = pytrec_eval.RelevanceEvaluator(judged, measures).evaluate(trec_run) if trec_run else {}
+
+    def value(trec: dict[str, float] | None, name: str) -> float:
+        if trec is None:
+            return 0.0
+        family, k = name.split("@")
+        if family == "mrr":  # recip_rank = 1 / rank of the first relevant document over the whole run
+            rr = trec["recip_rank"]
+            return rr if rr > 0 and round(1 / rr) <= int(k) else 0.0
+        return trec[f"{_TREC_MEASURES[family]}_{k}"]
+
+    per_query = {qid: {name: value(evaluated.get(qid), name) for name in names} for qid in qrels}
+    mean = {name: float(np.mean([scores[name] for scores in per_query.values()])) for name in names}
+    return RunScores(mean, per_query, [qid for qid in qrels if qid not in trec_run])
 
 
 @dataclass
@@ -79,16 +149,19 @@ class EvalResult:
     """One system's scores on one split; ``to_dict`` is the JSON the CLI writes."""
 
     system: str
-    kind: str  # "model" or "index"
+    kind: str  # "model", "index" or "bm25"
     split: str
     n_queries: int
     n_documents: int
     metrics: dict[str, float]
     seconds: float
     details: dict[str, object] = field(default_factory=dict)
+    no_results: int = 0
+    warnings: list[str] = field(default_factory=list)
+    per_query: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "system": self.system,
             "kind": self.kind,
             "split": self.split,
@@ -96,8 +169,55 @@ class EvalResult:
             "n_documents": self.n_documents,
             "metrics": {k: round(v, 6) for k, v in self.metrics.items()},
             "seconds": round(self.seconds, 2),
+            "no_results": self.no_results,
+            "warnings": self.warnings,
             **self.details,
         }
+        if self.per_query is not None:
+            out["per_query"] = {q: {k: round(v, 6) for k, v in s.items()} for q, s in self.per_query.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every system of one evaluation is scored with."""
+
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    ks: tuple[int, ...] = DEFAULT_KS
+    ignore_own_id: bool = False
+    per_query: bool = False
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        metric_names(self.metrics, self.ks)  # fail on a bad metric or k now, not after minutes of encoding
+
+    @property
+    def names(self) -> list[str]:
+        return metric_names(self.metrics, self.ks)
+
+    @property
+    def depth(self) -> int:
+        """Results to fetch per query: one more when the query's own document will be dropped."""
+        return max_cutoff(self.names) + int(self.ignore_own_id)
+
+
+def own_id_warnings(split: RetrievalSplit, ignore_own_id: bool) -> list[str]:
+    """Point out when ``ignore_own_id`` is probably wrong either way for this split."""
+    if ignore_own_id:
+        lost = sum(1 for q, docs in split.qrels.items() if q in docs)
+        if lost:
+            return [
+                f"{lost} of {len(split.qrels)} queries mark the document with their own id relevant; "
+                "ignoring own ids makes those documents unreachable"
+            ]
+        return []
+    shadowed = sum(1 for q, docs in split.qrels.items() if q in split.corpus and q not in docs)
+    if shadowed:
+        return [
+            f"{shadowed} of {len(split.qrels)} queries share their id with a corpus document not marked relevant "
+            "to them; if that document is the query's own text (ArguAna-style sets), pass --ignore-own-id"
+        ]
+    return []
 
 
 def _score(
@@ -106,71 +226,77 @@ def _score(
     split: RetrievalSplit,
     run: Run,
     n_documents: int,
-    ks: list[int],
-    ndcg_ks: list[int],
+    settings: EvalSettings,
     started: float,
     details: dict[str, object],
 ) -> EvalResult:
+    scores = compute_metrics(run, split.qrels, settings.metrics, settings.ks, ignore_own_id=settings.ignore_own_id)
+    warnings = own_id_warnings(split, settings.ignore_own_id)
+    if scores.no_results:
+        example = ", ".join(scores.no_results[:3])
+        warnings.append(
+            f"{system}: no results for {len(scores.no_results)} of {len(split.qrels)} queries "
+            f"(counted as 0; e.g. {example})"
+        )
     return EvalResult(
         system=system,
         kind=kind,
         split=split.name,
-        n_queries=len(split.queries),
+        n_queries=len(split.qrels),
         n_documents=n_documents,
-        metrics=compute_metrics(run, split.qrels, ks, ndcg_ks),
+        metrics=scores.mean,
         seconds=time.perf_counter() - started,
-        details=details,
+        details={**details, "ignore_own_id": settings.ignore_own_id},
+        no_results=len(scores.no_results),
+        warnings=warnings,
+        per_query=scores.per_query if settings.per_query else None,
     )
 
 
 def evaluate_model(
     model: str | Path | None,
     split: RetrievalSplit,
+    settings: EvalSettings = EvalSettings(),
     *,
-    ks: Iterable[int] = DEFAULT_KS,
-    ndcg_ks: Iterable[int] = DEFAULT_NDCG_KS,
     batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
-    show_progress: bool = True,
 ) -> EvalResult:
     """Encode the whole corpus and the split's queries with ``model``; exact cosine search."""
     import faiss
 
-    ks, ndcg_ks = _check_ks(ks), _check_ks(ndcg_ks)
     started = time.perf_counter()
     path = resolve_model_path(model)
     st = load_model(path, max_seq_length=max_seq_length)
-    doc_ids, query_ids = list(split.corpus), list(split.queries)
+    doc_ids = list(split.corpus)
     encoder = Encoder(st, precision)
+    progress = settings.show_progress
     query_prompt, document_prompt = prompt_names(st)
     doc_vectors = encoder.encode(
-        list(split.corpus.values()), prompt_name=document_prompt, batch_size=batch_size, show_progress=show_progress
+        list(split.corpus.values()), prompt_name=document_prompt, batch_size=batch_size, show_progress=progress
     )
     query_vectors = encoder.encode(
-        list(split.queries.values()), prompt_name=query_prompt, batch_size=batch_size, show_progress=show_progress
+        list(split.queries.values()), prompt_name=query_prompt, batch_size=batch_size, show_progress=progress
     )
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
-    _, rows = index.search(query_vectors, min(max(ks + ndcg_ks), len(doc_ids)))
-    run = {qid: [doc_ids[r] for r in row if r >= 0] for qid, row in zip(query_ids, rows, strict=True)}
-    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length)}
+    scores, rows = index.search(query_vectors, min(settings.depth, len(doc_ids)))
+    run = {
+        qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
+        for qid, q_scores, q_rows in zip(split.queries, scores, rows, strict=True)
+    }
+    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": encoder.precision}
     system = str(model) if model is not None else "default"
-    return _score(system, "model", split, run, len(doc_ids), ks, ndcg_ks, started, details)
+    return _score(system, "model", split, run, len(doc_ids), settings, started, details)
 
 
-def evaluate_index(
-    index: Index,
-    split: RetrievalSplit,
-    *,
-    ks: Iterable[int] = DEFAULT_KS,
-    ndcg_ks: Iterable[int] = DEFAULT_NDCG_KS,
-    show_progress: bool = True,
-) -> EvalResult:
-    """Search the split's queries against a built index with its own model (no corpus re-encoding)."""
+def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings = EvalSettings()) -> EvalResult:
+    """Search the split's queries with the index's own search and model (no corpus re-encoding).
+
+    Whatever the index loses to approximate search shows in its scores.
+    """
     from embedtune.search import Searcher
 
-    ks, ndcg_ks = _check_ks(ks), _check_ks(ndcg_ks)
     indexed = set(index.doc_ids)
     missing = {d for docs in split.qrels.values() for d in docs if d not in indexed}
     if missing:
@@ -180,12 +306,23 @@ def evaluate_index(
             f"(e.g. {example}); was it built from another corpus?"
         )
     started = time.perf_counter()
-    searcher = Searcher(index)
-    query_ids = list(split.queries)
-    hits = searcher.search(list(split.queries.values()), max(ks + ndcg_ks), show_progress=show_progress)
-    run = {qid: [h.doc_id for h in q_hits] for qid, q_hits in zip(query_ids, hits, strict=True)}
+    hits = Searcher(index).search(list(split.queries.values()), settings.depth, show_progress=settings.show_progress)
+    run = {qid: {h.doc_id: h.score for h in q_hits} for qid, q_hits in zip(split.queries, hits, strict=True)}
     details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
-    return _score(f"index:{index.name}", "index", split, run, len(index), ks, ndcg_ks, started, details)
+    return _score(f"index:{index.name}", "index", split, run, len(index), settings, started, details)
+
+
+def evaluate_bm25(
+    split: RetrievalSplit, settings: EvalSettings = EvalSettings(), *, k1: float = 1.2, b: float = 0.75
+) -> EvalResult:
+    """BM25 over the split's corpus (see :mod:`embedtune.bm25`), the lexical baseline."""
+    from embedtune.bm25 import BM25
+
+    started = time.perf_counter()
+    bm25 = BM25(split.corpus, k1=k1, b=b, show_progress=settings.show_progress)
+    hits = bm25.search(list(split.queries.values()), settings.depth, show_progress=settings.show_progress)
+    run = {qid: dict(q_hits) for qid, q_hits in zip(split.queries, hits, strict=True)}
+    return _score("bm25", "bm25", split, run, len(bm25), settings, started, {"k1": k1, "b": b})
 
 
 def evaluate(
@@ -194,17 +331,22 @@ def evaluate(
     *,
     models: Sequence[str | Path] = (),
     indexes: Sequence[str | Path] = (),
+    bm25: bool = False,
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
-    **options,
+    settings: EvalSettings = EvalSettings(),
+    batch_size: int = 32,
+    precision: str = "auto",
+    max_seq_length: int | None = None,
 ) -> list[EvalResult]:
-    """Evaluate several models and indexes on one split, loading the data once."""
-    if not models and not indexes:
-        raise EmbedtuneError("nothing to evaluate: give at least one model or index")
+    """Evaluate BM25, models and indexes (in that order) on one split, loading the data once."""
+    if not models and not indexes and not bm25:
+        raise EmbedtuneError("nothing to evaluate: give at least one model, index or --bm25")
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
     data_split = load_split(Path(data), split)
-    index_options = {k: v for k, v in options.items() if k in ("ks", "ndcg_ks", "show_progress")}
-    results = [evaluate_model(m, data_split, **options) for m in models]
-    results += [evaluate_index(i, data_split, **index_options) for i in loaded]
+    results = [evaluate_bm25(data_split, settings)] if bm25 else []
+    encode = {"batch_size": batch_size, "precision": precision, "max_seq_length": max_seq_length}
+    results += [evaluate_model(m, data_split, settings, **encode) for m in models]
+    results += [evaluate_index(i, data_split, settings) for i in loaded]
     return results
 
 
@@ -217,3 +359,47 @@ def format_table(results: Sequence[EvalResult]) -> str:
         cells = [r.system, *(f"{r.metrics[m]:.4f}" for m in metric_names), str(r.n_queries), f"{r.seconds:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_report(results: Sequence[EvalResult]) -> str:
+    """Markdown for a results file: per split, a line of sizes and the side-by-side table."""
+    sections = []
+    for split in dict.fromkeys(r.split for r in results):
+        rows = [r for r in results if r.split == split]
+        head = f"{split}: {rows[0].n_queries} queries, {rows[0].n_documents} documents"
+        if rows[0].details.get("ignore_own_id"):
+            head += " (own ids ignored)"
+        sections.append(f"{head}\n\n{format_table(rows)}\n")
+    return "\n".join(sections)
+
+
+def plot_results(results: Sequence[EvalResult], title: str | None = None) -> bytes:
+    """A grouped bar chart as PNG bytes: one panel per split, metrics on x, one bar per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(dict.fromkeys(r.split for r in results))
+    fig, axes = plt.subplots(1, len(splits), figsize=(max(6, 7 * len(splits)), 4.4), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        rows = [r for r in results if r.split == split]
+        names = list(rows[0].metrics)
+        width = 0.8 / len(rows)
+        for i, r in enumerate(rows):
+            x = np.arange(len(names)) + (i - (len(rows) - 1) / 2) * width
+            bars = ax.bar(x, [r.metrics[n] for n in names], width, label=r.system)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+        ax.set_xticks(np.arange(len(names)), names)
+        ax.set_ylim(0, 1.08)
+        ax.set_title(f"{split} ({rows[0].n_queries} queries)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07 * math.ceil(len(labels) / 4), 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

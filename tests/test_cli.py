@@ -203,3 +203,65 @@ def test_index_update_inspect_and_batch_search(tmp_path, tiny_st, beir_dir):
     assert_one_line_error(
         run("index", "remove", "t", "vim", "--indexes-dir", idx, ok=False), "does not match the manifest"
     )
+
+
+def test_eval_writes_json_markdown_and_chart(tmp_path, tiny_st, beir_dir):
+    out = tmp_path / "out"
+    result = run(
+        "eval",
+        "--bm25",
+        "--model",
+        tiny_st,
+        "--data",
+        beir_dir,
+        "--metrics",
+        "ndcg@10,recall,map@5,precision@1,hit_rate@3",
+        "-k",
+        "1,100",
+        "--json-out",
+        out / "eval.json",
+        "--markdown-out",
+        out / "eval.md",
+        "--plot",
+        out / "eval.png",
+        "--per-query",
+    )
+    header = "| system | ndcg@10 | recall@1 | recall@100 | map@5 | precision@1 | hit_rate@3 | queries | seconds |"
+    assert header in result.stdout and "| bm25 |" in result.stdout
+    assert (out / "eval.md").read_text() == result.stdout
+    results = json.loads((out / "eval.json").read_text())
+    assert [r["kind"] for r in results] == ["bm25", "model"]
+    assert set(results[0]["per_query"]) == {"q-ssh", "q-db"}
+    assert results[0]["metrics"]["recall@100"] == 1.0  # every relevant document shares a term with its query
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.md", "eval.png"]  # no temporary files
+
+
+def test_eval_warnings_go_to_stderr_with_counts(tmp_path):
+    from conftest import CORPUS, write_beir
+
+    corpus = {**CORPUS, "q-ssh": "secure shell"}  # the query's own text is a corpus document
+    queries = {"q-ssh": "secure shell", "q-stop": "the and of"}
+    root = write_beir(
+        tmp_path / "b", corpus=corpus, queries=queries, qrels={"test": [("q-ssh", "openssh"), ("q-stop", "vim")]}
+    )
+    result = CliRunner().invoke(main, ["eval", "--bm25", "--data", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 of 2 queries share their id with a corpus document" in result.stderr
+    assert "warning: bm25: no results for 1 of 2 queries (counted as 0; e.g. q-stop)" in result.stderr
+    assert "warning" not in result.stdout
+
+
+def test_eval_bad_input_is_one_line(tmp_path, beir_dir):
+    assert_one_line_error(run("eval", "--bm25", "--data", beir_dir, "--metrics", "f1", ok=False), "unknown metric 'f1'")
+    assert_one_line_error(run("eval", "--bm25", "--data", beir_dir, "--metrics", "ndcg@x", ok=False), "positive")
+    (beir_dir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq-ssh\topenssh\t1\nq-ssh\tgone-1\t1\nq-nope\tgone-2\t1\n"
+    )
+    assert_one_line_error(
+        run("eval", "--bm25", "--data", beir_dir, ok=False),
+        r"test\.tsv:3: field 'corpus-id': unknown document id 'gone-1' \(in all: 1 row\(s\) name unknown queries, "
+        r"2 unknown documents\)",
+    )
+    (beir_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-ssh\topenssh\t0\n")
+    assert_one_line_error(run("eval", "--bm25", "--data", beir_dir, ok=False), "empty split")
