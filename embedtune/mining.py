@@ -2,9 +2,9 @@
 
 Three failure modes of the usual recipes are designed out here:
 
-* **Memory.** Queries are retrieved a chunk at a time (FAISS brute force for embedders, one sparse
-  product per chunk for BM25), so no query x corpus score matrix exists; memory is the corpus
-  vectors plus ``chunk_size x max_rank`` candidates, whatever the number of queries.
+* **Memory.** Queries are retrieved a block at a time (a bf16 matrix product and top-k for
+  embedders, a sparse product for BM25), so no query x corpus score matrix exists; memory is the
+  corpus vectors plus ``chunk_size x max_rank`` candidates, whatever the number of queries.
 * **False negatives.** A candidate is never a known positive of its query (any of them, with several
   positives), nor a document whose normalised text equals a positive's; the positive-aware filters
   (absolute margin, relative margin = NV-Retriever's TopK-PercPos, maximum score) drop candidates
@@ -42,6 +42,9 @@ REPEATED_TEXT = "repeated_text"  # a second copy of a text already taken earlier
 SAMPLINGS = ("top", "random")
 RETRIEVERS = ("dense", "bm25")
 _BM25_CELLS = 1 << 24  # scores held at once while ranking a chunk with BM25 (64 MiB of float32)
+_SEARCH_CELLS = 1 << 25  # dense scores held at once (64 MiB in bf16)
+_RESCORE_CELLS = 1 << 22  # gathered vector values held at once while rescoring in fp32 (16 MiB)
+RESCORE_EXTRA = 16  # candidates fetched beyond max_rank by a bf16 search, then rescored in fp32
 
 
 def normalise_text(text: str) -> str:
@@ -172,16 +175,29 @@ class Retriever(Protocol):
 
 
 class DenseRetriever:
-    """Exact inner-product search over normalised vectors (= cosine), FAISS brute force.
+    """Exact top-k by inner product over normalised vectors (= cosine), a block of queries at a time.
 
-    ``faiss.knn`` searches the caller's array in place (no index copy) in blocks, so memory is the
-    vectors themselves plus the ``len(query_rows) x k`` result.
+    Candidates are found by one matrix product per block (bf16 on AMX / bf16 GPUs, measured 6x faster
+    than FAISS's fp32 brute force on this project's 2-core CPU), over-fetching ``RESCORE_EXTRA``
+    candidates; those are then rescored in fp32 and re-sorted, so the returned scores (used by the
+    margins and written for distillation) are exact and only a document whose bf16 score error
+    exceeds the gap to the k-th candidate can be missed. A block's scores are at most ``_SEARCH_CELLS``
+    values, so memory is the vectors plus a few hundred MB, whatever the corpus size.
     """
 
-    def __init__(self, doc_vectors: np.ndarray, query_vectors: np.ndarray, name: str = "dense") -> None:
+    def __init__(
+        self, doc_vectors: np.ndarray, query_vectors: np.ndarray, name: str = "dense", precision: str = "auto"
+    ) -> None:
+        import torch
+
+        from embedtune.encoding import resolve_precision
+
         self.doc_vectors = np.ascontiguousarray(doc_vectors, dtype=np.float32)
         self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         self.name = name
+        self.precision = resolve_precision(precision, "cpu")
+        self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._search_docs = torch.from_numpy(self.doc_vectors).to(self._dtype)  # no copy when fp32
 
     @classmethod
     def encode(
@@ -208,12 +224,28 @@ class DenseRetriever:
         encoder = Encoder(model, precision)
         docs = encoder.encode(data.doc_texts, batch_size=batch_size, show_progress=show_progress)
         queries = encoder.encode(data.query_texts, batch_size=batch_size, show_progress=show_progress)
-        return cls(docs, queries, name)
+        return cls(docs, queries, name, precision)
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+        import torch
 
-        return faiss.knn(self.query_vectors[query_rows], self.doc_vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        n_docs, dim = self.doc_vectors.shape
+        fetch = min(n_docs, k + (RESCORE_EXTRA if self.precision == "bf16" else 0))
+        queries = torch.from_numpy(self.query_vectors[query_rows]).to(self._dtype)
+        step = max(1, _SEARCH_CELLS // n_docs)
+        with torch.inference_mode():
+            found = [
+                torch.topk(queries[s : s + step] @ self._search_docs.T, fetch, dim=1).indices
+                for s in range(0, len(queries), step)
+            ]
+        rows = torch.cat(found).numpy()
+        scores = np.empty(rows.shape, dtype=np.float32)
+        step = max(1, _RESCORE_CELLS // (fetch * dim))
+        for s in range(0, len(rows), step):
+            block = self.query_vectors[query_rows[s : s + step]]
+            scores[s : s + step] = np.einsum("qd,qkd->qk", block, self.doc_vectors[rows[s : s + step]])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
     def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", self.query_vectors[query_rows], self.doc_vectors[doc_rows])
