@@ -42,7 +42,7 @@ REPEATED_TEXT = "repeated_text"  # a second copy of a text already taken earlier
 SAMPLINGS = ("top", "random")
 RETRIEVERS = ("dense", "bm25")
 _BM25_CELLS = 1 << 24  # scores held at once while ranking a chunk with BM25 (64 MiB of float32)
-_SEARCH_CELLS = 1 << 25  # dense scores held at once (64 MiB in bf16)
+_SEARCH_CELLS = 1 << 26  # dense scores held at once (128 MiB in bf16)
 _RESCORE_CELLS = 1 << 22  # gathered vector values held at once while rescoring in fp32 (16 MiB)
 RESCORE_EXTRA = 16  # candidates fetched beyond max_rank by a bf16 search, then rescored in fp32
 
@@ -478,11 +478,15 @@ def _histograms(positives: np.ndarray, negatives: np.ndarray, removed: dict[str,
     }
 
 
+def _open_output(path: Path, *, gzipped: bool):
+    # Level 6 (zlib's default) writes about three times faster than gzip.open's 9, for a few % more bytes.
+    return gzip.open(path, "wt", encoding="utf-8", compresslevel=6) if gzipped else path.open("w", encoding="utf-8")
+
+
 def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
     """Write rows as jsonl (gzip if ``path`` ends in .gz), atomically; ``embedtune train`` reads it as is."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with atomic_file(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, _open_output(tmp, gzipped=path.suffix == ".gz") as f:
         for pair, negs, scores in zip(mined.pairs, mined.negatives, mined.scores, strict=True):
             q, d = data.pair_query[pair], data.pair_doc[pair]
             row = {"query": data.query_texts[q], "positive": data.doc_texts[d]}
