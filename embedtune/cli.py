@@ -18,6 +18,7 @@ from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR
+from embedtune.losses import LOSSES
 from embedtune.mining import RETRIEVERS, SAMPLINGS, MiningConfig
 
 PRECISION_HELP = "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, else fp32."
@@ -84,93 +85,178 @@ def main() -> None:
     """
 
 
+def _train_default(name: str) -> str | bool:
+    """The TrainConfig default of a field, for --help (options default to None so a --config file
+    is overridden only by the options the user actually gave)."""
+    from dataclasses import MISSING, fields
+
+    from embedtune.train import TrainConfig
+
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    if name == "data":
+        return "data/debian"
+    return False if f.default is MISSING or f.default is None else str(f.default)
+
+
+def _topt(*decls: str, field: str | None = None, **kwargs):
+    """A train option whose shown default comes from TrainConfig."""
+    field = field or decls[0].lstrip("-").replace("-", "_")
+    if not kwargs.get("is_flag") and "flag_value" not in kwargs:
+        kwargs.setdefault("show_default", _train_default(field))
+    return click.option(*decls, field, default=None, **kwargs)
+
+
+def _parse_dims(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in value.split(",") if d.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
+    return dims or None
+
+
 @main.command()
 @click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory for the fine-tuned sentence-transformers model (written atomically).",
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML file of options (names as below, with underscores); options given here override it. "
+    "The resolved config is saved with the model as train_config.yaml.",
 )
-@click.option(
+@_topt("--output", "-o", type=click.Path(path_type=Path), help="Model directory to write (atomically, at the end).")
+@_topt(
     "--model",
     "-m",
-    default="default",
-    show_default=True,
-    help="Base model: 'default' (bundled all-MiniLM-L6-v2), a sentence-transformers directory, "
-    "or a Hugging Face encoder checkpoint directory (mean pooling is added).",
+    help="Base model: 'default' (bundled all-MiniLM-L6-v2), a sentence-transformers directory, or a "
+    "Hugging Face encoder checkpoint directory (BERT, RoBERTa, DistilBERT, MPNet, ...) to which pooling is added.",
 )
-@_data_option
-@click.option(
-    "--pairs",
+@_topt(
+    "--data",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Train on a jsonl/csv/tsv/parquet file with 'query' and 'positive' columns instead of --data.",
+    help="Training data: a BEIR folder (every relevant document of --split is a positive), or a "
+    "jsonl/csv/tsv/parquet file or folder of files. Columns decide the format: query/anchor + positive "
+    "[+ negative_1..n] [+ scores]; or sentence1 + sentence2 + score.",
 )
-@click.option("--split", default="train", show_default=True, help="Qrels split of --data to train on.")
-@click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the pairs.")
-@click.option(
-    "--max-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Stop after this many optimiser steps (overrides --epochs).",
+@_topt("--split", help="Qrels split of a BEIR --data folder to train on.")
+@_topt(
+    "--score-range",
+    type=(float, float),
+    help="Scale of a score column, e.g. '0 5' for STS-B; scores are rescaled to 0..1 (default: 0 1).",
 )
-@click.option(
+@_topt(
+    "--loss",
+    help="Loss by name; auto = cosent for scored pairs, mnrl otherwise. One of: auto, " + ", ".join(LOSSES) + ".",
+)
+@_topt("--temperature", type=click.FloatRange(min=0, min_open=True), help="Softmax temperature (1/scale).")
+@_topt("--mini-batch-size", type=click.IntRange(min=1), help="GradCache chunk of cached-mnrl (bounds memory).")
+@_topt("--matryoshka-dims", callback=_parse_dims, help="Also train truncated embeddings, e.g. '384,256,128,64'.")
+@_topt("--pooling", type=click.Choice(["mean", "cls", "max"]), help="Pooling added to a plain HF checkpoint.")
+@_topt("--no-normalize", field="normalize", flag_value=False, help="Do not L2-normalise a plain HF checkpoint.")
+@_topt("--query-prompt", help="Prefix for queries, e.g. 'query: ' (E5) — saved as the model's 'query' prompt.")
+@_topt("--document-prompt", help="Prefix for documents, e.g. 'passage: ' (E5).")
+@_topt("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the data.")
+@_topt("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimiser steps (overrides --epochs).")
+@_topt(
     "--batch-size",
     type=click.IntRange(min=2),
-    default=32,
-    show_default=True,
-    help="Pairs per batch; each query's negatives are the batch's other positives.",
+    help="Rows per batch: each query's in-batch negatives are the batch's other positives (and negatives).",
 )
-@click.option("--lr", "learning_rate", type=float, default=5e-5, show_default=True, help="Peak learning rate.")
-@click.option(
-    "--warmup-ratio",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
-    show_default=True,
-    help="Fraction of steps with linear learning-rate warm-up.",
+@_topt(
+    "--grad-accum",
+    field="gradient_accumulation_steps",
+    type=click.IntRange(min=1),
+    help="Average gradients over N batches. This does NOT add in-batch negatives (each batch still "
+    "sees only its own); for more negatives use a bigger --batch-size with --loss cached-mnrl.",
 )
-@click.option(
-    "--max-seq-length",
-    type=click.IntRange(min=8),
-    default=128,
-    show_default=True,
-    help="Tokens kept per text during training (and saved as the model's limit).",
+@_topt("--lr", field="learning_rate", type=float, help="Peak learning rate.")
+@_topt(
+    "--lr-scheduler",
+    type=click.Choice(["linear", "cosine", "constant", "constant_with_warmup", "polynomial"]),
+    help="Learning-rate schedule after warm-up.",
 )
-@click.option(
-    "--scale",
-    type=float,
-    default=20.0,
-    show_default=True,
-    help="Inverse temperature of the in-batch softmax (20 = temperature 0.05).",
+@_topt("--warmup-ratio", type=click.FloatRange(0, 1, max_open=True), help="Fraction of steps of warm-up.")
+@_topt("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
+@_topt("--max-grad-norm", type=click.FloatRange(min=0), help="Clip gradients to this norm (0 = no clipping).")
+@_topt("--max-seq-length", type=click.IntRange(min=8), help="Tokens kept per text (saved as the model's limit).")
+@_topt("--freeze-embeddings", is_flag=True, help="Do not train the token embeddings.")
+@_topt("--freeze-layers", type=click.IntRange(min=0), help="Do not train the lowest N transformer layers.")
+@_topt("--no-dev", field="dev", flag_value=False, help="No dev evaluation (and no best-checkpoint selection).")
+@_topt(
+    "--dev-data",
+    type=click.Path(path_type=Path),
+    help="Dev set (BEIR folder or pair/scored-pair file); default: --dev-split of a BEIR --data folder.",
 )
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option(
+@_topt("--dev-split", help="Qrels split used as the dev set.")
+@_topt("--dev-queries", type=click.IntRange(min=1), help="Dev queries sampled (seeded) for each evaluation.")
+@_topt(
+    "--dev-corpus",
+    type=click.IntRange(min=1),
+    help="Documents in the dev corpus: the sampled queries' relevant documents plus random others.",
+)
+@_topt("--metric", help="Dev metric that picks the kept checkpoint: ndcg@10, mrr@10, recall@k, map@k, spearman ...")
+@_topt(
+    "--checkpoint-steps",
+    type=click.IntRange(min=1),
+    help="Evaluate on dev and save a checkpoint every N steps (default: 4 times per run).",
+)
+@_topt(
+    "--early-stopping",
+    field="early_stopping_patience",
+    type=click.IntRange(min=1),
+    help="Stop when the dev metric has not improved for N evaluations.",
+)
+@_topt("--seed", type=int, help="Seed for initialisation, batching and dropout: equal seeds give equal runs.")
+@_topt(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default="auto",
-    show_default=True,
-    help="Training precision: auto = bf16 autocast (fp32 master weights) where the hardware has "
-    "native bf16, else fp32.",
+    help="auto = bf16 autocast (fp32 master weights) where the CPU has AMX or the GPU has bf16, else fp32.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-def train(output: Path, model: str, data: Path, pairs: Path | None, split: str, **options) -> None:
-    """Fine-tune a model on query/positive pairs with in-batch negatives (MNRL / InfoNCE).
+@_topt("--overwrite", is_flag=True, help="Replace --output (and its checkpoints) if they exist.")
+@_topt(
+    "--resume",
+    is_flag=True,
+    help="Continue the run whose checkpoints are in <output>.checkpoints (after a kill); the options "
+    "must be the same as the first time.",
+)
+@_topt("--keep-checkpoints", is_flag=True, help="Keep <output>.checkpoints after a successful run.")
+def train(config_file: Path | None, **options) -> None:
+    """Fine-tune an encoder into a sentence embedder.
 
-    Trains on the --split qrels of a BEIR folder (every relevant document is a positive), or on a
-    --pairs file. Batches never hold the same text twice. Writes a sentence-transformers model
-    directory plus embedtune_train.json (config, data, loss curve, timings).
+    \b
+    Examples:
+      embedtune train -o models/mine                                # data/debian, MNRL
+      embedtune train -o models/sts --data sts-train.tsv --score-range 0 5 --dev-data sts-dev.tsv
+      embedtune train -o models/mined --data mined.jsonl --loss margin-mse
+      embedtune train --config run.yaml --lr 1e-5                   # file + override
+
+    Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
+    the best checkpoint by --metric is kept. The output holds the model, README.md (model card),
+    metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
     """
     from embedtune.train import TrainConfig
     from embedtune.train import train as run_training
 
-    config = TrainConfig(output=output, model=model, data=pairs or data, split=split, **options)
+    given = {k: v for k, v in options.items() if v is not None}
+    if config_file is not None:
+        config = TrainConfig.from_yaml(config_file, **given)
+    elif "output" not in given:
+        raise click.UsageError("give --output (or a --config file that names it)")
+    else:
+        config = TrainConfig(**given)
     result = run_training(config)
+    dev = ""
+    if result.metric and result.dev_after:
+        from embedtune.dev_evaluation import metric_label
+
+        name = metric_label(result.metric)
+        before = result.dev_before.get(result.metric, float("nan"))
+        dev = f"; dev {name} {before:.4f} -> {result.dev_after[result.metric]:.4f}"
     click.echo(
-        f"trained {result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s "
+        f"trained {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s "
         f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
-        f"{result.mean_loss(0.8, 1):.4f} over the last 20%); "
-        f"model written to {result.output}"
+        f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
     )
 
 

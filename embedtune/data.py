@@ -1,4 +1,4 @@
-"""Reading and validating retrieval data: BEIR-layout splits and query/positive pair files.
+"""Reading and validating retrieval data in the BEIR layout (corpus, queries, qrels per split).
 
 Every reader checks what it reads and reports the file, line and field of the first problem
 (:class:`~embedtune.errors.DataError`), because a silent skip or a pandas traceback leaves the user
@@ -18,24 +18,14 @@ from typing import TYPE_CHECKING
 from embedtune.errors import DataError, EmbedtuneError
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    pass
 
 SPLITS = ("train", "dev", "test")
-PAIR_COLUMNS = ("query", "positive")
-PAIR_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".tsv", ".parquet")
 
 
 def default_data_dir() -> Path:
     """The bundled default dataset (Debian package descriptions) in the repository's ``data/``."""
     return Path(__file__).resolve().parent.parent / "data" / "debian"
-
-
-def training_data_files(source: Path, split: str = "train") -> list[Path]:
-    """The files :func:`load_training_pairs` reads, for recording what a model was trained on."""
-    source = Path(source)
-    if not source.is_dir():
-        return [source]
-    return [find_data_file(source, "corpus.jsonl"), find_data_file(source, "queries.jsonl"), qrels_path(source, split)]
 
 
 def _open_text(path: Path):
@@ -186,72 +176,3 @@ def load_split(root: Path, split: str, corpus: dict[str, str] | None = None) -> 
     corpus = load_corpus(root) if corpus is None else corpus
     qrels = load_qrels(qrels_path(root, split), query_ids=queries, doc_ids=corpus)
     return RetrievalSplit(root, split, corpus, {q: queries[q] for q in qrels}, qrels)
-
-
-def _pairs_from_split(root: Path, split: str) -> Dataset:
-    from datasets import Dataset
-
-    data = load_split(root, split)
-    rows = [(data.queries[q], data.corpus[d]) for q, docs in data.qrels.items() for d in docs]
-    return Dataset.from_dict({"query": [q for q, _ in rows], "positive": [p for _, p in rows]})
-
-
-def _validate_pair_rows(path: Path, rows: dict[str, list], first_line: int) -> None:
-    for column in PAIR_COLUMNS:
-        for i, value in enumerate(rows[column]):
-            if not isinstance(value, str) or not value.strip():
-                problem = "empty" if isinstance(value, str) or value is None else "not a string"
-                raise DataError(path, problem, line=first_line + i, field=column)
-
-
-def load_pairs(path: Path) -> Dataset:
-    """Read a file of ``query``/``positive`` pairs (jsonl, csv, tsv or parquet) as a ``Dataset``.
-
-    Extra columns are dropped: in-batch-negative training only needs the pair.
-    """
-    from datasets import Dataset
-
-    path = Path(path)
-    if not path.is_file():
-        raise EmbedtuneError(f"{path}: no such file")
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        rows: dict[str, list[str]] = {c: [] for c in PAIR_COLUMNS}
-        for line, obj in read_jsonl(path):
-            for column in PAIR_COLUMNS:
-                rows[column].append(_string_field(path, line, obj, column))
-        dataset = Dataset.from_dict(rows)
-    else:
-        dataset = _load_tabular_pairs(path, name)
-    if len(dataset) == 0:
-        raise DataError(path, "no pairs")
-    return dataset
-
-
-def _load_tabular_pairs(path: Path, name: str) -> Dataset:
-    from datasets import load_dataset
-
-    if name.endswith((".csv", ".tsv")):
-        builder, kwargs, first_line = "csv", {"sep": "\t" if name.endswith(".tsv") else ","}, 2
-    elif name.endswith(".parquet"):
-        builder, kwargs, first_line = "parquet", {}, 1  # "line" = row number for parquet
-    else:
-        raise EmbedtuneError(f"{path}: unsupported pair file type (use one of {', '.join(PAIR_SUFFIXES)})")
-    try:
-        dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as e:  # datasets wraps parser errors in several exception types
-        raise DataError(path, f"cannot parse as {builder}: {str(e).splitlines()[0]}") from None
-    missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}")
-    dataset = dataset.select_columns(list(PAIR_COLUMNS))
-    _validate_pair_rows(path, dataset.to_dict(), first_line)
-    return dataset
-
-
-def load_training_pairs(source: Path, split: str = "train") -> Dataset:
-    """Pairs for training from a BEIR folder (every relevant document a positive) or a pair file."""
-    source = Path(source)
-    if source.is_dir():
-        return _pairs_from_split(source, split)
-    return load_pairs(source)

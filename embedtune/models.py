@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "default"
+POOLING_MODES = ("mean", "cls", "max")
 # Files that describe a model but do not change what it computes.
 _NOT_FINGERPRINTED = {"README.md", ".gitattributes", "embedtune_train.json"}
 
@@ -50,13 +51,19 @@ def default_device() -> str:
 
 
 def load_model(
-    model: str | Path | None = None, *, device: str | None = None, max_seq_length: int | None = None
+    model: str | Path | None = None,
+    *,
+    device: str | None = None,
+    max_seq_length: int | None = None,
+    pooling: str | None = None,
+    normalize: bool = True,
 ) -> SentenceTransformer:
-    """Load a sentence-transformers model, or wrap a plain HF encoder with mean pooling + normalise.
+    """Load a sentence-transformers model, or wrap a plain HF encoder with pooling (+ normalisation).
 
-    Mean pooling is the robust choice for an encoder never trained for sentence embeddings (CLS is
+    Mean pooling is the default for an encoder never trained for sentence embeddings (CLS is
     untrained in most MLM checkpoints); normalising makes inner product equal cosine, which is what
-    the FAISS indexes search with.
+    the FAISS indexes search with. ``pooling``/``normalize`` only apply to plain HF checkpoints: a
+    sentence-transformers model already has its pooling, and changing it would change the model.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize, Transformer
@@ -66,13 +73,19 @@ def load_model(
     hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise in search output
     path = resolve_model_path(model)
     device = device or default_device()
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise EmbedtuneError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLING_MODES)}")
     try:
         if (path / "modules.json").is_file():
+            if pooling is not None:
+                raise EmbedtuneError(
+                    f"{path}: a sentence-transformers model has its pooling; --pooling is for HF checkpoints"
+                )
             st = SentenceTransformer(str(path), device=device, local_files_only=True)
         else:
             transformer = Transformer(str(path), max_seq_length=max_seq_length)
-            pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-            st = SentenceTransformer(modules=[transformer, pooling, Normalize()], device=device)
+            modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling or "mean")]
+            st = SentenceTransformer(modules=[*modules, Normalize()] if normalize else modules, device=device)
     except (OSError, ValueError) as e:
         raise EmbedtuneError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
     if max_seq_length is not None:
@@ -95,3 +108,36 @@ def model_fingerprint(model: str | Path | None) -> str:
         digest.update(rel.encode() + b"\0")
         update_from_file(digest, file)
     return digest.hexdigest()
+
+
+def _layer_list(auto_model) -> list:
+    """The transformer blocks of a BERT-style encoder (``encoder.layer`` in BERT/RoBERTa/MPNet,
+    ``transformer.layer`` in DistilBERT): the first ``ModuleList`` named ``layer``/``layers``."""
+    from torch import nn
+
+    for name, module in auto_model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers"):
+            return list(module)
+    raise EmbedtuneError(f"cannot find the transformer layers of {type(auto_model).__name__} to freeze")
+
+
+def freeze_layers(model: SentenceTransformer, *, embeddings: bool = False, layers: int = 0) -> None:
+    """Stop gradients to the token embeddings and/or the lowest ``layers`` transformer blocks.
+
+    Freezing the bottom of the network keeps general lexical knowledge intact on small training
+    sets and saves the optimiser state for those weights.
+    """
+    if not embeddings and layers == 0:
+        return
+    auto_model = model[0].auto_model
+    blocks = _layer_list(auto_model)
+    if not 0 <= layers <= len(blocks):
+        raise EmbedtuneError(f"cannot freeze {layers} layers: the model has {len(blocks)}")
+    frozen = [*blocks[:layers]]
+    if embeddings:
+        frozen.append(
+            auto_model.get_input_embeddings() if not hasattr(auto_model, "embeddings") else auto_model.embeddings
+        )
+    for module in frozen:
+        for parameter in module.parameters():
+            parameter.requires_grad = False

@@ -51,7 +51,8 @@ def test_train_index_search_eval(tmp_path, tiny_bert, beir_dir):
         "--lr",
         "1e-3",
     ).output
-    assert "trained 10 steps on 5 pairs" in out and "over the last 20%" in out and (model / "modules.json").is_file()
+    assert "trained 10 steps on 5 rows" in out and "over the last 20%" in out and (model / "modules.json").is_file()
+    assert "dev ndcg@10" in out and (model / "README.md").is_file() and (model / "training.png").is_file()
 
     out = run("index", "build", "--model", model, "--corpus", beir_dir, "--indexes-dir", idx).output
     assert "index 'model' written" in out and "8 documents x 32 dims" in out
@@ -90,7 +91,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_st, beir_dir):
     idx = tmp_path / "indexes"
     assert_one_line_error(run("search", "q", "--index", "nope", "--indexes-dir", idx, ok=False), "no index 'nope'")
     assert_one_line_error(
-        run("train", "--output", tmp_path / "m", "--pairs", tmp_path / "x.jsonl", ok=False), r"x\.jsonl: no such file"
+        run("train", "--output", tmp_path / "m", "--data", tmp_path / "x.jsonl", ok=False), r"x\.jsonl: no such file"
     )
     assert_one_line_error(
         run("train", "--output", tmp_path / "m", "--model", tmp_path / "absent", ok=False), "no such model directory"

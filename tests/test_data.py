@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import CORPUS, QRELS, QUERIES, write_beir
 
-from embedtune.data import load_corpus, load_pairs, load_split, load_training_pairs
+from embedtune.data import load_corpus, load_split
 from embedtune.errors import DataError, EmbedtuneError
 
 
@@ -83,56 +83,3 @@ def test_qrels_header_and_score_checked(beir_dir):
     (beir_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-ssh\topenssh\thigh\n")
     with pytest.raises(DataError, match=r"test\.tsv:2: field 'score': not an integer"):
         load_split(beir_dir, "test")
-
-
-def test_training_pairs_from_beir_split_use_every_positive(beir_dir):
-    pairs = load_training_pairs(beir_dir, "test")
-    assert sorted(zip(pairs["query"], pairs["positive"], strict=True)) == sorted(
-        [
-            (QUERIES["q-ssh"], CORPUS["openssh"]),
-            (QUERIES["q-ssh"], CORPUS["openssh-doc"]),
-            (QUERIES["q-db"], CORPUS["postgres"]),
-        ]
-    )
-
-
-PAIRS = [
-    {"query": "web server", "positive": "nginx serves the web", "extra": 1},
-    {"query": "editor", "positive": "vim edits text", "extra": 2},
-]
-
-
-@pytest.mark.parametrize("suffix", ["jsonl", "csv", "tsv", "parquet"])
-def test_pair_files_in_every_format(tmp_path, suffix):
-    import pandas as pd
-
-    path = tmp_path / f"pairs.{suffix}"
-    frame = pd.DataFrame(PAIRS)
-    if suffix == "jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    elif suffix == "parquet":
-        frame.to_parquet(path)
-    else:
-        frame.to_csv(path, sep="\t" if suffix == "tsv" else ",", index=False)
-    dataset = load_pairs(path)
-    assert dataset.column_names == ["query", "positive"]
-    assert dataset["positive"] == ["nginx serves the web", "vim edits text"]
-
-
-def test_pair_file_errors(tmp_path):
-    path = tmp_path / "pairs.csv"
-    path.write_text("query,answer\nweb server,nginx\n")
-    with pytest.raises(DataError, match=r"pairs\.csv: missing column\(s\) positive; found query, answer"):
-        load_pairs(path)
-    path.write_text('query,positive\nweb server,nginx\n"",vim\n')
-    with pytest.raises(DataError, match=r"pairs\.csv:3: field 'query': empty"):
-        load_pairs(path)
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('{"query": "a", "positive": "b"}\n{"query": "c"}\n')
-    with pytest.raises(DataError, match=r"pairs\.jsonl:2: field 'positive': missing"):
-        load_pairs(path)
-    with pytest.raises(EmbedtuneError, match="unsupported pair file type"):
-        (tmp_path / "pairs.txt").write_text("x")
-        load_pairs(tmp_path / "pairs.txt")
-    with pytest.raises(EmbedtuneError, match="no such file"):
-        load_pairs(tmp_path / "absent.jsonl")
