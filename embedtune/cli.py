@@ -116,6 +116,100 @@ def _parse_dims(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     return dims or None
 
 
+class _OptionalFloat(click.ParamType):
+    """A float, or 'none' to switch the rule off."""
+
+    name = "FLOAT|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() in ("none", "off"):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected a number or 'none', got '{value}'", param, ctx)
+
+
+def _mining_options(command):
+    """Selection options shared by ``mine`` and ``train --mine``, mapped onto MiningConfig fields."""
+    options = [
+        click.option(
+            "--num-negatives",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="Negatives per (query, positive) row; rows with fewer survivors are left out and counted.",
+        ),
+        click.option(
+            "--min-rank",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="First rank (1 = best) of the retriever's ranking that may become a negative.",
+        ),
+        click.option(
+            "--max-rank", type=click.IntRange(min=1), default=50, show_default=True, help="Last rank considered."
+        ),
+        click.option(
+            "--sampling",
+            type=click.Choice(SAMPLINGS),
+            default="top",
+            show_default=True,
+            help="top = the best-ranked survivors; random = a seeded random draw among the window's survivors.",
+        ),
+        click.option(
+            "--relative-margin",
+            type=_OptionalFloat(),
+            default="0.05",
+            show_default=True,
+            help="Drop candidates scoring above pos - margin*|pos| (0.05 = above 95% of the positive's score, "
+            "NV-Retriever's TopK-PercPos); 'none' switches it off.",
+        ),
+        click.option(
+            "--absolute-margin",
+            type=_OptionalFloat(),
+            default="none",
+            show_default=True,
+            help="Drop candidates scoring above pos - margin.",
+        ),
+        click.option(
+            "--max-score",
+            type=_OptionalFloat(),
+            default="none",
+            show_default=True,
+            help="Drop candidates scoring above this (scale of the retriever: cosine, or raw BM25).",
+        ),
+        click.option(
+            "--retriever",
+            type=click.Choice(RETRIEVERS),
+            default="dense",
+            show_default=True,
+            help="dense = the mining model's embeddings (exact top-k, in chunks); bm25 = lexical BM25 (bm25s).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _mining_config(options: dict) -> MiningConfig:
+    """Pop the selection options out of a command's keyword arguments."""
+    fields = ("num_negatives", "min_rank", "max_rank", "sampling", "relative_margin", "absolute_margin", "max_score")
+    return MiningConfig(**{name: options.pop(name) for name in fields}, seed=options.get("seed") or 42)
+
+
+def _echo_mining(report, output: Path) -> None:
+    from embedtune.mining import report_paths
+
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    json_path, png_path = report_paths(output)
+    click.echo(report.summary())
+    click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
+
+
 @main.command()
 @click.option(
     "--config",
@@ -221,7 +315,15 @@ def _parse_dims(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     "must be the same as the first time.",
 )
 @_topt("--keep-checkpoints", is_flag=True, help="Keep <output>.checkpoints after a successful run.")
-def train(config_file: Path | None, **options) -> None:
+@click.option(
+    "--mine",
+    "mine_first",
+    is_flag=True,
+    help="First mine hard negatives for the --data BEIR split with the base --model (options below; rows "
+    "and report go to OUTPUT.mined.jsonl.gz), then train on the mined n-tuples.",
+)
+@_mining_options
+def train(config_file: Path | None, mine_first: bool, retriever: str, **options) -> None:
     """Fine-tune an encoder into a sentence embedder.
 
     \b
@@ -229,6 +331,7 @@ def train(config_file: Path | None, **options) -> None:
       embedtune train -o models/mine                                # data/debian, MNRL
       embedtune train -o models/sts --data sts-train.tsv --score-range 0 5 --dev-data sts-dev.tsv
       embedtune train -o models/mined --data mined.jsonl --loss margin-mse
+      embedtune train -o models/hard --mine --num-negatives 3     # mine with the base model, then train
       embedtune train --config run.yaml --lr 1e-5                   # file + override
 
     Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
@@ -238,6 +341,7 @@ def train(config_file: Path | None, **options) -> None:
     from embedtune.train import TrainConfig
     from embedtune.train import train as run_training
 
+    selection = _mining_config(options)
     given = {k: v for k, v in options.items() if v is not None}
     if config_file is not None:
         config = TrainConfig.from_yaml(config_file, **given)
@@ -245,6 +349,13 @@ def train(config_file: Path | None, **options) -> None:
         raise click.UsageError("give --output (or a --config file that names it)")
     else:
         config = TrainConfig(**given)
+    if mine_first:
+        from embedtune.mining import mine_for_training
+
+        config, report = mine_for_training(config, selection, retriever=retriever)
+        _echo_mining(report, config.data)
+    elif selection != MiningConfig(seed=selection.seed) or retriever != "dense":
+        raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
     result = run_training(config)
     dev = ""
     if result.metric and result.dev_after:
@@ -258,100 +369,6 @@ def train(config_file: Path | None, **options) -> None:
         f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
         f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
     )
-
-
-class _OptionalFloat(click.ParamType):
-    """A float, or 'none' to switch the rule off."""
-
-    name = "FLOAT|none"
-
-    def convert(self, value, param, ctx):
-        if value is None or isinstance(value, float):
-            return value
-        if str(value).strip().lower() in ("none", "off"):
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            self.fail(f"expected a number or 'none', got '{value}'", param, ctx)
-
-
-def _mining_options(command):
-    """Selection options shared by ``mine`` and ``train --mine``, mapped onto MiningConfig fields."""
-    options = [
-        click.option(
-            "--num-negatives",
-            type=click.IntRange(min=1),
-            default=5,
-            show_default=True,
-            help="Negatives per (query, positive) row; rows with fewer survivors are left out and counted.",
-        ),
-        click.option(
-            "--min-rank",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="First rank (1 = best) of the retriever's ranking that may become a negative.",
-        ),
-        click.option(
-            "--max-rank", type=click.IntRange(min=1), default=50, show_default=True, help="Last rank considered."
-        ),
-        click.option(
-            "--sampling",
-            type=click.Choice(SAMPLINGS),
-            default="top",
-            show_default=True,
-            help="top = the best-ranked survivors; random = a seeded random draw among the window's survivors.",
-        ),
-        click.option(
-            "--relative-margin",
-            type=_OptionalFloat(),
-            default="0.05",
-            show_default=True,
-            help="Drop candidates scoring above pos - margin*|pos| (0.05 = above 95% of the positive's score, "
-            "NV-Retriever's TopK-PercPos); 'none' switches it off.",
-        ),
-        click.option(
-            "--absolute-margin",
-            type=_OptionalFloat(),
-            default="none",
-            show_default=True,
-            help="Drop candidates scoring above pos - margin.",
-        ),
-        click.option(
-            "--max-score",
-            type=_OptionalFloat(),
-            default="none",
-            show_default=True,
-            help="Drop candidates scoring above this (scale of the retriever: cosine, or raw BM25).",
-        ),
-        click.option(
-            "--retriever",
-            type=click.Choice(RETRIEVERS),
-            default="dense",
-            show_default=True,
-            help="dense = the mining model's embeddings (exact top-k, in chunks); bm25 = lexical BM25 (bm25s).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _mining_config(options: dict) -> MiningConfig:
-    """Pop the selection options out of a command's keyword arguments."""
-    fields = ("num_negatives", "min_rank", "max_rank", "sampling", "relative_margin", "absolute_margin", "max_score")
-    return MiningConfig(**{name: options.pop(name) for name in fields}, seed=options.get("seed", 42))
-
-
-def _echo_mining(report, output: Path) -> None:
-    from embedtune.mining import report_paths
-
-    for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    json_path, png_path = report_paths(output)
-    click.echo(report.summary())
-    click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
 
 
 @main.command()

@@ -20,6 +20,7 @@ every row), counted, and reported; if most rows would be dropped, mining stops w
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import time
@@ -36,6 +37,8 @@ from embedtune.errors import EmbedtuneError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from embedtune.train import TrainConfig
 
 FILTER_RULES = ("known_positive", "positive_duplicate", "max_score", "absolute_margin", "relative_margin")
 REPEATED_TEXT = "repeated_text"  # a second copy of a text already taken earlier in the same row
@@ -208,6 +211,7 @@ class DenseRetriever:
         batch_size: int = 32,
         precision: str = "auto",
         max_seq_length: int | None = None,
+        name: str | None = None,
         show_progress: bool = True,
     ) -> DenseRetriever:
         """Encode the corpus and the queries with ``model`` (a path, ``"default"`` or a loaded model)."""
@@ -215,10 +219,10 @@ class DenseRetriever:
         from embedtune.models import load_model, resolve_model_path
 
         if model is None or isinstance(model, (str, Path)):
-            name = f"dense:{model or 'default'}"
+            name = name or f"dense:{model or 'default'}"
             model = load_model(resolve_model_path(model), max_seq_length=max_seq_length)
         else:
-            name = "dense:model"
+            name = name or "dense:model"
             if max_seq_length is not None:
                 model.max_seq_length = max_seq_length
         encoder = Encoder(model, precision)
@@ -541,13 +545,14 @@ def mine_to_file(
     batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
+    model_name: str | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> MiningReport:
     """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``.
 
     ``retriever`` is ``dense`` (``model`` encodes corpus and queries; the default model if ``None``)
-    or ``bm25``.
+    or ``bm25``. ``model_name`` names a loaded ``model`` in the report.
     """
     config = config or MiningConfig()
     config.validate()
@@ -568,6 +573,7 @@ def mine_to_file(
             batch_size=batch_size,
             precision=precision,
             max_seq_length=max_seq_length,
+            name=f"dense:{model_name}" if model_name else None,
             show_progress=show_progress,
         )
     prepare_seconds = round(time.perf_counter() - started, 2)
@@ -580,3 +586,46 @@ def mine_to_file(
     write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
     plot_histograms(report, png_path)
     return report
+
+
+def mined_path(output: Path) -> Path:
+    """Where ``train --mine`` keeps the mined rows: beside the model directory, not inside it."""
+    output = Path(output)
+    return output.with_name(output.name + ".mined.jsonl.gz")
+
+
+def mine_for_training(
+    config: TrainConfig, selection: MiningConfig | None = None, *, retriever: str = "dense"
+) -> tuple[TrainConfig, MiningReport]:
+    """Mine negatives for ``config``'s BEIR data with its base model; return the config that trains on them.
+
+    The model about to be fine-tuned is the dense retriever (same token limit, same precision, the
+    same pooling for a plain checkpoint), so negatives are hard for the model that will learn from
+    them. Rows go to :func:`mined_path` with their report; the returned config reads them instead
+    of the pairs (n-tuple MNRL by default, or ``loss="margin-mse"`` on the kept scores).
+    """
+    from embedtune.models import load_model
+    from embedtune.training_data import is_beir_folder
+
+    if not is_beir_folder(config.data):
+        raise EmbedtuneError(f"{config.data}: mining needs a BEIR folder (corpus, queries, qrels) to search")
+    if config.resume:
+        raise EmbedtuneError("--mine cannot be combined with --resume: resume training on the mined file instead")
+    model = None
+    if retriever == "dense":
+        model = load_model(
+            config.model, max_seq_length=config.max_seq_length, pooling=config.pooling, normalize=config.normalize
+        )
+    report = mine_to_file(
+        config.data,
+        mined_path(config.output),
+        split=config.split,
+        retriever=retriever,
+        model=model,
+        config=selection,
+        precision=config.precision,
+        model_name=str(config.model),
+        overwrite=config.overwrite,
+        show_progress=config.show_progress,
+    )
+    return dataclasses.replace(config, data=mined_path(config.output)), report

@@ -10,7 +10,6 @@ import pytest
 from conftest import QRELS, write_beir
 from test_cli import assert_one_line_error, run
 
-from embedtune.data import load_pairs
 from embedtune.errors import EmbedtuneError
 from embedtune.mining import (
     BM25Retriever,
@@ -23,6 +22,7 @@ from embedtune.mining import (
     report_paths,
     write_mined,
 )
+from embedtune.training_data import load_training_data
 
 # One query with two positives (rows 0 and 1). Row 2 is row 0's text in other case and spacing,
 # row 3 scores within 5 % of both positives, rows 5 and 6 are one text twice.
@@ -228,7 +228,9 @@ def test_output_rows_are_training_ready(tmp_path):
     ]
     assert rows[0]["positive"] == "Nginx web server" and rows[0]["negative_ids"] == ["caddy", "squid"]
     assert rows[0]["scores"] == pytest.approx([0.9, 0.7, 0.6])
-    assert len(load_pairs(path)) == 2
+    training = load_training_data(path)  # what `embedtune train --data` reads
+    assert (training.format, training.teacher_scores, len(training.dataset)) == ("n-tuple", True, 2)
+    assert training.text_columns == ["anchor", "positive", "negative_1", "negative_2"]
 
 
 def test_mine_to_file_writes_rows_report_and_histogram(tmp_path, tiny_st, beir_dir):
@@ -276,3 +278,17 @@ def test_mine_cli(tmp_path, tiny_st, beir_dir):
         8,
     )
     assert "(dense:" in result.output and "relative_margin 0" in result.output
+
+
+def test_train_mine_mines_with_the_base_model_then_trains_on_the_tuples(tmp_path, tiny_st, beir_dir):
+    out = tmp_path / "model"
+    args = ["train", "-o", out, "--model", tiny_st, "--data", beir_dir, "--max-steps", 2, "--batch-size", 2]
+    result = run(*args, "--no-dev", "--mine", "--num-negatives", 2, "--max-rank", 8, "--relative-margin", "none")
+    mined = tmp_path / "model.mined.jsonl.gz"
+    assert f"(dense:{tiny_st}, ranks 1..8 of 8 documents)" in result.output
+    assert f"mined rows written to {mined}" in result.output and "trained 2 steps on 5 rows" in result.output
+    assert (tmp_path / "model.mined.report.json").is_file() and (out / "modules.json").is_file()
+    record = json.loads((out / "embedtune_train.json").read_text())
+    assert str(mined) in json.dumps(record)  # the model records that it learnt from the mined rows
+    without_mine = run(*args, "-o", tmp_path / "other", "--num-negatives", 3, ok=False)
+    assert_one_line_error(without_mine, "only apply with --mine")
