@@ -17,10 +17,11 @@ Steps (each short enough to hold the benchmark lock for well under 15 minutes):
     python benchmarks/mining_scale.py prepare             # synthesise the corpus, pick the queries
     python benchmarks/mining_scale.py encode --queries
     python benchmarks/mining_scale.py encode --real       # the real documents
-    python benchmarks/mining_scale.py peer-cache          # hand the same vectors to ST's cache
+    python benchmarks/mining_scale.py vectors             # all vectors, for both sides
     python benchmarks/mining_scale.py run embedtune       # one side per call
     python benchmarks/mining_scale.py run st-default
     python benchmarks/mining_scale.py run st-batched
+    python benchmarks/mining_scale.py backends            # FAISS vs embedtune's search on 2,048 queries
     python benchmarks/mining_scale.py report              # JSON + markdown + PNG under results/
 """
 
@@ -101,7 +102,7 @@ def encode(queries: bool) -> None:
     print(f"{out.name}: {len(texts)} texts in {seconds:.0f} s ({encoder.precision})")
 
 
-def doc_vectors() -> np.ndarray:
+def synthesise_doc_vectors() -> np.ndarray:
     """Real documents' encodings, then each synthetic document's normalised source mean plus noise."""
     real = np.load(CACHE / "docs-real.npy")
     sources = _load_json("sources.json")
@@ -129,8 +130,9 @@ def _st_inputs():
     return anchors, positives, corpus["texts"]
 
 
-def peer_cache() -> None:
-    """Write our vectors in the order ST de-duplicates texts into, under the names its cache expects."""
+def vectors() -> None:
+    """Write all document vectors for embedtune, and the same vectors for ST, in the order it de-duplicates
+    texts into and under the file names its cache looks for; neither side then pays for making them."""
     from sentence_transformers import SentenceTransformer
 
     from embedtune.models import default_model_path
@@ -145,7 +147,9 @@ def peer_cache() -> None:
     q_name, c_name = _st_cache_names(model, st_queries, st_corpus)
     st_dir = CACHE / "st"
     st_dir.mkdir(exist_ok=True)
-    np.save(st_dir / c_name, doc_vectors()[[first_doc[t] for t in st_corpus]])
+    docs = synthesise_doc_vectors()
+    np.save(CACHE / "docs-all.npy", docs)
+    np.save(st_dir / c_name, docs[[first_doc[t] for t in st_corpus]])
     np.save(st_dir / q_name, np.load(CACHE / "queries.npy")[[first_query[t] for t in st_queries]])
     print(f"ST cache: {len(st_corpus)} unique documents, {len(st_queries)} unique queries")
 
@@ -165,7 +169,7 @@ def side_embedtune(out: Path) -> dict:
         pair_query=np.array([query_row[q] for q, _ in queries["pairs"]]),
         pair_doc=np.array([doc_row[d] for _, d in queries["pairs"]]),
     )
-    retriever = DenseRetriever(doc_vectors(), np.load(CACHE / "queries.npy"), "dense:default@32")
+    retriever = DenseRetriever(np.load(CACHE / "docs-all.npy"), np.load(CACHE / "queries.npy"), "dense:default@32")
     t1 = time.perf_counter()
     config = MiningConfig(num_negatives=NUM_NEGATIVES, max_rank=MAX_RANK, relative_margin=RELATIVE_MARGIN)
     mined, report = mine(data, retriever, config, show_progress=False)
@@ -195,7 +199,7 @@ def side_st(out: Path, faiss_batch_size: int) -> dict:
     names = _st_cache_names(model, list(dict.fromkeys(anchors)), list(dict.fromkeys(corpus + positives)))
     missing = [n for n in names if not (CACHE / "st" / n).is_file()]
     if missing:  # without its cache ST would spend hours encoding 500k texts in fp32
-        raise SystemExit(f"ST embedding cache missing: {missing}; run peer-cache first")
+        raise SystemExit(f"ST embedding cache missing: {missing}; run the vectors step first")
     dataset = Dataset.from_dict({"query": anchors, "positive": positives})
     t1 = time.perf_counter()
     mined = mine_hard_negatives(
@@ -269,6 +273,38 @@ def run(side: str) -> None:
     print(json.dumps({k: v for k, v in record.items() if k != "log_tail"}, indent=2))
 
 
+def backends() -> None:
+    """Exact top-50 of 2,048 queries over all 500,000 vectors: FAISS brute force vs embedtune's search.
+
+    Why embedtune's dense search is a matrix product (bf16 on AMX) and not faiss.knn, and how exact
+    the bf16 search + fp32 rescoring is against FAISS's fp32 result.
+    """
+    import faiss
+
+    from embedtune.mining import DenseRetriever
+
+    docs, queries = np.load(CACHE / "docs-all.npy"), np.load(CACHE / "queries.npy")
+    rows = np.arange(2048)
+    timings = {}
+    started = time.perf_counter()
+    exact_scores, exact_rows = faiss.knn(queries[rows], docs, MAX_RANK, metric=faiss.METRIC_INNER_PRODUCT)
+    timings["faiss.knn fp32"] = time.perf_counter() - started
+    agreement = {}
+    for precision in ("fp32", "bf16"):
+        retriever = DenseRetriever(docs, queries, precision=precision)
+        started = time.perf_counter()
+        scores, found = retriever.search(rows, MAX_RANK)
+        timings[f"embedtune {precision}"] = time.perf_counter() - started
+        same = np.mean([len(set(a) & set(b)) / MAX_RANK for a, b in zip(found, exact_rows, strict=True)])
+        agreement[precision] = {
+            "top50_overlap_with_faiss": round(float(same), 5),
+            "max_abs_score_diff": float(np.abs(np.sort(scores, axis=1) - np.sort(exact_scores, axis=1)).max()),
+        }
+    result = {"queries": len(rows), "documents": len(docs), "k": MAX_RANK, "seconds": timings, "agreement": agreement}
+    (CACHE / "backends.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def report() -> None:
     """Write results/mining_scale.{json,md,png} from the recorded runs."""
     import matplotlib
@@ -287,6 +323,7 @@ def report() -> None:
         "encoding": {"model": "all-MiniLM-L6-v2 (bundled)", "max_seq_length": MAX_SEQ_LENGTH, "parts": encode_seconds},
         "memory_limit_bytes": MEMORY_LIMIT,
         "runs": runs,
+        "search_backends": _load_json("backends.json") if (CACHE / "backends.json").exists() else None,
     }
     (RESULTS / "mining_scale.json").write_text(json.dumps(payload, indent=2) + "\n")
     rows = [
@@ -335,17 +372,20 @@ def main() -> None:
     which = enc.add_mutually_exclusive_group(required=True)
     which.add_argument("--queries", action="store_true")
     which.add_argument("--real", action="store_true")
-    sub.add_parser("peer-cache")
+    sub.add_parser("vectors")
     for name in ("run", "child"):
         sub.add_parser(name).add_argument("side", choices=list(SIDES))
+    sub.add_parser("backends")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.step == "prepare":
         prepare()
     elif args.step == "encode":
         encode(args.queries)
-    elif args.step == "peer-cache":
-        peer_cache()
+    elif args.step == "vectors":
+        vectors()
+    elif args.step == "backends":
+        backends()
     elif args.step in ("run", "child"):
         (run if args.step == "run" else child)(args.side)
     else:

@@ -410,7 +410,7 @@ def mine(
                 else None
             ),
         }
-        removed = cand < 0  # FAISS pads with -1 when it finds fewer than k; never a candidate
+        removed = cand < 0  # a retriever may pad with -1 (as FAISS does) when it finds fewer than k
         for rule, mask in rules.items():
             if mask is None:
                 continue
