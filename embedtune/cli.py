@@ -245,6 +245,7 @@ def _echo_mining(report, output: Path) -> None:
 )
 @_topt("--temperature", type=click.FloatRange(min=0, min_open=True), help="Softmax temperature (1/scale).")
 @_topt("--mini-batch-size", type=click.IntRange(min=1), help="GradCache chunk of cached-mnrl (bounds memory).")
+@_topt("--triplet-margin", type=click.FloatRange(min=0), help="Cosine margin of the triplet loss.")
 @_topt("--matryoshka-dims", callback=_parse_dims, help="Also train truncated embeddings, e.g. '384,256,128,64'.")
 @_topt("--pooling", type=click.Choice(["mean", "cls", "max"]), help="Pooling added to a plain HF checkpoint.")
 @_topt("--no-normalize", field="normalize", flag_value=False, help="Do not L2-normalise a plain HF checkpoint.")

@@ -59,13 +59,23 @@ class Encoder:
         self.precision = resolve_precision(precision, str(model.device))
         self.model = copy.deepcopy(model).to(torch.bfloat16) if self.precision == "bf16" else model
 
-    def encode(self, texts: list[str], *, batch_size: int = 32, show_progress: bool = True) -> np.ndarray:
+    def encode(
+        self,
+        texts: list[str],
+        *,
+        role: Literal["query", "document"] | None = None,
+        batch_size: int = 32,
+        show_progress: bool = True,
+    ) -> np.ndarray:
         """L2-normalised float32 vectors of shape ``(len(texts), dim)``.
 
-        sentence-transformers sorts texts by length, so each batch is padded only to its own longest.
+        ``role`` applies the model's saved ``query``/``document`` prompt (E5/BGE-style prefixes set at
+        training time), if it has one. sentence-transformers sorts texts by length, so each batch is
+        padded only to its own longest.
         """
         vectors = self.model.encode(
             texts,
+            prompt_name=role if role in (self.model.prompts or {}) else None,
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,

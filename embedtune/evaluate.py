@@ -143,8 +143,12 @@ def evaluate_model(
     st = load_model(path, max_seq_length=max_seq_length)
     doc_ids, query_ids = list(split.corpus), list(split.queries)
     encoder = Encoder(st, precision)
-    doc_vectors = encoder.encode(list(split.corpus.values()), batch_size=batch_size, show_progress=show_progress)
-    query_vectors = encoder.encode(list(split.queries.values()), batch_size=batch_size, show_progress=show_progress)
+    doc_vectors = encoder.encode(
+        list(split.corpus.values()), role="document", batch_size=batch_size, show_progress=show_progress
+    )
+    query_vectors = encoder.encode(
+        list(split.queries.values()), role="query", batch_size=batch_size, show_progress=show_progress
+    )
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
     _, rows = index.search(query_vectors, min(max(ks + ndcg_ks), len(doc_ids)))

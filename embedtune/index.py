@@ -96,7 +96,7 @@ def build_index(
     encoder = Encoder(st, precision)
 
     started = time.perf_counter()
-    vectors = encoder.encode(list(docs.values()), batch_size=batch_size, show_progress=show_progress)
+    vectors = encoder.encode(list(docs.values()), role="document", batch_size=batch_size, show_progress=show_progress)
     encode_seconds = time.perf_counter() - started
 
     index = faiss.IndexFlatIP(vectors.shape[1])

@@ -226,8 +226,8 @@ class DenseRetriever:
             if max_seq_length is not None:
                 model.max_seq_length = max_seq_length
         encoder = Encoder(model, precision)
-        docs = encoder.encode(data.doc_texts, batch_size=batch_size, show_progress=show_progress)
-        queries = encoder.encode(data.query_texts, batch_size=batch_size, show_progress=show_progress)
+        docs = encoder.encode(data.doc_texts, role="document", batch_size=batch_size, show_progress=show_progress)
+        queries = encoder.encode(data.query_texts, role="query", batch_size=batch_size, show_progress=show_progress)
         return cls(docs, queries, name, precision)
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ class Searcher:
 
     def search(self, queries: list[str], k: int = 10, *, show_progress: bool = False) -> list[list[Hit]]:
         """The top-``k`` hits for each query, best first."""
-        vectors = self.encoder.encode(queries, show_progress=show_progress)
+        vectors = self.encoder.encode(queries, role="query", show_progress=show_progress)
         scores, rows = self.index.search_vectors(vectors, k)
         return [
             [

@@ -271,7 +271,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     model = load_model(
         base_path, max_seq_length=config.max_seq_length, pooling=config.pooling, normalize=config.normalize
     )
-    model.model_card_data.generate_widget_examples = False  # embedtune writes its own card
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)

@@ -118,3 +118,17 @@ def test_search_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir
         ),
         "already exists",
     )
+
+
+def test_train_from_a_config_file_with_overrides_and_clear_errors(tmp_path, tiny_st, beir_dir):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_st}\ndata: {beir_dir}\nmax_steps: 50\nbatch_size: 2\nloss: cosent\n")
+    assert_one_line_error(run("train", "--config", config, ok=False), r"run\.yaml: no 'output'")
+    assert_one_line_error(
+        run("train", "--config", config, "-o", tmp_path / "m", ok=False),
+        r"loss 'cosent' needs columns \(sentence1, sentence2, score\); the data has pairs \(anchor, positive\)",
+    )
+    out = run("train", "--config", config, "-o", tmp_path / "m", "--loss", "mnrl", "--max-steps", 2, "--no-dev").output
+    assert "trained 2 steps on 5 rows" in out and "dev " not in out.split("trained", 1)[1]
+    assert "loss: mnrl" in (tmp_path / "m" / "train_config.yaml").read_text()
+    assert_one_line_error(run("train", ok=False), "give --output")
