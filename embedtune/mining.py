@@ -520,7 +520,8 @@ def plot_histograms(report: MiningReport, path: Path) -> Path:
     edges = np.array(report.histograms["edges"])
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for name, counts in report.histograms["counts"].items():
-        ax.stairs(counts, edges, label=f"{name} ({sum(counts)})", linewidth=1.5)
+        style = {"linestyle": "--", "linewidth": 2.5} if name == "positive" else {"linewidth": 1.5}
+        ax.stairs(counts, edges, label=f"{name} ({sum(counts)})", **style)
     ax.set_yscale("symlog")
     ax.set_xlabel(f"{report.retriever} score")
     ax.set_ylabel("count")
