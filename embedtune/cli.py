@@ -390,6 +390,13 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     show_default=True,
     help="Embedder for --retriever dense (normally the model you will fine-tune).",
 )
+@click.option(
+    "--index",
+    "index_name",
+    default=None,
+    help="Mine with a built index of this corpus instead (its vectors and its model; no corpus re-encoding).",
+)
+@_indexes_dir_option
 @_mining_options
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of --sampling random.")
 @_encode_batch_option
@@ -401,7 +408,7 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     help="Tokens kept per text when encoding (default: the model's own limit).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-def mine(output: Path, data: Path, split: str, model: str, retriever: str, **options) -> None:
+def mine(output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, **options) -> None:
     """Add hard negatives to the (query, positive) pairs of a BEIR split.
 
     Retrieves the ranks --min-rank..--max-rank of the whole corpus for every query, drops every known
@@ -415,7 +422,9 @@ def mine(output: Path, data: Path, split: str, model: str, retriever: str, **opt
 
     config = _mining_config(options)
     options.pop("seed")
-    report = mine_to_file(data, output, split=split, retriever=retriever, model=model, config=config, **options)
+    report = mine_to_file(
+        data, output, split=split, retriever=retriever, model=model, index=index_name, config=config, **options
+    )
     _echo_mining(report, output)
 
 

@@ -38,6 +38,7 @@ from embedtune.errors import EmbedtuneError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from embedtune.index import Index
     from embedtune.train import TrainConfig
 
 FILTER_RULES = ("known_positive", "positive_duplicate", "max_score", "absolute_margin", "relative_margin")
@@ -229,6 +230,29 @@ class DenseRetriever:
         docs = encoder.encode(data.doc_texts, role="document", batch_size=batch_size, show_progress=show_progress)
         queries = encoder.encode(data.query_texts, role="query", batch_size=batch_size, show_progress=show_progress)
         return cls(docs, queries, name, precision)
+
+    @classmethod
+    def from_index(cls, index: Index, data: MiningInput, *, show_progress: bool = True) -> DenseRetriever:
+        """Mine with a built embedtune index: its stored vectors, and its own model for the queries.
+
+        Saves re-encoding the corpus; the index must hold exactly the mining corpus, in its order.
+        """
+        from embedtune.search import Searcher
+
+        if index.doc_ids != data.doc_ids:
+            raise EmbedtuneError(
+                f"index '{index.name}' holds {len(index)} documents, not the {len(data.doc_ids)} of the mining "
+                "corpus in the same order; build it from this corpus, or mine with --model"
+            )
+        try:
+            docs = index.faiss_index.reconstruct_n(0, index.faiss_index.ntotal)
+        except RuntimeError:
+            raise EmbedtuneError(
+                f"index '{index.name}' cannot return its vectors (its FAISS type compresses them); mine with --model"
+            ) from None
+        encoder = Searcher(index).encoder
+        queries = encoder.encode(data.query_texts, role="query", show_progress=show_progress)
+        return cls(docs, queries, f"dense:index:{index.name}", encoder.precision)
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -547,13 +571,16 @@ def mine_to_file(
     precision: str = "auto",
     max_seq_length: int | None = None,
     model_name: str | None = None,
+    index: str | Path | None = None,
+    indexes_dir: Path | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> MiningReport:
     """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``.
 
     ``retriever`` is ``dense`` (``model`` encodes corpus and queries; the default model if ``None``)
-    or ``bm25``. ``model_name`` names a loaded ``model`` in the report.
+    or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a name under
+    ``indexes_dir``, or a path) mines with a built index's vectors instead of encoding the corpus.
     """
     config = config or MiningConfig()
     config.validate()
@@ -567,6 +594,11 @@ def mine_to_file(
     started = time.perf_counter()
     if retriever == "bm25":
         searcher: Retriever = BM25Retriever(inputs, show_progress=show_progress)
+    elif index is not None:
+        from embedtune.index import DEFAULT_INDEXES_DIR, Index
+
+        loaded = Index.load(index, indexes_dir or DEFAULT_INDEXES_DIR)
+        searcher = DenseRetriever.from_index(loaded, inputs, show_progress=show_progress)
     else:
         searcher = DenseRetriever.encode(
             model,

@@ -292,3 +292,24 @@ def test_train_mine_mines_with_the_base_model_then_trains_on_the_tuples(tmp_path
     assert str(mined) in json.dumps(record)  # the model records that it learnt from the mined rows
     without_mine = run(*args, "-o", tmp_path / "other", "--num-negatives", 3, ok=False)
     assert_one_line_error(without_mine, "only apply with --mine")
+
+
+def test_mine_with_a_built_index_reuses_its_vectors(tmp_path, tiny_st, beir_dir):
+    from embedtune.index import build_index
+
+    idx = tmp_path / "indexes"
+    build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False)
+    common = ["--data", beir_dir, "--indexes-dir", idx, "--num-negatives", 2, "--max-rank", 8, "--relative-margin"]
+    out = run("mine", "-o", tmp_path / "i.jsonl", "--index", "tiny", *common, "none").output
+    assert "(dense:index:tiny, ranks 1..8 of 8 documents)" in out
+    by_model = run("mine", "-o", tmp_path / "m.jsonl", "--model", tiny_st, *common, "none").output
+    assert "mined 5 of 5" in out and "mined 5 of 5" in by_model
+    ids = [
+        [json.loads(line)["negative_ids"] for line in (tmp_path / f).read_text().splitlines()]
+        for f in ("i.jsonl", "m.jsonl")
+    ]
+    assert ids[0] == ids[1]  # the index's vectors are the model's
+
+    other = write_beir(tmp_path / "other", corpus={"x": "another corpus entirely"}, qrels={"train": [("q-web", "x")]})
+    wrong = run("mine", "-o", tmp_path / "w.jsonl", "--index", "tiny", *common[:-1], "--data", other, ok=False)
+    assert_one_line_error(wrong, "holds 8 documents, not the 1 of the mining corpus")
