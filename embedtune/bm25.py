@@ -5,13 +5,25 @@ with the analysis BEIR's Elasticsearch baseline uses: lower-casing, English stop
 stemming, Lucene's BM25 with ``k1 = 1.2`` and ``b = 0.75``. Documents that share no term with a
 query score 0 and are not returned, so a query of stop words only gets no results rather than
 arbitrary ones.
+
+Besides top-k search, the index exposes its scores as sparse matrices: hard-negative mining scores
+a chunk of queries against the whole corpus with one sparse product (seconds for 50,000 queries,
+where bm25s' per-query loop takes minutes) and reads the score of any (query, document) pair
+without scoring the rest of the corpus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from embedtune.errors import EmbedtuneError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 Hits = list[tuple[str, float]]  # (doc_id, score), best first
 
@@ -66,3 +78,36 @@ class BM25:
         for i, q_rows, q_scores in zip(matchable, rows, scores, strict=True):
             hits[i] = [(self.doc_ids[r], float(s)) for r, s in zip(q_rows, q_scores, strict=True) if s > 0]
         return hits
+
+    @cached_property
+    def _term_doc(self) -> sp.csr_matrix:
+        """The (term x document) score matrix bm25s precomputed at index time (a view, no copy)."""
+        import scipy.sparse as sp
+
+        s = self._retriever.scores
+        shape = (len(s["indptr"]) - 1, int(s["num_docs"]))
+        return sp.csr_matrix((s["data"], s["indices"], s["indptr"]), shape=shape)
+
+    @cached_property
+    def _doc_term(self) -> sp.csr_matrix:
+        return self._term_doc.T.tocsr()
+
+    def query_terms(self, queries: Sequence[str]) -> sp.csr_matrix:
+        """Term counts of each query (a repeated word counts twice, as in bm25s); words absent from
+        the corpus map to the empty token, whose scores are all zero."""
+        import scipy.sparse as sp
+
+        ids = self._tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
+        rows = np.repeat(np.arange(len(ids)), [len(q) for q in ids])
+        cols = np.fromiter((t for q in ids for t in q), dtype=np.int64, count=len(rows))
+        shape = (len(ids), self._term_doc.shape[0])
+        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+
+    def score_matrix(self, query_terms: sp.csr_matrix) -> np.ndarray:
+        """Dense ``(queries, documents)`` BM25 scores of ``query_terms`` rows; callers bound the chunk."""
+        return (query_terms @ self._term_doc).toarray().astype(np.float32, copy=False)
+
+    def pair_scores(self, query_terms: sp.csr_matrix, doc_rows: np.ndarray) -> np.ndarray:
+        """BM25 score of query row ``i`` against document row ``doc_rows[i]``, for each ``i``."""
+        doc_term = self._doc_term[doc_rows]
+        return np.asarray(query_terms.multiply(doc_term).sum(axis=1), dtype=np.float32).ravel()

@@ -22,6 +22,7 @@ from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.evaluate import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.losses import LOSSES
+from embedtune.mining import RETRIEVERS, SAMPLINGS, MiningConfig
 
 PRECISION_HELP = "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, else fp32."
 
@@ -91,6 +92,7 @@ def main() -> None:
 
     \b
     Typical flow:
+      embedtune mine --output mined.jsonl.gz          # hard negatives for data/debian train
       embedtune train --output models/mine            # fine-tune on data/debian train
       embedtune index build --model models/mine       # encode the corpus into indexes/mine
       embedtune search "terminal emulator" --index mine
@@ -127,6 +129,100 @@ def _parse_dims(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from None
     return dims or None
+
+
+class _OptionalFloat(click.ParamType):
+    """A float, or 'none' to switch the rule off."""
+
+    name = "FLOAT|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() in ("none", "off"):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected a number or 'none', got '{value}'", param, ctx)
+
+
+def _mining_options(command):
+    """Selection options shared by ``mine`` and ``train --mine``, mapped onto MiningConfig fields."""
+    options = [
+        click.option(
+            "--num-negatives",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="Negatives per (query, positive) row; rows with fewer survivors are left out and counted.",
+        ),
+        click.option(
+            "--min-rank",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="First rank (1 = best) of the retriever's ranking that may become a negative.",
+        ),
+        click.option(
+            "--max-rank", type=click.IntRange(min=1), default=50, show_default=True, help="Last rank considered."
+        ),
+        click.option(
+            "--sampling",
+            type=click.Choice(SAMPLINGS),
+            default="top",
+            show_default=True,
+            help="top = the best-ranked survivors; random = a seeded random draw among the window's survivors.",
+        ),
+        click.option(
+            "--relative-margin",
+            type=_OptionalFloat(),
+            default="0.05",
+            show_default=True,
+            help="Drop candidates scoring above pos - margin*|pos| (0.05 = above 95% of the positive's score, "
+            "NV-Retriever's TopK-PercPos); 'none' switches it off.",
+        ),
+        click.option(
+            "--absolute-margin",
+            type=_OptionalFloat(),
+            default="none",
+            show_default=True,
+            help="Drop candidates scoring above pos - margin.",
+        ),
+        click.option(
+            "--max-score",
+            type=_OptionalFloat(),
+            default="none",
+            show_default=True,
+            help="Drop candidates scoring above this (scale of the retriever: cosine, or raw BM25).",
+        ),
+        click.option(
+            "--retriever",
+            type=click.Choice(RETRIEVERS),
+            default="dense",
+            show_default=True,
+            help="dense = the mining model's embeddings (exact top-k, in chunks); bm25 = lexical BM25 (bm25s).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _mining_config(options: dict) -> MiningConfig:
+    """Pop the selection options out of a command's keyword arguments."""
+    fields = ("num_negatives", "min_rank", "max_rank", "sampling", "relative_margin", "absolute_margin", "max_score")
+    return MiningConfig(**{name: options.pop(name) for name in fields}, seed=options.get("seed") or 42)
+
+
+def _echo_mining(report, output: Path) -> None:
+    from embedtune.mining import report_paths
+
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    json_path, png_path = report_paths(output)
+    click.echo(report.summary())
+    click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
 
 
 @main.command()
@@ -235,7 +331,15 @@ def _parse_dims(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     "must be the same as the first time.",
 )
 @_topt("--keep-checkpoints", is_flag=True, help="Keep <output>.checkpoints after a successful run.")
-def train(config_file: Path | None, **options) -> None:
+@click.option(
+    "--mine",
+    "mine_first",
+    is_flag=True,
+    help="First mine hard negatives for the --data BEIR split with the base --model (options below; rows "
+    "and report go to OUTPUT.mined.jsonl.gz), then train on the mined n-tuples.",
+)
+@_mining_options
+def train(config_file: Path | None, mine_first: bool, retriever: str, **options) -> None:
     """Fine-tune an encoder into a sentence embedder.
 
     \b
@@ -243,6 +347,7 @@ def train(config_file: Path | None, **options) -> None:
       embedtune train -o models/mine                                # data/debian, MNRL
       embedtune train -o models/sts --data sts-train.tsv --score-range 0 5 --dev-data sts-dev.tsv
       embedtune train -o models/mined --data mined.jsonl --loss margin-mse
+      embedtune train -o models/hard --mine --num-negatives 3     # mine with the base model, then train
       embedtune train --config run.yaml --lr 1e-5                   # file + override
 
     Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
@@ -252,6 +357,7 @@ def train(config_file: Path | None, **options) -> None:
     from embedtune.train import TrainConfig
     from embedtune.train import train as run_training
 
+    selection = _mining_config(options)
     given = {k: v for k, v in options.items() if v is not None}
     if config_file is not None:
         config = TrainConfig.from_yaml(config_file, **given)
@@ -259,6 +365,13 @@ def train(config_file: Path | None, **options) -> None:
         raise click.UsageError("give --output (or a --config file that names it)")
     else:
         config = TrainConfig(**given)
+    if mine_first:
+        from embedtune.mining import mine_for_training
+
+        config, report = mine_for_training(config, selection, retriever=retriever)
+        _echo_mining(report, config.data)
+    elif selection != MiningConfig(seed=selection.seed) or retriever != "dense":
+        raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
     result = run_training(config)
     dev = ""
     if result.metric and result.dev_after:
@@ -272,6 +385,62 @@ def train(config_file: Path | None, **options) -> None:
         f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
         f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
     )
+
+
+@main.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Mined rows, .jsonl or .jsonl.gz (query, positive, negative_1..n, scores, ids); the report's "
+    "JSON and PNG are written beside it.",
+)
+@_data_option
+@click.option("--split", default="train", show_default=True, help="Qrels split whose pairs get negatives.")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Embedder for --retriever dense (normally the model you will fine-tune).",
+)
+@click.option(
+    "--index",
+    "index_name",
+    default=None,
+    help="Mine with a built index of this corpus instead (its vectors and its model; no corpus re-encoding).",
+)
+@_indexes_dir_option
+@_mining_options
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of --sampling random.")
+@_encode_batch_option
+@_precision_option
+@click.option(
+    "--max-seq-length",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Tokens kept per text when encoding (default: the model's own limit).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def mine(output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, **options) -> None:
+    """Add hard negatives to the (query, positive) pairs of a BEIR split.
+
+    Retrieves the ranks --min-rank..--max-rank of the whole corpus for every query, drops every known
+    positive of the query and any document whose text equals a positive's (case and spacing ignored),
+    then the candidates that score too close to the row's positive (--relative-margin,
+    --absolute-margin) or too high (--max-score), and keeps --num-negatives of the rest. Each row keeps
+    the retriever's scores (positive first) for MarginMSE distillation; `embedtune train --pairs`
+    reads the output as is.
+    """
+    from embedtune.mining import mine_to_file
+
+    config = _mining_config(options)
+    options.pop("seed")
+    report = mine_to_file(
+        data, output, split=split, retriever=retriever, model=model, index=index_name, config=config, **options
+    )
+    _echo_mining(report, output)
 
 
 @main.group()
