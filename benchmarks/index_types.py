@@ -318,7 +318,7 @@ def write_report(results: dict) -> None:
     lines = [
         "# FAISS index types: build, memory, speed and recall",
         "",
-        f"Data: {results['data']}. {REAL_NOTE}",
+        f"Data: {results['data']}." + (f" {REAL_NOTE}" if any(r["data"] == "debian" for r in rows) else ""),
         "",
         f"Machine: {results['machine']} (2 vCPUs of an Intel Sapphire Rapids, shared with other work: "
         "queries/s vary by about ±20 % between runs).",
