@@ -40,7 +40,7 @@ SCALE_DOCS = ROOT / "benchmarks" / ".cache" / "mining_scale" / "docs-real.npy"
 RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = ("pairs", "naive", "aware")
 NUM_NEGATIVES, MINE_SEQ_LENGTH, SEQ_LENGTH = 3, 32, 32
-STEPS, BATCH, LR, SEED = 100, 32, 5e-5, 42
+STEPS, BATCH, LR, SEED = 60, 32, 5e-5, 42
 
 
 def _data():
