@@ -230,7 +230,7 @@ SIDES = {
         lambda out: side_st(out, 16384),
     ),
     "st-batched": (
-        "the same with faiss_batch_size=1024 (a 2 GB score block), the largest setting that fits",
+        "the same with faiss_batch_size=1024 (a 2 GB score block)",
         lambda out: side_st(out, 1024),
     ),
 }
