@@ -8,14 +8,17 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> str:
-    """CPU model and core count, for stamping results (timings only compare within one machine)."""
-    model = "unknown CPU"
+def cpu_model(default: str = "unknown CPU") -> str:
+    """The CPU's model name from /proc/cpuinfo (``default`` where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    return default
+
+
+def machine() -> str:
+    """CPU model and core count, for stamping results (timings only compare within one machine)."""
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"

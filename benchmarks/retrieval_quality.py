@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import cpu_model  # noqa: E402
+
 from embedtune.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 from embedtune.data import load_split  # noqa: E402
 from embedtune.evaluate import EvalResult, EvalSettings, evaluate_bm25, evaluate_model, plot_results  # noqa: E402
@@ -168,16 +170,8 @@ def machine() -> dict:
     import torch
     import transformers
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(platform.processor()),
         "cpus": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "torch": torch.__version__,
