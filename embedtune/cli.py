@@ -309,7 +309,8 @@ def _echo_mining(report, output: Path) -> None:
 @_topt(
     "--checkpoint-steps",
     type=click.IntRange(min=1),
-    help="Evaluate on dev and save a checkpoint every N steps (default: 4 times per run).",
+    help="Evaluate on dev and save a checkpoint every N steps (default: 4 times per run, fewer where "
+    "evaluating would cost over 10% of the training compute; short runs are evaluated at the end only).",
 )
 @_topt(
     "--early-stopping",

@@ -33,8 +33,11 @@ def metric_label(key: str) -> str:
     return name.removeprefix("cosine_").removesuffix("_cosine")
 
 
-def _autocast_evaluator(inner, precision: str):
-    """Wrap an evaluator so it encodes under the training precision (fp32 encoding is ~3x slower here)."""
+def _autocast_evaluator(inner, precision: str, texts: int):
+    """Wrap an evaluator so it encodes under the training precision (fp32 encoding is ~3x slower here).
+
+    ``texts`` (how many texts one evaluation encodes) lets the trainer space evaluations by their cost.
+    """
     import torch
     from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
@@ -42,6 +45,7 @@ def _autocast_evaluator(inner, precision: str):
         def __init__(self) -> None:
             super().__init__()
             self.inner = inner
+            self.texts = texts
             self.greater_is_better = inner.greater_is_better
 
         @property
@@ -103,7 +107,7 @@ def build_dev_evaluator(config: TrainConfig, train_data: TrainingData, precision
         inner = EmbeddingSimilarityEvaluator(
             rows["sentence1"], rows["sentence2"], rows["label"], batch_size=64, name=DEV_NAME, write_csv=False
         )
-        return _autocast_evaluator(inner, precision), f"eval_{DEV_NAME}_{name}_cosine"
+        return _autocast_evaluator(inner, precision, 2 * len(rows)), f"eval_{DEV_NAME}_{name}_cosine"
     return _ir(*_pairs_as_retrieval(dev), config, precision)
 
 
@@ -127,7 +131,7 @@ def _ir(queries: dict, corpus: dict, relevant: dict, config: TrainConfig, precis
         query_prompt=config.query_prompt,
         corpus_prompt=config.document_prompt,
     )
-    return _autocast_evaluator(inner, precision), f"eval_{DEV_NAME}_cosine_{name}@{k}"
+    return _autocast_evaluator(inner, precision, len(queries) + len(corpus)), f"eval_{DEV_NAME}_cosine_{name}@{k}"
 
 
 def _sample_split(root: Path, config: TrainConfig) -> tuple[dict, dict, dict]:

@@ -46,6 +46,8 @@ BASELINE_FILE = "baseline_metrics.json"
 CHECKPOINTS_SUFFIX = ".checkpoints"
 # Fields that say how to run, not what to train: they may differ between a run and its resume.
 RUN_OPTIONS = ("output", "overwrite", "resume", "keep_checkpoints", "show_progress")
+# By default dev evaluations may cost at most this share of the training compute.
+DEV_COST_SHARE = 0.1
 
 
 @dataclass
@@ -53,8 +55,8 @@ class TrainConfig:
     """Everything that decides a training run; saved resolved with the model so it can be repeated.
 
     ``temperature`` is the softmax temperature of the in-batch and CoSENT-style losses (0.05 is
-    sentence-transformers' scale 20). ``max_steps`` overrides ``epochs``. ``checkpoint_steps``
-    (default: a quarter of the run) is how often the dev set is evaluated and a checkpoint saved.
+    sentence-transformers' scale 20). ``max_steps`` overrides ``epochs``. ``checkpoint_steps`` is how
+    often the dev set is evaluated and a checkpoint saved (default: see :func:`eval_interval`).
     ``pooling``/``normalize`` apply only to plain Hugging Face checkpoints, which have no pooling yet.
     """
 
@@ -235,6 +237,25 @@ def _planned_steps(config: TrainConfig, rows: int) -> int:
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
+def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int | None) -> int:
+    """Steps between dev evaluations and checkpoints: ``checkpoint_steps`` if given, else a quarter of
+    the run, spread further apart where needed so that evaluating costs at most ``DEV_COST_SHARE`` of
+    training.
+
+    A training step runs forward and backward (about three forward passes) over ``batch × columns``
+    texts; an evaluation runs one forward pass over ``dev_texts``. With the default 5,500-text dev
+    sample and batch 32 of pairs that is at least 287 steps apart, so a short run is evaluated only
+    before training and at its end, instead of spending as long on evaluation as on training.
+    """
+    if config.checkpoint_steps:
+        return config.checkpoint_steps
+    interval = max(1, math.ceil(steps / 4))
+    if dev_texts:
+        per_step = 3 * config.batch_size * config.gradient_accumulation_steps * columns
+        interval = max(interval, math.ceil(dev_texts / (DEV_COST_SHARE * per_step)))
+    return min(interval, steps)
+
+
 def _check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:
     """Fingerprint the base model; on resume it must be the model the checkpoints were made from."""
     fingerprint = model_fingerprint(base_path)
@@ -287,7 +308,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     fingerprint = _check_base_model(config, base_path, run_dir)
     dev_before = _baseline(dev, model, run_dir) if dev is not None else {}
     steps = _planned_steps(config, len(dataset))
-    every = config.checkpoint_steps or max(1, math.ceil(steps / 4))
+    every = eval_interval(config, steps, len(data.text_columns), dev.texts if dev is not None else None)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=config.epochs,

@@ -9,7 +9,7 @@ import pytest
 
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model
-from embedtune.train import TRAIN_RECORD, TrainConfig, train
+from embedtune.train import TRAIN_RECORD, TrainConfig, eval_interval, train
 
 
 def _config(tmp_path, model, data, **overrides):
@@ -91,3 +91,18 @@ def test_epoch_based_training_covers_every_pair_once(tmp_path, tiny_st, beir_dir
     # 5 train pairs, batch 4: one epoch is 2 steps (the last batch is not dropped).
     result = train(_config(tmp_path, tiny_st, beir_dir, max_steps=None, epochs=1.0))
     assert result.steps == 2
+
+
+@pytest.mark.parametrize(
+    ("steps", "checkpoint_steps", "dev_texts", "expected"),
+    [
+        (1710, None, 5500, 428),  # a full default epoch: a quarter of the run
+        (400, None, 5500, 287),  # 5,500 texts / (10% of 3 passes x 32 x 2 texts): evaluating stays under 10%
+        (96, None, 5500, 96),  # a short run is evaluated at its end only
+        (400, None, None, 100),  # no dev set: checkpoints every quarter
+        (400, 7, 5500, 7),  # an explicit interval wins
+    ],
+)
+def test_dev_evaluation_is_spaced_by_its_cost(steps, checkpoint_steps, dev_texts, expected):
+    config = TrainConfig(output=Path("unused"), checkpoint_steps=checkpoint_steps)
+    assert eval_interval(config, steps, columns=2, dev_texts=dev_texts) == expected
