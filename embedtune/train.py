@@ -242,7 +242,7 @@ def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int 
     the run, spread further apart where needed so that evaluating costs at most ``DEV_COST_SHARE`` of
     training.
 
-    A training step runs forward and backward (about three forward passes) over ``batch × columns``
+    A training step runs forward and backward (about three forward passes) over ``batch x columns``
     texts; an evaluation runs one forward pass over ``dev_texts``. With the default 5,500-text dev
     sample and batch 32 of pairs that is at least 287 steps apart, so a short run is evaluated only
     before training and at its end, instead of spending as long on evaluation as on training.
