@@ -91,8 +91,7 @@ def build(source_dir: Path, out_dir: Path) -> dict[str, int]:
     keys = sorted(texts)
     doc_id = {k: f"sts{i:05d}" for i, k in enumerate(keys)}
     corpus = [
-        {"_id": doc_id[k], "title": "", "text": min(texts[k]), "metadata": {"sources": sorted(genres[k])}}
-        for k in keys
+        {"_id": doc_id[k], "title": "", "text": min(texts[k]), "metadata": {"sources": sorted(genres[k])}} for k in keys
     ]
     partners: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for (a, b), score in sorted(best.items()):
