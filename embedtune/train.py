@@ -238,22 +238,23 @@ def _planned_steps(config: TrainConfig, rows: int) -> int:
 
 
 def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int | None) -> int:
-    """Steps between dev evaluations and checkpoints: ``checkpoint_steps`` if given, else a quarter of
-    the run, spread further apart where needed so that evaluating costs at most ``DEV_COST_SHARE`` of
-    training.
+    """Steps between dev evaluations and checkpoints: ``checkpoint_steps`` if given, else the run split
+    evenly into at most four parts, fewer where needed so that evaluating costs at most
+    ``DEV_COST_SHARE`` of training.
 
     A training step runs forward and backward (about three forward passes) over ``batch x columns``
     texts; an evaluation runs one forward pass over ``dev_texts``. With the default 5,500-text dev
-    sample and batch 32 of pairs that is at least 287 steps apart, so a short run is evaluated only
-    before training and at its end, instead of spending as long on evaluation as on training.
+    sample and batch 32 of pairs, evaluations must be at least 287 steps apart, so a run of a few
+    hundred steps is evaluated only before training and at its end, instead of spending as long on
+    evaluation as on training.
     """
     if config.checkpoint_steps:
         return config.checkpoint_steps
-    interval = max(1, math.ceil(steps / 4))
+    parts = 4
     if dev_texts:
         per_step = 3 * config.batch_size * config.gradient_accumulation_steps * columns
-        interval = max(interval, math.ceil(dev_texts / (DEV_COST_SHARE * per_step)))
-    return min(interval, steps)
+        parts = max(1, min(parts, int(steps * DEV_COST_SHARE * per_step / dev_texts)))
+    return max(1, math.ceil(steps / parts))
 
 
 def _check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:

@@ -97,8 +97,9 @@ def test_epoch_based_training_covers_every_pair_once(tmp_path, tiny_st, beir_dir
     ("steps", "checkpoint_steps", "dev_texts", "expected"),
     [
         (1710, None, 5500, 428),  # a full default epoch: a quarter of the run
-        (400, None, 5500, 287),  # 5,500 texts / (10% of 3 passes x 32 x 2 texts): evaluating stays under 10%
-        (96, None, 5500, 96),  # a short run is evaluated at its end only
+        (600, None, 5500, 300),  # evaluations >= 287 steps apart (5,500 texts / 10% of 3 x 32 x 2): 2 parts
+        (286, None, 5500, 286),  # a short run is evaluated at its end only
+        (96, None, 5500, 96),
         (400, None, None, 100),  # no dev set: checkpoints every quarter
         (400, 7, 5500, 7),  # an explicit interval wins
     ],
