@@ -143,10 +143,11 @@ def train_variant(variant: str) -> None:
 
 def eval_variant(variant: str) -> None:
     from embedtune.data import default_data_dir, load_split
-    from embedtune.evaluate import evaluate_model
+    from embedtune.evaluate import EvalSettings, evaluate_model
 
     split = load_split(default_data_dir(), "test")
-    result = evaluate_model(CACHE / "models" / variant, split, ks=(1, 10, 100), max_seq_length=SEQ_LENGTH)
+    settings = EvalSettings(show_progress=False)  # recall and mrr @1/10/100, ndcg@10
+    result = evaluate_model(CACHE / "models" / variant, split, settings, max_seq_length=SEQ_LENGTH)
     (CACHE / f"eval-{variant}.json").write_text(json.dumps(result.to_dict(), indent=2))
     print(variant, {k: round(v, 4) for k, v in result.metrics.items()})
 
