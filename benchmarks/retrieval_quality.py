@@ -117,7 +117,7 @@ def train_summary(record: dict, max_steps: int | None, wall: float | None, comma
         "command": command,
         "max_steps": max_steps,
         "steps": record["steps"],
-        "pairs": record["pairs"],
+        "rows": record["rows"],
         "train_seconds": record["train_seconds"],
         "wall_seconds": None if wall is None else round(wall, 1),
         "precision": record["precision"],
@@ -218,7 +218,7 @@ def render_markdown(report: dict) -> str:
         elif "train" in row:
             t = row["train"]
             lines.append(
-                f"- {row['label']}: `{t['command']}`: {t['steps']} steps over {t['pairs']} pairs "
+                f"- {row['label']}: `{t['command']}`: {t['steps']} steps over {t['rows']} training rows "
                 f"in {t['train_seconds']:.0f} s ({t['precision']})."
             )
     return "\n".join(lines) + "\n"
