@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, write_beir
 
-from embedtune.ann import INDEX_TYPES, calibrate, choose_spec, create_index, make_spec, recall_at_k
+from embedtune.ann import INDEX_TYPES, calibrate, choose_spec, create_index, exact_scores, make_spec, recall_at_k
 from embedtune.encoding import Encoder
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.index import Index, add_documents, build_index, list_indexes, remove_documents
@@ -64,13 +64,14 @@ def test_every_index_type_round_trips(tmp_path, tiny_st, big_corpus, kind):
 
     # The stored vectors answer like exact search (PQ approximately), loaded mapped or read.
     queries = list(BIG_CORPUS.values())[:12]
-    exact = Searcher.open("exact", indexes_dir=idx).search(queries, k=5)
+    exact = Searcher.open("exact", indexes_dir=idx).search(queries, k=len(BIG_CORPUS))
+    exact_score = [{h.doc_id: h.score for h in hits} for hits in exact]
     for mmap in (True, False):
         found = Searcher(Index.load("tiny", idx, mmap=mmap)).search(queries, k=5)
         assert all(len(hits) == 5 for hits in found)
         recall = recall_at_k(
-            np.array([[h.doc_id for h in hits] for hits in found]),
-            np.array([[h.doc_id for h in hits] for hits in exact]),
+            np.array([[scores[h.doc_id] for h in hits] for hits, scores in zip(found, exact_score, strict=True)]),
+            np.array([hits[4].score for hits in exact]),
         )
         # PQ keeps 4 bytes of the tiny model's near-identical vectors (cosines ~0.98): 4x better than chance.
         assert recall >= (0.4 if kind == "ivf-pq" else 0.9 if kind in ("sq8", "ivf-sq8") else 1.0), recall
@@ -245,6 +246,23 @@ def test_calibration_reaches_the_target_recall():
     assert result.reached and result.recall_at_10 >= 0.95 and 1 < result.knobs["nprobe"] < spec.nlist
     weaker = calibrate(index, spec, vectors, ids, target=0.5)
     assert weaker.knobs["nprobe"] < result.knobs["nprobe"]
+
+
+def test_recall_counts_a_tied_duplicate_as_found():
+    rng = np.random.default_rng(1)
+    unique = rng.standard_normal((50, 8), dtype=np.float32)
+    unique /= np.linalg.norm(unique, axis=1, keepdims=True)
+    vectors = np.vstack([unique, unique])  # every document twice, as a corpus with copied descriptions
+    ids = np.arange(100, dtype=np.int64)
+    queries = unique[:5] + 0.01
+    scores = queries @ vectors.T
+    exact = np.argsort(-scores, axis=1, kind="stable")[:, :3]  # a, its copy, then b (b's copy ties at 4th)
+    kth = np.sort(scores, axis=1)[:, -3]
+    copies = (exact + 50) % 100  # a's copy, a, b's copy: the same scores, but b's id is not there
+    assert all(len(set(c) & set(e)) == 2 for c, e in zip(copies, exact, strict=True))
+    assert recall_at_k(exact_scores(queries, vectors, ids, copies), kth) == 1.0
+    missing = np.hstack([copies[:, :2], np.full((5, 1), -1)])  # no third result
+    assert recall_at_k(exact_scores(queries, vectors, ids, missing), kth) == 2 / 3
 
 
 def test_beir_folder_with_gzip_builds(tmp_path, tiny_st):
