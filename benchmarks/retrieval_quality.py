@@ -60,7 +60,6 @@ SPLITS = (  # (key, dataset folder, qrels split, ignore own ids, title)
 )
 TRAIN_ARGS = {"finetuned": ["train"], "mined": ["train", "--mine"]}
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval-quality"
-COMMAND = ".venv/bin/python benchmarks/retrieval_quality.py --lock /tmp/embedtune-bench.lock"
 
 
 @contextlib.contextmanager
@@ -147,7 +146,7 @@ def evaluate_row(system: str, model: str | None, args: argparse.Namespace) -> di
 
 
 def run_row(system: str, args: argparse.Namespace) -> dict:
-    row: dict = {"system": system, "label": LABELS[system], "run_command": " ".join(["python", *sys.argv])}
+    row: dict = {"system": system, "label": LABELS[system], "run_command": " ".join([".venv/bin/python", *sys.argv])}
     try:
         model: str | None = None
         if system == "base":
@@ -185,7 +184,7 @@ def render_markdown(report: dict) -> str:
     lines = [
         "# Retrieval quality: BM25, base model, fine-tuned",
         "",
-        f"Command: `{report['command']}`  ",
+        "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r["run_command"] for r in report["rows"])) + "  ",
         f"Machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPUs; torch {report['machine']['torch']}, "
         f"sentence-transformers {report['machine']['sentence_transformers']}  ",
         f"Texts cut at {report['max_seq_length']} tokens for every model; metrics by pytrec_eval; "
@@ -282,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = [kept[s] for s in SYSTEMS if s in kept]
         report = {
             "benchmark": "retrieval_quality",
-            "command": COMMAND,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": machine(),
             "metrics": list(METRICS),
