@@ -10,15 +10,15 @@ reaches every stage. What it does beyond ``SentenceTransformer.encode``:
   dynamically (CPU only); see :func:`_quantized` for what it leaves in fp32 and why.
 * **Less padding.** Texts are sorted by their token count (sentence-transformers sorts by characters)
   so each batch pads to its own longest text: on the Debian corpus that pads 2% of the tokens, not 29%.
-* **Compilation.** Big jobs on a CPU in bf16 (``COMPILE_MIN_TEXTS`` texts or more in one call) run a
-  ``torch.compile``-d copy with frozen, pre-packed weights: about 1.8x the eager bf16 speed after a
-  one-off compile of ~40 s on this project's 2-core Sapphire Rapids machine. Should compilation fail
-  (no C++ compiler, an unsupported model), encoding goes on eagerly with a warning.
 * **No repeated work.** Identical texts in one call are encoded once; with a cache
   (:mod:`embedtune.encoding_cache`) a text this model has encoded the same way before is not
   encoded again.
 * **Overlap.** On a GPU the next batch is tokenised on the CPU while the current one runs. On a CPU
   tokenising is ~3% of the time and would only take cores from the model, so it runs in turn.
+
+Not done, because it measured no faster here: ``torch.compile`` (frozen weights; +3% over eager bf16
+in an alternating A/B after a ~23 s compile, see ``benchmarks/encoding_speed.py``), eager instead
+of SDPA attention (slower), oneDNN pre-packed Linear weights (no faster).
 
 Threads are left as torch sets them (one per physical core), which is what suits a CPU that runs
 nothing else; a caller that shards a corpus over processes sets ``torch.set_num_threads`` per process.
@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-# Texts one encode call must run through the model before auto compiles it: compiling costs ~40 s
-# on a 2-core CPU and then saves ~3 ms a text, so it pays from ~13,000 texts (sooner with a warm
-# torch compile cache).
-COMPILE_MIN_TEXTS = 10_000
 # Bumped when the vectors this module makes for the same model and precision change (cache keys).
 _VECTOR_FORMAT = 1
 
@@ -167,8 +163,7 @@ class Encoder:
 
     ``cache``: True = the default cache folder, a path = that folder, None/False = no cache (see
     :mod:`embedtune.encoding_cache`). The cache key hashes the model as it is when the encoder is
-    made: after changing its weights in memory, make a new encoder. ``compile``: None = compile for
-    big CPU bf16 jobs (see the module docstring), True/False = always/never.
+    made: after changing its weights in memory, make a new encoder.
     """
 
     def __init__(
@@ -177,14 +172,10 @@ class Encoder:
         precision: str = "auto",
         *,
         cache: CacheOption = None,
-        compile: bool | None = None,
     ):
         self.device = model.device
         self.precision = resolve_precision(precision, str(model.device))
         self.model = _prepared(model, self.precision)
-        self.compile = compile
-        self._eager = None  # the transformer a compiled one replaced, while compiled
-        self._compiled_ran = self._compile_failed = False
         self.cache = EncodingCache.resolve(cache)
         self._fingerprint = None
         if self.cache is not None:
@@ -193,11 +184,6 @@ class Encoder:
             self._fingerprint = loaded_model_fingerprint(model)  # the fp32 weights the vectors derive from
         self.overlap = self.device.type == "cuda"
         self.stats = EncodeStats()
-
-    @property
-    def compiled(self) -> bool:
-        """Whether encoding runs (from now on) on a ``torch.compile``-d model."""
-        return self._eager is not None
 
     @property
     def dimension(self) -> int:
@@ -287,20 +273,20 @@ class Encoder:
         import torch
         from tqdm.auto import tqdm
 
-        self._maybe_compile(len(texts))
         order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         result = np.empty((len(texts), self.dimension), dtype=np.float32)
         progress = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
         with progress, torch.inference_mode():
             for rows, features in self._batches(texts, prompt, batches):
-                embeddings = self._forward(features)["sentence_embedding"][: len(rows)].float()
+                embeddings = self.model(features)["sentence_embedding"].float()
                 result[rows] = torch.nn.functional.normalize(embeddings, dim=1).cpu().numpy()
                 progress.update(len(rows))
         return result
 
     def _token_lengths(self, texts: list[str], prompt: str) -> np.ndarray:
-        """Token counts after truncation, to sort by (a fast tokenizer does this at ~10,000 texts/s)."""
+        """Token counts after truncation, to sort by: a second tokenisation (~3% of the bf16 time on this
+        project's CPU), repaid by the padding it saves (2% of the tokens instead of 29% on data/debian)."""
         ids = self.model.tokenizer(
             [prompt + t for t in texts] if prompt else texts,
             truncation=True,
@@ -317,8 +303,6 @@ class Encoder:
 
         def features(rows: np.ndarray) -> dict:
             batch = [texts[i] for i in rows]
-            if self._eager is not None and len(batch) == 1:
-                batch *= 2  # a compiled model specialises on batch size 1: avoid a second compile
             return batch_to_device(self.model.preprocess(batch, prompt=prompt or None), self.device)
 
         if not self.overlap:
@@ -331,42 +315,3 @@ class Encoder:
                 ready = pending.result()
                 pending = pool.submit(features, batches[i + 1]) if i + 1 < len(batches) else None
                 yield rows, ready
-
-    def _maybe_compile(self, n_texts: int) -> None:
-        """Swap the transformer inside the model for a compiled one, if wanted (see the module docstring).
-
-        Only the Hugging Face model inside sentence-transformers' ``Transformer`` module is compiled:
-        compiling the whole pipeline measured slower (its dict-passing Python breaks the graph).
-        """
-        if self._eager is not None or self._compile_failed or self.precision == "int8":
-            return
-        wanted = self.compile
-        if wanted is None:
-            wanted = self.precision == "bf16" and self.device.type == "cpu" and n_texts >= COMPILE_MIN_TEXTS
-        transformer = self.model[0]
-        if not wanted or getattr(transformer, "model", None) is not getattr(transformer, "auto_model", False):
-            return
-        import torch
-
-        if self.precision == "fp32":  # frozen weights: never compile the caller's own model
-            self.model = copy.deepcopy(self.model)
-            transformer = self.model[0]
-        self._eager = transformer.model
-        transformer.model = torch.compile(self._eager, dynamic=True, options={"freezing": True})
-
-    def _forward(self, features: dict) -> dict:
-        if self._eager is None or self._compiled_ran:
-            return self.model(features)
-        try:
-            out = self.model(features)
-        except Exception as e:  # the first call compiles: any failure there means "run eagerly"
-            warnings.warn(
-                f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                "encoding without it",
-                EmbedtuneWarning,
-                stacklevel=2,
-            )
-            self.model[0].model, self._eager, self._compile_failed = self._eager, None, True
-            return self.model(features)
-        self._compiled_ran = True
-        return out

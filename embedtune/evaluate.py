@@ -295,7 +295,6 @@ def evaluate_model(
         "model_path": str(path),
         "max_seq_length": int(st.max_seq_length),
         "precision": encoder.precision,
-        "compiled": encoder.compiled,
     }
     system = str(model) if model is not None else "default"
     return _score(system, "model", split, run, len(doc_ids), settings, started, details)

@@ -59,9 +59,7 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = 2
 _LOCK_FILE = ".lock"
 _DATA_FILE = re.compile(r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|index\.faiss|docs\.jsonl)$")  # incl. format 1
-# Documents read, stored and encoded at a time: bounds the texts held in memory (~10 MB of Debian
-# descriptions), and is over encoding.COMPILE_MIN_TEXTS so a big corpus is encoded by a compiled model.
-_ENCODE_CHUNK = 16_384
+_ENCODE_CHUNK = 4096  # documents read, stored and encoded at a time: bounds the texts held in memory
 _ADD_CHUNK = 65_536  # vectors added to FAISS at a time (progress bar granularity)
 
 

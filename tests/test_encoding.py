@@ -1,4 +1,4 @@
-"""The encoder: each precision against fp32, fallbacks, length-sorted batches, compilation and the cache."""
+"""The encoder: each precision against fp32, fallbacks, length-sorted batches and the cache."""
 
 from __future__ import annotations
 
@@ -129,48 +129,6 @@ def test_prompts_and_unknown_prompts(model):
         np.testing.assert_allclose(prompted, plain, atol=1e-6)
     finally:
         model.prompts = saved
-
-
-# --- compilation --------------------------------------------------------------------------------
-
-
-def test_compiled_model_agrees_with_fp32_also_for_a_batch_of_one(model, reference):
-    encoder = Encoder(model, "bf16", compile=True)
-    vectors = encoder.encode(TEXTS, batch_size=4, show_progress=False)  # 15 texts: the last batch holds 3
-    assert encoder.compiled
-    assert np.min(np.sum(vectors * reference, axis=1)) > 0.999
-    single = encoder.encode([TEXTS[0]], show_progress=False)
-    assert float(single[0] @ reference[0]) > 0.999
-
-
-def test_auto_compiles_only_big_jobs_and_a_failed_compile_runs_eagerly(model, reference, monkeypatch):
-    compiled: list[object] = []
-
-    class Broken(torch.nn.Module):  # like torch.compile's wrapper, it shows the wrapped model's config
-        def __init__(self, module):
-            super().__init__()
-            self.config = module.config
-
-        def forward(self, *args, **kwargs):
-            raise RuntimeError("no C++ compiler")
-
-    def broken_compile(module, **kwargs):
-        compiled.append(module)
-        return Broken(module)
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(encoding, "COMPILE_MIN_TEXTS", 10)
-    encoder = Encoder(model, "bf16")
-    encoder.encode(TEXTS[:9], show_progress=False)
-    assert not compiled
-    with pytest.warns(EmbedtuneWarning, match="torch.compile failed .*no C\\+\\+ compiler.*encoding without it"):
-        vectors = encoder.encode(TEXTS, batch_size=4, show_progress=False)
-    assert len(compiled) == 1 and not encoder.compiled
-    assert np.min(np.sum(vectors * reference, axis=1)) > 0.999
-    encoder.encode(TEXTS[::-1], show_progress=False)
-    assert len(compiled) == 1  # never tried again
-    assert not Encoder(model, "fp32").compiled and Encoder(model, "fp32").encode(TEXTS, show_progress=False).shape
-    assert len(compiled) == 1  # auto compiles bf16 only
 
 
 # --- the cache ----------------------------------------------------------------------------------
