@@ -17,14 +17,17 @@ import click
 from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.atomic import write_bytes_atomic, write_text_atomic
 from embedtune.data import default_data_dir
-from embedtune.encoding import PRECISIONS
+from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.evaluate import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.losses import LOSSES
 from embedtune.mining import RETRIEVERS, SAMPLINGS, MiningConfig
 
-PRECISION_HELP = "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, else fp32."
+PRECISION_HELP = (
+    "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, fp16 on other GPUs, else fp32; "
+    "int8 = dynamically quantised Linear layers (CPU; never chosen by auto: slower than bf16 on AMX)."
+)
 
 
 class _Group(click.Group):
@@ -82,6 +85,14 @@ _encode_batch_option = click.option(
 )
 _precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP
+)
+_cache_option = click.option(
+    "--no-cache",
+    "cache",
+    flag_value=False,
+    default=True,
+    help="Do not read or write the encoding cache ($EMBEDTUNE_CACHE, default ~/.cache/embedtune/encodings), "
+    "which spares re-encoding texts this model has encoded the same way before.",
 )
 
 
@@ -321,7 +332,7 @@ def _echo_mining(report, output: Path) -> None:
 @_topt("--seed", type=int, help="Seed for initialisation, batching and dropout: equal seeds give equal runs.")
 @_topt(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(TRAIN_PRECISIONS),
     help="auto = bf16 autocast (fp32 master weights) where the CPU has AMX or the GPU has bf16, else fp32.",
 )
 @_topt("--overwrite", is_flag=True, help="Replace --output (and its checkpoints) if they exist.")
@@ -417,6 +428,7 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of --sampling random.")
 @_encode_batch_option
 @_precision_option
+@_cache_option
 @click.option(
     "--max-seq-length",
     type=click.IntRange(min=8),
@@ -476,6 +488,7 @@ def index() -> None:
 @_indexes_dir_option
 @_encode_batch_option
 @_precision_option
+@_cache_option
 @click.option(
     "--max-seq-length",
     type=click.IntRange(min=8),
@@ -553,14 +566,17 @@ _index_argument = click.argument("index_name", metavar="INDEX")
 @click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
 @_indexes_dir_option
 @_encode_batch_option
-def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, batch_size: int) -> None:
+@_cache_option
+def index_add(
+    index_name: str, corpus: Path, model: str | None, indexes_dir: Path, batch_size: int, cache: bool
+) -> None:
     """Add new documents and replace changed ones (same id, new text) without a rebuild.
 
     Documents whose id and text (SHA-256) are already indexed are not re-encoded.
     """
     from embedtune.index import add_documents
 
-    result = add_documents(index_name, corpus, indexes_dir=indexes_dir, model=model, batch_size=batch_size)
+    result = add_documents(index_name, corpus, indexes_dir=indexes_dir, model=model, batch_size=batch_size, cache=cache)
     click.echo(
         f"index '{index_name}': {result.added} added, {result.replaced} replaced, {result.unchanged} unchanged"
         + ("" if result.changed else " (nothing written)")
@@ -697,6 +713,12 @@ def index_list(indexes_dir: Path, as_json: bool) -> None:
 )
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF cells to scan (default: calibrated).")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width (default: calibrated).")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="Precision of the query encoding (default: the index's own, as 'index info' shows). " + PRECISION_HELP,
+)
 def search(
     query: tuple[str, ...],
     index_name: str,
@@ -708,6 +730,7 @@ def search(
     width: int,
     nprobe: int | None,
     ef_search: int | None,
+    precision: str | None,
 ) -> None:
     """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
     from embedtune.search import Searcher
@@ -715,7 +738,7 @@ def search(
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")
     queries = [(None, " ".join(query))] if query else _read_queries(queries_file)
-    searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model)
+    searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model, precision=precision)
     results = searcher.search([text for _, text in queries], k, nprobe=nprobe, ef_search=ef_search)
     for (query_id, text), hits in zip(queries, results, strict=True):
         if as_json:
@@ -799,6 +822,7 @@ def _read_queries(path: Path) -> list[tuple[str | None, str]]:
 @_indexes_dir_option
 @_encode_batch_option
 @_precision_option
+@_cache_option
 @click.option(
     "--max-seq-length",
     type=click.IntRange(min=8),

@@ -28,6 +28,7 @@ import numpy as np
 
 from embedtune.data import RetrievalSplit, load_split
 from embedtune.encoding import Encoder, prompt_names
+from embedtune.encoding_cache import CacheOption
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.models import load_model, resolve_model_path
@@ -261,15 +262,20 @@ def evaluate_model(
     batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
+    cache: CacheOption = True,
 ) -> EvalResult:
-    """Encode the whole corpus and the split's queries with ``model``; exact cosine search."""
+    """Encode the whole corpus and the split's queries with ``model``; exact cosine search.
+
+    With ``cache`` (see :class:`~embedtune.encoding.Encoder`) a corpus this model has encoded before,
+    in this precision, is read back instead of re-encoded.
+    """
     import faiss
 
     started = time.perf_counter()
     path = resolve_model_path(model)
     st = load_model(path, max_seq_length=max_seq_length)
     doc_ids = list(split.corpus)
-    encoder = Encoder(st, precision)
+    encoder = Encoder(st, precision, cache=cache)
     progress = settings.show_progress
     query_prompt, document_prompt = prompt_names(st)
     doc_vectors = encoder.encode(
@@ -285,7 +291,11 @@ def evaluate_model(
         qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
         for qid, q_scores, q_rows in zip(split.queries, scores, rows, strict=True)
     }
-    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": encoder.precision}
+    details = {
+        "model_path": str(path),
+        "max_seq_length": int(st.max_seq_length),
+        "precision": encoder.precision,
+    }
     system = str(model) if model is not None else "default"
     return _score(system, "model", split, run, len(doc_ids), settings, started, details)
 
@@ -337,6 +347,7 @@ def evaluate(
     batch_size: int = 32,
     precision: str = "auto",
     max_seq_length: int | None = None,
+    cache: CacheOption = True,
 ) -> list[EvalResult]:
     """Evaluate BM25, models and indexes (in that order) on one split, loading the data once."""
     if not models and not indexes and not bm25:
@@ -344,7 +355,7 @@ def evaluate(
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
     data_split = load_split(Path(data), split)
     results = [evaluate_bm25(data_split, settings)] if bm25 else []
-    encode = {"batch_size": batch_size, "precision": precision, "max_seq_length": max_seq_length}
+    encode = {"batch_size": batch_size, "precision": precision, "max_seq_length": max_seq_length, "cache": cache}
     results += [evaluate_model(m, data_split, settings, **encode) for m in models]
     results += [evaluate_index(i, data_split, settings) for i in loaded]
     return results

@@ -48,6 +48,7 @@ from embedtune.ann import (
 from embedtune.atomic import check_destination, write_text_atomic
 from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
 from embedtune.encoding import Encoder, prompt_names
+from embedtune.encoding_cache import CacheOption
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.hashing import file_sha256
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
@@ -374,6 +375,7 @@ def build_index(
     train_size: int | None = None,
     memory_budget: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
+    cache: CacheOption = True,
 ) -> Path:
     """Encode ``corpus`` (a BEIR folder or corpus.jsonl) with ``model`` into ``indexes_dir/name``.
 
@@ -381,6 +383,7 @@ def build_index(
     size and ``memory_budget`` bytes, default half the RAM). IVF and SQ types train on a seeded
     sample of ``train_size`` vectors. The search knob is calibrated to ``target_recall`` of exact
     search. Replacing an existing index (``overwrite``) keeps it usable until the new one is complete.
+    ``cache`` (see :class:`~embedtune.encoding.Encoder`) spares re-encoding texts on a rebuild.
     """
     if index_type != "auto" and index_type not in INDEX_TYPES:
         raise EmbedtuneError(f"unknown index type '{index_type}' (choose from auto, {', '.join(INDEX_TYPES)})")
@@ -393,7 +396,7 @@ def build_index(
     if not source.is_file():
         raise EmbedtuneError(f"{source}: no such corpus file")
     st = load_model(model_path, max_seq_length=max_seq_length)
-    encoder = Encoder(st, precision)
+    encoder = Encoder(st, precision, cache=cache)
     described = describe_model(st)
     dimension = int(st.get_embedding_dimension())
     params = {"nlist": nlist, "pq_m": pq_m, "hnsw_m": hnsw_m, "ef_construction": ef_construction}
@@ -522,6 +525,7 @@ def add_documents(
     model: str | Path | None = None,
     batch_size: int = 32,
     show_progress: bool = True,
+    cache: CacheOption = True,
 ) -> UpdateResult:
     """Add new documents and replace changed ones from a corpus file, without rebuilding.
 
@@ -534,7 +538,8 @@ def add_documents(
         raise EmbedtuneError(f"{source}: no such corpus file")
     with _update(index, indexes_dir) as (manifest, gen, store, faiss_index):
         model_path = _check_model(manifest, model, manifest.name)
-        encoder = Encoder(load_model(model_path, max_seq_length=manifest.max_seq_length), manifest.precision)
+        st = load_model(model_path, max_seq_length=manifest.max_seq_length)
+        encoder = Encoder(st, manifest.precision, cache=cache)
         seen: set[str] = set()
         replaced_fids: list[int] = []
         unchanged = 0

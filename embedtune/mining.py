@@ -33,6 +33,7 @@ import numpy as np
 
 from embedtune.atomic import atomic_file, check_destination, write_text_atomic
 from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries, qrels_path
+from embedtune.encoding_cache import CacheOption
 from embedtune.errors import EmbedtuneError
 
 if TYPE_CHECKING:
@@ -194,12 +195,14 @@ class DenseRetriever:
     ) -> None:
         import torch
 
-        from embedtune.encoding import resolve_precision
+        from embedtune.encoding import cpu_has_amx_bf16
 
         self.doc_vectors = np.ascontiguousarray(doc_vectors, dtype=np.float32)
         self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         self.name = name
-        self.precision = resolve_precision(precision, "cpu")
+        # The search runs on the CPU: bf16 where asked for or where auto means it, fp32 for the rest.
+        bf16 = precision == "bf16" or (precision == "auto" and cpu_has_amx_bf16())
+        self.precision = "bf16" if bf16 else "fp32"
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self._search_docs = torch.from_numpy(self.doc_vectors).to(self._dtype)  # no copy when fp32
 
@@ -214,8 +217,12 @@ class DenseRetriever:
         max_seq_length: int | None = None,
         name: str | None = None,
         show_progress: bool = True,
+        cache: CacheOption = True,
     ) -> DenseRetriever:
-        """Encode the corpus and the queries with ``model`` (a path, ``"default"`` or a loaded model)."""
+        """Encode the corpus and the queries with ``model`` (a path, ``"default"`` or a loaded model).
+
+        ``cache`` (see :class:`~embedtune.encoding.Encoder`) spares re-encoding the corpus on the next run.
+        """
         from embedtune.encoding import Encoder, prompt_names
         from embedtune.models import load_model, resolve_model_path
 
@@ -226,7 +233,7 @@ class DenseRetriever:
             name = name or "dense:model"
             if max_seq_length is not None:
                 model.max_seq_length = max_seq_length
-        encoder = Encoder(model, precision)
+        encoder = Encoder(model, precision, cache=cache)
         query_prompt, document_prompt = prompt_names(model)
         docs = encoder.encode(
             data.doc_texts, prompt_name=document_prompt, batch_size=batch_size, show_progress=show_progress
@@ -234,7 +241,7 @@ class DenseRetriever:
         queries = encoder.encode(
             data.query_texts, prompt_name=query_prompt, batch_size=batch_size, show_progress=show_progress
         )
-        return cls(docs, queries, name, precision)
+        return cls(docs, queries, name, encoder.precision)
 
     @classmethod
     def from_index(cls, index: Index, data: MiningInput, *, show_progress: bool = True) -> DenseRetriever:
@@ -583,12 +590,14 @@ def mine_to_file(
     indexes_dir: Path | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    cache: CacheOption = True,
 ) -> MiningReport:
     """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``.
 
     ``retriever`` is ``dense`` (``model`` encodes corpus and queries; the default model if ``None``)
     or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a name under
     ``indexes_dir``, or a path) mines with a built index's vectors instead of encoding the corpus.
+    ``cache`` is the encoding cache of the dense retriever (see :class:`~embedtune.encoding.Encoder`).
     """
     config = config or MiningConfig()
     config.validate()
@@ -616,6 +625,7 @@ def mine_to_file(
             max_seq_length=max_seq_length,
             name=f"dense:{model_name}" if model_name else None,
             show_progress=show_progress,
+            cache=cache,
         )
     prepare_seconds = round(time.perf_counter() - started, 2)
     mined, report = mine(inputs, searcher, config, show_progress=show_progress)

@@ -141,3 +141,28 @@ def freeze_layers(model: SentenceTransformer, *, embeddings: bool = False, layer
     for module in frozen:
         for parameter in module.parameters():
             parameter.requires_grad = False
+
+
+def loaded_model_fingerprint(model: SentenceTransformer) -> str:
+    """SHA-256 over what a loaded model computes with: each module's type, settings and weights, and the tokenizer.
+
+    Unlike :func:`model_fingerprint` this sees the model as loaded, so it also tells apart what the
+    same directory gives under other load options (pooling of a plain checkpoint, token limit) and
+    weights changed in memory, which is what a cache of its vectors must key on.
+    """
+    import json
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, module in model.named_children():
+        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        digest.update(f"{name}:{type(module).__name__}:{json.dumps(config, sort_keys=True, default=str)}\0".encode())
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    tokenizer = model.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    digest.update(vocab.encode())
+    return digest.hexdigest()

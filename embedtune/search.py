@@ -25,10 +25,19 @@ class Searcher:
     """An index plus the model that built it, loaded once for any number of queries.
 
     ``model`` overrides where the model is loaded from (the index may have moved machines); it must
-    still be byte-identical to the one that built the index, else it is refused.
+    still be byte-identical to the one that built the index, else it is refused. Queries are encoded
+    in the index's precision unless ``precision`` says otherwise: vectors of one model agree across
+    precisions to cosine ~0.9999 (int8 ~0.98), so e.g. an index built in fp32 may be searched in bf16.
     """
 
-    def __init__(self, index: Index, model: str | Path | None = None, *, device: str | None = None):
+    def __init__(
+        self,
+        index: Index,
+        model: str | Path | None = None,
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+    ):
         self.index = index
         manifest = index.manifest
         model = load_model(index.check_model(model), device=device, max_seq_length=manifest.max_seq_length)
@@ -37,13 +46,18 @@ class Searcher:
                 f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
                 f"{manifest.dimension}-dim ones; rebuild the index with this model"
             )
-        self.encoder = Encoder(model, manifest.precision)
+        self.encoder = Encoder(model, precision or manifest.precision)
 
     @classmethod
     def open(
-        cls, index: str | Path, *, indexes_dir: Path = DEFAULT_INDEXES_DIR, model: str | Path | None = None
+        cls,
+        index: str | Path,
+        *,
+        indexes_dir: Path = DEFAULT_INDEXES_DIR,
+        model: str | Path | None = None,
+        precision: str | None = None,
     ) -> Searcher:
-        return cls(Index.load(index, indexes_dir), model)
+        return cls(Index.load(index, indexes_dir), model, precision=precision)
 
     def search(
         self,

@@ -29,7 +29,7 @@ from embedtune import __version__
 from embedtune.atomic import atomic_directory, check_destination, write_text_atomic
 from embedtune.data import default_data_dir
 from embedtune.dev_evaluation import build_dev_evaluator
-from embedtune.encoding import resolve_precision
+from embedtune.encoding import TRAIN_PRECISIONS, resolve_training_precision
 from embedtune.errors import EmbedtuneError
 from embedtune.hashing import file_sha256
 from embedtune.losses import LossParams, build_loss, resolve_loss
@@ -110,6 +110,8 @@ class TrainConfig:
             self.score_range = tuple(float(x) for x in self.score_range)
         if self.matryoshka_dims is not None:
             self.matryoshka_dims = tuple(int(x) for x in self.matryoshka_dims)
+        if self.precision not in TRAIN_PRECISIONS:  # refuse int8/fp16 before any mining or loading
+            resolve_training_precision(self.precision, "cpu")
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
@@ -297,7 +299,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     loss = build_loss(spec, model, params)
-    precision = resolve_precision(config.precision, str(model.device))
+    precision = resolve_training_precision(config.precision, str(model.device))
     dataset = (
         data.dataset
         if spec.uses_label or "label" not in data.dataset.column_names
@@ -324,7 +326,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         seed=config.seed,
         data_seed=config.seed,
         bf16=precision == "bf16",
-        fp16=precision == "fp16",
         use_cpu=str(model.device) == "cpu",
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts=_column_prompts(config, data.text_columns),

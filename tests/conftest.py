@@ -59,6 +59,14 @@ def write_beir(root: Path, corpus=CORPUS, queries=QUERIES, qrels=QRELS) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def encoding_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own empty encoding cache, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("encoding-cache")
+    monkeypatch.setenv("EMBEDTUNE_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def beir_dir(tmp_path: Path) -> Path:
     return write_beir(tmp_path / "beir")

@@ -265,3 +265,62 @@ def test_eval_bad_input_is_one_line(tmp_path, beir_dir):
     )
     (beir_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-ssh\topenssh\t0\n")
     assert_one_line_error(run("eval", "--bm25", "--data", beir_dir, ok=False), "empty split")
+
+
+def test_precision_and_cache_options_of_every_encoding_command(tmp_path, tiny_st, beir_dir, encoding_cache_dir):
+    idx = tmp_path / "indexes"
+    build = ("index", "build", "--model", tiny_st, "--corpus", beir_dir, "--indexes-dir", idx)
+    assert "(int8)" in run(*build, "--name", "q8", "--precision", "int8", "--no-cache").output
+    assert not list(encoding_cache_dir.iterdir())  # --no-cache: nothing read or written
+    assert "(fp32)" in run(*build, "--name", "f32", "--precision", "fp32").output
+    assert len(list(encoding_cache_dir.glob("*.sqlite"))) == 1
+    assert run("index", "add", "q8", "--corpus", beir_dir, "--indexes-dir", idx, "--no-cache").exit_code == 0
+
+    hits = json.loads(run("search", "secure shell", "--index", "q8", "--indexes-dir", idx, "-k", 3, "--json").stdout)[
+        "hits"
+    ]
+    result = CliRunner().invoke(
+        main,
+        [
+            "search",
+            "secure shell",
+            "--index",
+            "f32",
+            "--indexes-dir",
+            str(idx),
+            "-k",
+            "3",
+            "--precision",
+            "fp16",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0 and "warning: precision fp16 runs on CUDA GPUs only" in result.stderr
+    assert len(json.loads(result.stdout)["hits"]) == len(hits) == 3
+
+    report = json.loads(run("eval", "--model", tiny_st, "--data", beir_dir, "--precision", "int8", "--json").stdout)
+    assert report[0]["precision"] == "int8"
+    out = tmp_path / "mined.jsonl"
+    run(
+        "mine",
+        "-o",
+        out,
+        "--data",
+        beir_dir,
+        "--model",
+        tiny_st,
+        "--precision",
+        "bf16",
+        "--no-cache",
+        "--num-negatives",
+        1,
+        "--relative-margin",
+        "none",
+    )
+    assert out.is_file()
+
+    for command in (build, ("search", "q", "--index", "q8"), ("eval", "--model", tiny_st), ("mine", "-o", out)):
+        result = run(*command, "--precision", "fp8", ok=False)
+        assert result.exit_code == 2 and "'fp8' is not one of 'auto', 'fp32', 'bf16', 'fp16', 'int8'" in result.output
+    result = run("train", "--output", tmp_path / "m", "--precision", "int8", ok=False)
+    assert result.exit_code == 2 and "'int8' is not one of 'auto', 'fp32', 'bf16'" in result.output

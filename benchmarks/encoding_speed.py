@@ -1,0 +1,303 @@
+"""Encoding speed: embedtune's precisions against sentence-transformers ``encode()``, side by side.
+
+Same model (the bundled all-MiniLM-L6-v2 at its own 256-token limit), same texts (a seeded sample of
+2,000 data/debian corpus documents, and one of 2,000 queries), same batch size (32). The peer is
+sentence-transformers' ``encode()`` in fp32 (on a GPU also in fp16). Each variant runs in its own
+process, and the variants alternate over the repeats so that drift of the machine hits all alike.
+Texts/s is the sample's size over the time of one ``encode`` call after a warm-up call on 64
+documents and one query, whose time is reported apart (for the compiled variant: the compiles).
+Query latency is one query per ``encode`` call (batch 1), over 200 queries. Each variant's
+vectors are compared with the peer's (cosine).
+
+``--quality`` adds nDCG@10 and recall@10 of each precision on the whole data/debian test split
+(``embedtune.evaluate.evaluate_model``: 60,594 documents, 2,816 queries; no encoding cache), the
+slow part. Commands (results go to benchmarks/results/encoding_speed.{json,md,png})::
+
+    python benchmarks/encoding_speed.py --quality     # ~15 min of speed + ~30 min of quality on 2 cores
+    python benchmarks/encoding_speed.py               # speed only, 2 alternating repeats
+    python benchmarks/encoding_speed.py --quick       # smoke test: 64 texts, 1 repeat, prints only (<1 min)
+
+Variants on a CPU: ``st-fp32`` (the peer), embedtune ``fp32``, ``bf16`` (what ``auto`` runs on an
+AMX CPU), ``int8``, and ``bf16-compiled``: the bf16 encoder with its transformer replaced by
+``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that embedtune does
+not use because it measured no faster (the row shows whether that still holds). On a GPU:
+``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS, machine  # noqa: E402
+
+DATA = ROOT / "data" / "debian"
+BATCH, SAMPLE, QUICK_SAMPLE, LATENCY_QUERIES, SEED = 32, 2000, 64, 200, 0
+CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "int8", "bf16-compiled")
+GPU_VARIANTS = ("st-fp32", "st-fp16", "fp32", "fp16", "bf16")
+KINDS = ("documents", "queries")
+
+
+def _texts(kind: str, n: int) -> list[str]:
+    """A seeded sample of ``n`` corpus documents or queries (the same in every process)."""
+    name = "corpus.jsonl.gz" if kind == "documents" else "queries.jsonl.gz"
+    with gzip.open(DATA / name, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return random.Random(SEED).sample(texts, n)
+
+
+def _encode_fn(variant: str):
+    """A function texts -> normalised vectors for one variant."""
+    from embedtune.encoding import Encoder
+    from embedtune.models import load_model
+
+    model = load_model(None)
+    if variant.startswith("st-"):
+        if variant == "st-fp16":
+            model = model.half()
+        return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
+    precision, _, compiled = variant.partition("-")
+    encoder = Encoder(model, precision, cache=None)
+    if compiled:
+        import torch
+
+        transformer = encoder.model[0]  # sentence-transformers' Transformer module: compile what it runs
+        transformer.model = torch.compile(transformer.model, dynamic=True, options={"freezing": True})
+    return lambda texts: encoder.encode(texts, batch_size=BATCH, show_progress=False)
+
+
+def run_variant(variant: str, kind: str, n: int, vectors_out: Path) -> dict:
+    """Time one variant on one kind of text in this process; save its vectors for the cosine check."""
+    import numpy as np
+    import torch
+
+    encode = _encode_fn(variant)
+    started = time.perf_counter()
+    encode(_texts("documents", 2 * BATCH))  # warm-up: allocations, oneDNN kernels, compilation if any
+    encode(_texts("queries", 1))  # a compiled model compiles again for a batch of 1
+    first_call = time.perf_counter() - started
+    texts = _texts(kind, n)
+    started = time.perf_counter()
+    vectors = encode(texts)
+    seconds = time.perf_counter() - started
+    np.save(vectors_out, np.asarray(vectors, dtype=np.float32))
+    result = {
+        "variant": variant,
+        "kind": kind,
+        "texts": n,
+        "texts_per_s": round(n / seconds, 1),
+        "seconds": round(seconds, 2),
+        "first_call_seconds": round(first_call, 1),
+        "threads": torch.get_num_threads(),
+    }
+    if kind == "queries":
+        latencies = []
+        for text in texts[: min(LATENCY_QUERIES, n)]:
+            started = time.perf_counter()
+            encode([text])
+            latencies.append((time.perf_counter() - started) * 1000)
+        latencies.sort()
+        result["latency_ms_median"] = round(statistics.median(latencies), 2)
+        result["latency_ms_p95"] = round(latencies[int(0.95 * (len(latencies) - 1))], 2)
+    return result
+
+
+def run_quality(precision: str) -> dict:
+    """nDCG@10 and recall@10 of one precision on the whole data/debian test split (no cache)."""
+    from embedtune.data import load_split
+    from embedtune.evaluate import EvalSettings, evaluate_model
+
+    split = load_split(DATA, "test")
+    settings = EvalSettings(metrics=("ndcg@10", "recall@10"), show_progress=False)
+    result = evaluate_model(None, split, settings, batch_size=BATCH, precision=precision, cache=None)
+    return {"precision": precision, "resolved": result.details["precision"], "seconds": round(result.seconds, 1)} | {
+        name: round(value, 4) for name, value in result.metrics.items()
+    }
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _cosines(vectors: Path, variants: tuple[str, ...], peer: str) -> dict:
+    import numpy as np
+
+    found = {}
+    for kind in KINDS:
+        reference = np.load(vectors / f"{peer}.{kind}.npy")
+        for variant in variants:
+            cos = np.sum(np.load(vectors / f"{variant}.{kind}.npy") * reference, axis=1)
+            stats = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 6)}
+            found.setdefault(variant, {})[kind] = stats
+    return found
+
+
+def _markdown(summary: dict) -> str:
+    peer = summary["peer"]
+    speed = summary["speed"]
+    lines = [
+        "# Encoding speed (texts/s)",
+        "",
+        f"all-MiniLM-L6-v2 (256-token limit), batch {BATCH}, seeded samples of {summary['texts']} data/debian "
+        f"documents and {summary['texts']} queries, {summary['repeats']} alternating repeats (median shown); "
+        f"each variant in its own process; {summary['machine']}, {summary['threads']} torch threads. "
+        f"Peer: sentence-transformers `encode()` {peer.removeprefix('st-')}. `auto` here: {summary['auto']}.",
+        "",
+        "| variant | documents/s | vs peer | queries/s | vs peer | query latency, batch 1 (median / p95 ms) "
+        "| first calls (s) | min cosine to peer (docs / queries) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in summary["variants"]:
+        row = speed[variant]
+        d, q = row["documents"], row["queries"]
+        cos = summary["cosine"][variant]
+        lines.append(
+            f"| {variant} | {d['texts_per_s']:.1f} | {d['texts_per_s'] / speed[peer]['documents']['texts_per_s']:.2f}x "
+            f"| {q['texts_per_s']:.1f} | {q['texts_per_s'] / speed[peer]['queries']['texts_per_s']:.2f}x "
+            f"| {q['latency_ms_median']:.1f} / {q['latency_ms_p95']:.1f} | {d['first_call_seconds']:.1f} "
+            f"| {cos['documents']['min']:.5f} / {cos['queries']['min']:.5f} |"
+        )
+    if summary.get("quality"):
+        lines += [
+            "",
+            "## Retrieval quality on data/debian test (60,594 documents, 2,816 queries, exact search)",
+            "",
+            "| precision | runs as | nDCG@10 | recall@10 | Δ nDCG@10 vs fp32 | evaluation s |",
+            "|---|---|---|---|---|---|",
+        ]
+        base = summary["quality"]["fp32"]["ndcg@10"]
+        for precision, q in summary["quality"].items():
+            lines.append(
+                f"| {precision} | {q['resolved']} | {q['ndcg@10']:.4f} | {q['recall@10']:.4f} "
+                f"| {q['ndcg@10'] - base:+.4f} | {q['seconds']:.0f} |"
+            )
+    lines += ["", f"Command: `{summary['command']}`", ""]
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = summary["variants"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, kind in zip(axes, KINDS, strict=True):
+        values = [summary["speed"][v][kind]["texts_per_s"] for v in variants]
+        peer = summary["speed"][summary["peer"]][kind]["texts_per_s"]
+        bars = ax.bar(variants, values, color=["0.6" if v.startswith("st-") else "C0" for v in variants])
+        ax.bar_label(bars, labels=[f"{v:.0f}\n{v / peer:.2f}x" for v in values], fontsize=8)
+        ax.set_title(f"{kind} ({summary['texts']} texts, batch {BATCH})", fontsize=10)
+        ax.set_ylabel("texts/s")
+        ax.set_ylim(0, max(values) * 1.25)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.suptitle(f"Encoding speed, all-MiniLM-L6-v2 — {summary['machine']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, help="alternating repeats (default 2, --quick 1)")
+    parser.add_argument("--texts", type=int, help=f"documents and queries in each sample (default {SAMPLE})")
+    parser.add_argument("--variants", help="comma-separated subset of the variants")
+    parser.add_argument("--quality", action="store_true", help="also nDCG@10 / recall@10 on the whole test split")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 64 texts, 1 repeat, no compiling unless named; no files"
+    )
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # VARIANT:KIND:N:VECTORS in a child process
+    parser.add_argument("--run-quality", help=argparse.SUPPRESS)  # PRECISION in a child process
+    args = parser.parse_args()
+    if args.run:
+        variant, kind, n, vectors = args.run.split(":", 3)
+        print(json.dumps(run_variant(variant, kind, int(n), Path(vectors))))
+        return
+    if args.run_quality:
+        print(json.dumps(run_quality(args.run_quality)))
+        return
+
+    import torch
+
+    from embedtune.encoding import resolve_precision
+
+    gpu = torch.cuda.is_available()
+    variants = GPU_VARIANTS if gpu else CPU_VARIANTS
+    if args.quick:
+        args.quality = False
+        variants = tuple(v for v in variants if v != "bf16-compiled")
+    args.texts = args.texts or (QUICK_SAMPLE if args.quick else SAMPLE)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    if args.variants:
+        variants = tuple(args.variants.split(","))
+    peer = "st-fp16" if gpu else "st-fp32"
+    if peer not in variants:
+        variants = (peer, *variants)
+    runs: dict[str, dict[str, list[dict]]] = {v: {k: [] for k in KINDS} for v in variants}
+    with tempfile.TemporaryDirectory() as scratch:
+        vectors = Path(scratch)
+        for repeat in range(args.repeats):
+            order = variants if repeat % 2 == 0 else tuple(reversed(variants))
+            for variant in order:
+                for kind in KINDS:
+                    result = _child(["--run", f"{variant}:{kind}:{args.texts}:{vectors / f'{variant}.{kind}.npy'}"])
+                    runs[variant][kind].append(result)
+                    print(f"repeat {repeat + 1} {variant} {kind}: {result['texts_per_s']:.1f} texts/s", flush=True)
+        cosine = _cosines(vectors, variants, peer)
+    auto = resolve_precision("auto", "cuda" if gpu else "cpu")
+    speed = {
+        v: {
+            k: {
+                key: statistics.median(r[key] for r in rs)
+                for key in rs[0]
+                if key not in ("variant", "kind", "texts", "threads")
+            }
+            for k, rs in kinds.items()
+        }
+        for v, kinds in runs.items()
+    }
+    summary = {
+        "machine": machine(),
+        "threads": runs[peer]["documents"][0]["threads"],
+        "texts": args.texts,
+        "repeats": args.repeats,
+        "batch_size": BATCH,
+        "peer": peer,
+        "auto": auto,
+        "variants": list(variants),
+        "speed": speed,
+        "cosine": cosine,
+        "runs": runs,
+        "command": "python benchmarks/encoding_speed.py " + " ".join(sys.argv[1:]),
+    }
+    if args.quality:
+        precisions = ("fp32", "fp16", "bf16") if gpu else ("fp32", "auto", "int8")
+        summary["quality"] = {}
+        for precision in precisions:
+            summary["quality"][precision] = _child(["--run-quality", precision])
+            print(f"quality {precision}: {summary['quality'][precision]}", flush=True)
+    report = _markdown(summary)
+    print(report)
+    if args.quick:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "encoding_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / "encoding_speed.md").write_text(report)
+    _plot(summary, RESULTS / "encoding_speed.png")
+
+
+if __name__ == "__main__":
+    main()
