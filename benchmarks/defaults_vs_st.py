@@ -87,7 +87,7 @@ def evaluate(only: str | None = None) -> None:
 def report(budget: float) -> None:
     state = json.loads((WORK / "state.json").read_text())
     rows = []
-    for name in json.loads((WORK / "state.json").read_text()):
+    for name in state:
         result = json.loads((WORK / f"eval-{name}.json").read_text())
         result = result[0] if isinstance(result, list) else result["results"][0]
         rows.append({"system": name, **state[name], "metrics": result["metrics"], "details": result.get("details")})

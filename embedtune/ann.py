@@ -207,16 +207,14 @@ def knob_steps(spec: IndexSpec) -> list[int]:
     return list(EF_SEARCH_STEPS) if spec.kind == "hnsw" else []
 
 
-def exact_scores(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """The exact inner products of each query with the documents an index ``found`` (FAISS ids; -1 = none).
+def exact_scores(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The exact inner products of each query with the float ``vectors`` at ``rows`` (-1 = no result).
 
-    ``vectors[i]`` is the float vector stored under id ``ids[i]``: scoring the found documents with
-    these, not with the index's own (quantised) scores, is what makes the recall of every type comparable.
+    Scoring the found documents with their float vectors, not with the index's own (quantised)
+    scores, is what makes the recall of every type comparable.
     """
-    order = np.argsort(ids, kind="stable")
-    rows = order[np.clip(np.searchsorted(ids[order], found), 0, len(ids) - 1)]
-    scores = np.einsum("qd,qkd->qk", queries, vectors[rows])
-    return np.where(found >= 0, scores, -np.inf)
+    scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(rows, 0)])
+    return np.where(rows >= 0, scores, -np.inf)
 
 
 def recall_at_k(found_scores: np.ndarray, kth_scores: np.ndarray, epsilon: float = RECALL_EPSILON) -> float:
@@ -265,11 +263,13 @@ def calibrate(index, spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray, targ
     kth = np.where(own_in_top, truth_scores[:, kept], truth_scores[:, max(kept - 1, 0)])
     name = knob_name(spec.kind)
     steps = knob_steps(spec) or [0]
+    by_id = np.argsort(ids, kind="stable")  # FAISS ids -> rows of ``vectors``, sorted once for every knob
 
     def recall_with(value: int) -> float:
         params = search_parameters(spec.kind, {name: value} if name else {})
-        found = _drop_self(index.search(queries, k1, params=params)[1], ids[rows], kept)
-        return recall_at_k(exact_scores(queries, vectors, ids, found), kth)
+        found = index.search(queries, k1, params=params)[1]
+        found = np.where(found >= 0, by_id[np.searchsorted(ids, found, sorter=by_id).clip(0, n - 1)], -1)
+        return recall_at_k(exact_scores(queries, vectors, _drop_self(found, rows, kept)), kth)
 
     best, best_recall = steps[-1], -1.0
     for i, value in enumerate(steps):
@@ -290,9 +290,10 @@ def calibrate(index, spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray, targ
     return Calibration(knobs, round(best_recall, 4), len(rows), target, best_recall >= target)
 
 
-def _drop_self(found: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
+def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` results of each row of ``found`` other than that row's ``own`` entry."""
     out = np.full((len(found), k), -1, dtype=np.int64)
-    for i, (row, own) in enumerate(zip(found, self_ids, strict=True)):
-        kept = row[row != own][:k]
+    for i, (row, mine) in enumerate(zip(found, own, strict=True)):
+        kept = row[row != mine][:k]
         out[i, : len(kept)] = kept
     return out

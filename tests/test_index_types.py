@@ -253,16 +253,15 @@ def test_recall_counts_a_tied_duplicate_as_found():
     unique = rng.standard_normal((50, 8), dtype=np.float32)
     unique /= np.linalg.norm(unique, axis=1, keepdims=True)
     vectors = np.vstack([unique, unique])  # every document twice, as a corpus with copied descriptions
-    ids = np.arange(100, dtype=np.int64)
     queries = unique[:5] + 0.01
     scores = queries @ vectors.T
     exact = np.argsort(-scores, axis=1, kind="stable")[:, :3]  # a, its copy, then b (b's copy ties at 4th)
     kth = np.sort(scores, axis=1)[:, -3]
     copies = (exact + 50) % 100  # a's copy, a, b's copy: the same scores, but b's id is not there
     assert all(len(set(c) & set(e)) == 2 for c, e in zip(copies, exact, strict=True))
-    assert recall_at_k(exact_scores(queries, vectors, ids, copies), kth) == 1.0
+    assert recall_at_k(exact_scores(queries, vectors, copies), kth) == 1.0
     missing = np.hstack([copies[:, :2], np.full((5, 1), -1)])  # no third result
-    assert recall_at_k(exact_scores(queries, vectors, ids, missing), kth) == 2 / 3
+    assert recall_at_k(exact_scores(queries, vectors, missing), kth) == 2 / 3
 
 
 def test_beir_folder_with_gzip_builds(tmp_path, tiny_st):
