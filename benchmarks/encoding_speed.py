@@ -18,9 +18,10 @@ slow part. Commands (results go to benchmarks/results/encoding_speed.{json,md,pn
     python benchmarks/encoding_speed.py --quick       # smoke test: 64 texts, 1 repeat, prints only (<1 min)
 
 Variants on a CPU: ``st-fp32`` (the peer), embedtune ``fp32``, ``bf16`` (what ``auto`` runs on an
-AMX CPU), ``int8``, and ``bf16-compiled``: the bf16 encoder with its transformer replaced by
-``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that embedtune does
-not use because it measured no faster (the row shows whether that still holds). On a GPU:
+AMX CPU: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's own bf16 Linear layers,
+the A/B for packing), ``int8``, and ``bf16-compiled``: the unpacked bf16 encoder with its transformer
+replaced by ``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that
+embedtune does not use because it measured no faster (the row shows whether that still holds). On a GPU:
 ``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
 """
 
@@ -44,7 +45,7 @@ from common import RESULTS, machine  # noqa: E402
 
 DATA = ROOT / "data" / "debian"
 BATCH, SAMPLE, QUICK_SAMPLE, LATENCY_QUERIES, SEED = 32, 2000, 64, 200, 0
-CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "int8", "bf16-compiled")
+CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "bf16-unpacked", "int8", "bf16-compiled")
 GPU_VARIANTS = ("st-fp32", "st-fp16", "fp32", "fp16", "bf16")
 KINDS = ("documents", "queries")
 
@@ -67,9 +68,10 @@ def _encode_fn(variant: str):
         if variant == "st-fp16":
             model = model.half()
         return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
-    precision, _, compiled = variant.partition("-")
-    encoder = Encoder(model, precision, cache=None)
-    if compiled:
+    precision, _, kind = variant.partition("-")
+    # compiling packs the Linear weights itself (freezing), so it starts from PyTorch's own modules
+    encoder = Encoder(model, precision, cache=None, pack=not kind)
+    if kind == "compiled":
         import torch
 
         transformer = encoder.model[0]  # sentence-transformers' Transformer module: compile what it runs

@@ -16,9 +16,14 @@ reaches every stage. What it does beyond ``SentenceTransformer.encode``:
 * **Overlap.** On a GPU the next batch is tokenised on the CPU while the current one runs. On a CPU
   tokenising is ~3% of the time and would only take cores from the model, so it runs in turn.
 
+* **Pre-packed weights.** On a bf16 CPU the Linear layers run on weights oneDNN has laid out once
+  for its AMX kernels, with the feed-forward GELU fused in (:class:`_PackedLinear`).
+
 Not done, because it measured no faster here: ``torch.compile`` (frozen weights; +3% over eager bf16
 in an alternating A/B after a ~23 s compile, see ``benchmarks/encoding_speed.py``), eager instead
-of SDPA attention (slower), oneDNN pre-packed Linear weights (no faster).
+of SDPA attention (slower). OpenVINO (``openvino.convert_model`` of the transformer) was faster at
+batch 1 (~4 ms) but not a dependency: sentence-transformers' route to it (optimum-intel) pins older
+transformers and pulls torchvision, and converting costs ~3 s in every process.
 
 Threads are left as torch sets them (one per physical core), which is what suits a CPU that runs
 nothing else; a caller that shards a corpus over processes sets ``torch.set_num_threads`` per process.
@@ -44,6 +49,7 @@ from embedtune.encoding_cache import CacheOption, EncodingCache, warn_unusable
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 
 if TYPE_CHECKING:
+    import torch
     from sentence_transformers import SentenceTransformer
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -139,14 +145,91 @@ def _quantized(model: SentenceTransformer) -> SentenceTransformer:
         return quantize_dynamic(quantized, layers, dtype=torch.qint8)
 
 
-def _prepared(model: SentenceTransformer, precision: str) -> SentenceTransformer:
+class _PackedLinear:
+    """A bf16 ``nn.Linear`` whose weight oneDNN has re-laid out once for its AMX kernels, optionally with
+    the GELU that follows it fused in.
+
+    A plain bf16 Linear re-lays its weight out on every call: that is most of a short query's time
+    (weights read twice per layer) and ~10% of a document batch's. This is the op torch.compile's
+    freezing pass emits, without compiling. It is not an ``nn.Module`` parameter holder on purpose: the
+    packed weight is an opaque oneDNN tensor, so it lives only in an encoding copy of the model.
+    """
+
+    def __init__(self, linear: torch.nn.Linear, gelu: bool = False):
+        import torch
+
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.out_features = linear.out_features
+        # oneDNN's pointwise attribute and algorithm: exact (erf) GELU, or none
+        self.attr, self.algorithm = ("gelu", "none") if gelu else ("none", "")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        flat = x.reshape(-1, x.shape[-1])
+        y = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, self.attr, [], self.algorithm)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def _pack_linears(model: torch.nn.Module) -> None:
+    """Swap every Linear of a CPU bf16 ``model`` for a :class:`_PackedLinear`, in place.
+
+    A feed-forward block laid out as Hugging Face encoders do (``dense`` then ``intermediate_act_fn``,
+    BERT/RoBERTa/MPNet/ELECTRA) with exact GELU gets the GELU fused into its Linear; any other
+    activation stays as it is.
+    """
+    import torch
+    from transformers.activations import GELUActivation
+
+    for module in list(model.modules()):
+        activation = getattr(module, "intermediate_act_fn", None)
+        fusable = type(activation) is GELUActivation and activation.act is torch.nn.functional.gelu
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                fuse = fusable and name == "dense"
+                delattr(module, name)  # a plain attribute from here on, not a submodule
+                setattr(module, name, _PackedLinear(child, gelu=fuse))
+                if fuse:
+                    module.intermediate_act_fn = torch.nn.Identity()
+
+
+def _can_pack(model: SentenceTransformer, precision: str) -> bool:
+    """Packing pays for bf16 on a CPU whose oneDNN runs bf16 natively (it is a private torch op: guard it)."""
+    import torch
+
+    return (
+        precision == "bf16"
+        and model.device.type == "cpu"
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def _prepared(model: SentenceTransformer, precision: str, pack: bool) -> SentenceTransformer:
     """The model to run: the caller's own in fp32, else a converted copy (a model being trained stays fp32)."""
     import torch
 
     if precision == "int8":
         return _quantized(model)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return model if dtype is None else copy.deepcopy(model).to(dtype)
+    if dtype is None:
+        return model
+    converted = copy.deepcopy(model).to(dtype)
+    if pack and _can_pack(model, precision):
+        _pack_linears(converted)
+    return converted
+
+
+def _length_step(model: SentenceTransformer, precision: str) -> int:
+    """The multiple that batches are padded to in tokens: 8 for the half precisions, else 1.
+
+    bf16/fp16 kernels are generated per input shape; the first batch of a new length cost ~50% more
+    than the next one here. Padding to a multiple of 8 (~4 tokens a batch) leaves an eighth as many
+    shapes. Not where the model's own limit is no multiple of 8: padding could pass its positions.
+    """
+    limit = model.max_seq_length
+    return 8 if precision in ("bf16", "fp16") and (limit is None or limit % 8 == 0) else 1
 
 
 @dataclass
@@ -164,6 +247,9 @@ class Encoder:
     ``cache``: True = the default cache folder, a path = that folder, None/False = no cache (see
     :mod:`embedtune.encoding_cache`). The cache key hashes the model as it is when the encoder is
     made: after changing its weights in memory, make a new encoder.
+
+    ``pack=False`` keeps PyTorch's own bf16 Linear layers instead of oneDNN's pre-packed ones (see
+    :class:`_PackedLinear`): the same vectors to ~1e-6, slower; it is there for A/B benchmarks.
     """
 
     def __init__(
@@ -172,10 +258,11 @@ class Encoder:
         precision: str = "auto",
         *,
         cache: CacheOption = None,
+        pack: bool = True,
     ):
         self.device = model.device
         self.precision = resolve_precision(precision, str(model.device))
-        self.model = _prepared(model, self.precision)
+        self.model = _prepared(model, self.precision, pack)
         self.cache = EncodingCache.resolve(cache)
         self._fingerprint = None
         if self.cache is not None:
@@ -183,6 +270,7 @@ class Encoder:
 
             self._fingerprint = loaded_model_fingerprint(model)  # the fp32 weights the vectors derive from
         self.overlap = self.device.type == "cuda"
+        self.length_step = _length_step(self.model, self.precision)
         self.stats = EncodeStats()
 
     @property
@@ -273,7 +361,10 @@ class Encoder:
         import torch
         from tqdm.auto import tqdm
 
-        order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
+        if len(texts) <= batch_size:  # one batch pads to its longest text in any order: skip the length pass
+            order = np.arange(len(texts))
+        else:
+            order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         result = np.empty((len(texts), self.dimension), dtype=np.float32)
         progress = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
@@ -301,9 +392,12 @@ class Encoder:
         """Each batch's rows and model inputs (on the model's device); tokenised one batch ahead if ``overlap``."""
         from sentence_transformers.util import batch_to_device
 
+        step = self.length_step
+        processing = {"processing_kwargs": {"text": {"pad_to_multiple_of": step}}} if step > 1 else {}
+
         def features(rows: np.ndarray) -> dict:
             batch = [texts[i] for i in rows]
-            return batch_to_device(self.model.preprocess(batch, prompt=prompt or None), self.device)
+            return batch_to_device(self.model.preprocess(batch, prompt=prompt or None, **processing), self.device)
 
         if not self.overlap:
             for rows in batches:

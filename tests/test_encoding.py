@@ -65,6 +65,38 @@ def test_int8_quantises_the_linear_layers_but_not_the_down_projections(model):
     assert type(modules[f"{layer}.output.dense"]) is torch.nn.Linear  # the feed-forward output (64 -> 32)
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU's oneDNN has no native bf16")
+def test_bf16_runs_on_packed_linears_with_gelu_fused_and_agrees_with_plain_bf16(model):
+    packed, plain = Encoder(model, "bf16"), Encoder(model, "bf16", pack=False)
+    layer = packed.model[0].auto_model.encoder.layer[0]
+    assert isinstance(layer.attention.self.query, encoding._PackedLinear)
+    assert layer.intermediate.dense.attr == "gelu"
+    assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
+    assert layer.output.dense.attr == "none"  # the down-projection has no activation after it
+    assert isinstance(plain.model[0].auto_model.encoder.layer[0].attention.self.query, torch.nn.Linear)
+    packed_vectors, plain_vectors = (e.encode(TEXTS, batch_size=4, show_progress=False) for e in (packed, plain))
+    assert np.min(np.sum(packed_vectors * plain_vectors, axis=1)) > 0.9999
+    single = packed.encode(TEXTS[:1], show_progress=False)  # batch 1: no length pass, same vector
+    assert np.sum(single[0] * packed_vectors[0]) > 0.9999
+
+
+def test_half_precision_pads_batches_to_a_multiple_of_8_tokens_without_changing_vectors(model, tiny_bert, monkeypatch):
+    assert Encoder(model, "fp32").length_step == 1
+    assert Encoder(load_model(tiny_bert, device="cpu", max_seq_length=30), "bf16").length_step == 1  # 30: not 8k
+    encoder = Encoder(model, "bf16")
+    widths: list[int] = []
+    forward = type(encoder.model).forward
+    monkeypatch.setattr(
+        type(encoder.model), "forward", lambda m, f, **kw: widths.append(f["input_ids"].shape[1]) or forward(m, f, **kw)
+    )
+    padded = encoder.encode(TEXTS, batch_size=4, show_progress=False)
+    assert encoder.length_step == 8 and widths and all(w % 8 == 0 for w in widths)
+    encoder.length_step = 1
+    unpadded = encoder.encode(TEXTS, batch_size=4, show_progress=False)
+    assert any(w % 8 for w in widths[len(widths) // 2 :])  # the tiny texts are not all 8k tokens long
+    assert np.min(np.sum(padded * unpadded, axis=1)) > 0.9999
+
+
 def test_impossible_precisions_fall_back_with_a_warning(model, monkeypatch):
     monkeypatch.setattr(encoding, "cpu_has_amx_bf16", lambda: False)
     with pytest.warns(EmbedtuneWarning, match="fp16 runs on CUDA GPUs only; encoding in fp32 on cpu"):
