@@ -37,11 +37,11 @@ import hashlib
 import json
 import sqlite3
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
@@ -52,10 +52,12 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
+T = TypeVar("T")
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Bumped when the vectors this module makes for the same model and precision change (cache keys).
-_VECTOR_FORMAT = 1
+_VECTOR_FORMAT = 2  # 2: bf16 on pre-packed Linear weights, batches padded to 8k tokens (~1e-6 apart)
 
 
 @functools.cache
@@ -264,11 +266,12 @@ class Encoder:
         self.precision = resolve_precision(precision, str(model.device))
         self.model = _prepared(model, self.precision, pack)
         self.cache = EncodingCache.resolve(cache)
-        self._fingerprint = None
+        self._fingerprint = self._source = None
         if self.cache is not None:
             from embedtune.models import loaded_model_fingerprint
 
             self._fingerprint = loaded_model_fingerprint(model)  # the fp32 weights the vectors derive from
+            self._source = getattr(getattr(model[0], "auto_model", None), "name_or_path", None)
         self.overlap = self.device.type == "cuda"
         self.length_step = _length_step(self.model, self.precision)
         self.stats = EncodeStats()
@@ -333,26 +336,26 @@ class Encoder:
             "prompt": prompt,
             "format": _VECTOR_FORMAT,
         }
-        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest(), description
+        space = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+        return space, description | {"source": self._source}  # where the model came from: shown, not keyed
 
     def _cache_get(self, prompt: str, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        if self.cache is None or not keys:
-            return {}
-        try:
-            return self.cache.get(*self._space(prompt), keys, self.dimension)
-        except (sqlite3.Error, OSError) as e:
-            warn_unusable(self.cache, e)
-            self.cache = None
-            return {}
+        return self._using_cache(lambda cache: cache.get(*self._space(prompt), keys, self.dimension), keys) or {}
 
     def _cache_put(self, prompt: str, keys: list[bytes], vectors: np.ndarray) -> None:
+        self._using_cache(lambda cache: cache.put(*self._space(prompt), keys, vectors), keys)
+
+    def _using_cache(self, operation: Callable[[EncodingCache], T], keys: list[bytes]) -> T | None:
+        """``operation(cache)``, or None without a cache or keys. A cache that fails (read-only home, full
+        disk) is dropped for the rest of this encoder's life, with a warning: encoding must go on."""
         if self.cache is None or not keys:
-            return
+            return None
         try:
-            self.cache.put(*self._space(prompt), keys, vectors)
+            return operation(self.cache)
         except (sqlite3.Error, OSError) as e:
             warn_unusable(self.cache, e)
             self.cache = None
+            return None
 
     # --- running the model ----------------------------------------------------------------------
 

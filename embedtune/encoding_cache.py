@@ -22,6 +22,8 @@ import os
 import sqlite3
 import warnings
 from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,21 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "embedtune" / "encodings"
+
+
+# The SQLite files of one space: the database and, in WAL mode, its log and shared-memory index.
+_SUFFIXES = ("", "-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class CachedSpace:
+    """One vector space in the cache, as ``embedtune cache info`` shows it."""
+
+    path: Path
+    texts: int
+    disk_bytes: int  # the database with its WAL files
+    modified: float  # the newest file's mtime (seconds since the epoch)
+    description: dict  # what made its vectors: model fingerprint and source, precision, device, prompt
 
 
 class EncodingCache:
@@ -108,6 +125,38 @@ class EncodingCache:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+
+    def _files(self, database: Path) -> list[Path]:
+        return [f for f in (database.with_name(database.name + suffix) for suffix in _SUFFIXES) if f.exists()]
+
+    def spaces(self) -> list[CachedSpace]:
+        """Every vector space in the folder, newest first (an empty list when there is no folder)."""
+        found = []
+        for database in self.directory.glob("*.sqlite"):
+            files = self._files(database)
+            with closing(sqlite3.connect(database, timeout=_BUSY_MS / 1000)) as conn:
+                texts = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+                rows = conn.execute("SELECT key, value FROM space WHERE key != 'space'").fetchall()
+            description = {key: json.loads(value) for key, value in rows}
+            stats = [f.stat() for f in files]
+            found.append(
+                CachedSpace(
+                    database, texts, sum(st.st_size for st in stats), max(st.st_mtime for st in stats), description
+                )
+            )
+        return sorted(found, key=lambda space: space.modified, reverse=True)
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every space's files; returns (spaces, bytes) deleted. A process encoding meanwhile
+        keeps its open file until it ends, and a later one starts afresh: never a wrong vector."""
+        self.close()
+        spaces = freed = 0
+        for database in self.directory.glob("*.sqlite"):
+            for f in self._files(database):
+                freed += f.stat().st_size
+                f.unlink(missing_ok=True)
+            spaces += 1
+        return spaces, freed
 
 
 # What callers pass as ``cache``: True = the default folder, a path = that folder, None/False = no cache.

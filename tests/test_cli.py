@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from embedtune.cli import main
 
 
-def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
+def run(*args: str, ok: bool = True, input: str | None = None):
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
     if ok:
         assert result.exit_code == 0, result.output
     return result
@@ -324,3 +324,23 @@ def test_precision_and_cache_options_of_every_encoding_command(tmp_path, tiny_st
         assert result.exit_code == 2 and "'fp8' is not one of 'auto', 'fp32', 'bf16', 'fp16', 'int8'" in result.output
     result = run("train", "--output", tmp_path / "m", "--precision", "int8", ok=False)
     assert result.exit_code == 2 and "'int8' is not one of 'auto', 'fp32', 'bf16'" in result.output
+
+
+def test_cache_info_lists_each_vector_space_and_clear_empties_it(tmp_path, tiny_st, beir_dir, encoding_cache_dir):
+    assert "0 vector space(s)" in run("cache", "info").output  # no folder yet: nothing to list, no error
+    idx = tmp_path / "indexes"
+    run("index", "build", "--model", tiny_st, "--corpus", beir_dir, "--indexes-dir", idx, "--precision", "fp32")
+    run("eval", "--model", tiny_st, "--data", beir_dir, "--precision", "bf16")  # queries and corpus in bf16
+    info = json.loads(run("cache", "info", "--json").stdout)
+    assert info["directory"] == str(encoding_cache_dir)
+    spaces = {(s["precision"], s["prompt"]): s for s in info["spaces"]}
+    assert set(spaces) == {("fp32", ""), ("bf16", "")}  # eval's queries share the documents' space: no prompts
+    corpus = len((beir_dir / "corpus.jsonl").read_text().splitlines())
+    assert spaces["fp32", ""]["texts"] == corpus and spaces["fp32", ""]["source"] == str(tiny_st)
+    assert spaces["bf16", ""]["texts"] > corpus and all(s["disk_bytes"] > 0 for s in spaces.values())
+    assert str(tiny_st) in run("cache", "info").output
+
+    assert run("cache", "clear", input="n\n", ok=False).exit_code == 1  # declined: nothing deleted
+    assert len(list(encoding_cache_dir.glob("*.sqlite"))) == 2
+    assert "2 vector space(s) deleted" in run("cache", "clear", "--yes").output
+    assert not list(encoding_cache_dir.iterdir())
