@@ -21,7 +21,8 @@ Variants on a CPU: ``st-fp32`` (the peer), embedtune ``fp32``, ``bf16`` (what ``
 AMX CPU: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's own bf16 Linear layers,
 the A/B for packing), ``int8``, and ``bf16-compiled``: the unpacked bf16 encoder with its transformer
 replaced by ``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that
-embedtune does not use because it measured no faster (the row shows whether that still holds). On a GPU:
+embedtune does not use because its gain (a few %) does not repay its ~30 s compile (the row shows
+whether that still holds). On a GPU:
 ``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
 """
 
