@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, then fine-tune -> index -> search -> evaluate on the bundled Debian dataset.
-#   ./quickstart.sh          quick run (~10 min on 2 CPU cores): 50 training steps, texts cut at 64 tokens
+#   ./quickstart.sh          quick run (~12 min on 2 CPU cores after set-up): 50 training steps, texts cut at 64 tokens
 #   ./quickstart.sh --full   full run: one epoch over all 55,858 training pairs, 256-token texts
 set -euo pipefail
 cd "$(dirname "$0")"
