@@ -21,9 +21,10 @@ reaches every stage. What it does beyond ``SentenceTransformer.encode``:
 
 Not done, because it measured no faster here: ``torch.compile`` (frozen weights; +3% over eager bf16
 in an alternating A/B after a ~23 s compile, see ``benchmarks/encoding_speed.py``), eager instead
-of SDPA attention (slower). OpenVINO (``openvino.convert_model`` of the transformer) was faster at
-batch 1 (~4 ms) but not a dependency: sentence-transformers' route to it (optimum-intel) pins older
-transformers and pulls torchvision, and converting costs ~3 s in every process.
+of SDPA attention (slower). OpenVINO (``openvino.convert_model`` of the transformer) and ONNX
+Runtime were faster at batch 1 (3-6 ms) but not for documents (ONNX Runtime's int8: ~0.6x bf16), so
+neither is a dependency: converting costs 2-3 s in every process, and sentence-transformers' route
+to OpenVINO (optimum-intel) pins older transformers and pulls torchvision.
 
 Threads are left as torch sets them (one per physical core), which is what suits a CPU that runs
 nothing else; a caller that shards a corpus over processes sets ``torch.set_num_threads`` per process.
