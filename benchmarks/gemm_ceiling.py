@@ -35,25 +35,18 @@ def layer_seconds(dtype, packed: bool) -> float:
     """Seconds for the six Linear products of one layer (best of ``CALLS`` after a warm-up)."""
     import torch
 
+    from embedtune.encoding import _PackedLinear
+
     x = {n_in: torch.randn(TOKENS, n_in, dtype=dtype) for n_in in (HIDDEN, FFN)}
-    weights = [torch.randn(n_out, n_in, dtype=dtype) for n_in, n_out in SHAPES]
-    biases = [torch.randn(n_out, dtype=dtype) for _, n_out in SHAPES]
+    layers = [torch.nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in SHAPES]
     if packed:  # what embedtune's bf16 encoder runs: oneDNN's pre-packed weights
-        weights = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
-
-        def run(i: int):
-            return torch.ops.mkldnn._linear_pointwise(x[SHAPES[i][0]], weights[i], biases[i], "none", [], "")
-    else:
-
-        def run(i: int):
-            return torch.nn.functional.linear(x[SHAPES[i][0]], weights[i], biases[i])
-
+        layers = [_PackedLinear(layer) for layer in layers]
     best = float("inf")
     with torch.inference_mode():
         for call in range(CALLS + 2):
             started = time.perf_counter()
-            for i in range(len(SHAPES)):
-                run(i)
+            for layer, (n_in, _) in zip(layers, SHAPES, strict=True):
+                layer(x[n_in])
             if call >= 2:
                 best = min(best, time.perf_counter() - started)
     return best

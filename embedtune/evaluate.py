@@ -291,11 +291,7 @@ def evaluate_model(
         qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
         for qid, q_scores, q_rows in zip(split.queries, scores, rows, strict=True)
     }
-    details = {
-        "model_path": str(path),
-        "max_seq_length": int(st.max_seq_length),
-        "precision": encoder.precision,
-    }
+    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": encoder.precision}
     system = str(model) if model is not None else "default"
     return _score(system, "model", split, run, len(doc_ids), settings, started, details)
 
