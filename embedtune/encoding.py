@@ -267,6 +267,7 @@ class Encoder:
         self.device = model.device
         self.precision = resolve_precision(precision, str(model.device))
         self.model = _prepared(model, self.precision, pack)
+        self._packed = pack and _can_pack(model, self.precision)  # packed vectors differ by ~1e-6
         self.cache = EncodingCache.resolve(cache)
         self._fingerprint = self._source = None
         if self.cache is not None:
@@ -333,6 +334,10 @@ class Encoder:
         """The cache's vector space: everything besides the text that decides the vector."""
         description = {
             "model": self._fingerprint,
+            # Read from the model that runs, at each call: ``max_seq_length`` is a plain attribute that
+            # callers set after loading, and sentence-transformers' module configs do not record it.
+            "max_seq_length": self.model.max_seq_length,
+            "packed": self._packed,
             "precision": self.precision,
             "device": self.device.type,
             "prompt": prompt,

@@ -157,6 +157,8 @@ def loaded_model_fingerprint(model: SentenceTransformer) -> str:
     digest = hashlib.sha256()
     for name, module in model.named_children():
         config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        # Settings that change vectors but that sentence-transformers 6 keeps out of the config dict.
+        config |= {key: getattr(module, key) for key in ("max_seq_length", "do_lower_case") if hasattr(module, key)}
         digest.update(f"{name}:{type(module).__name__}:{json.dumps(config, sort_keys=True, default=str)}\0".encode())
         for key, tensor in sorted(module.state_dict().items()):
             digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())

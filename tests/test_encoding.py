@@ -179,31 +179,57 @@ def test_cache_serves_unchanged_texts_without_encoding_them(model, tmp_path, mon
     assert (encoder.stats.cached, encoder.stats.encoded) == (len(TEXTS) - 1, 1)
 
 
-def test_cache_misses_for_another_precision_model_prompt_or_weights(model, tiny_bert, tmp_path, monkeypatch):
+def test_cache_misses_when_anything_that_changes_a_vector_changes(tiny_bert, tmp_path, monkeypatch):
+    """Each variant differs from the base in one setting only, and must miss (none served stale vectors).
+
+    The token limit is changed on the very model object after loading, as ``index build
+    --max-seq-length`` does: sentence-transformers does not record it in its module configs.
+    """
     seen = spy_on_model(monkeypatch)
-    texts = TEXTS[:4]
-    Encoder(model, "fp32", cache=tmp_path).encode(texts, show_progress=False)
-    for other in (
-        Encoder(model, "bf16", cache=tmp_path),
-        Encoder(load_model(tiny_bert, device="cpu", pooling="cls"), "fp32", cache=tmp_path),  # same weights
-        Encoder(load_model(tiny_bert, device="cpu", max_seq_length=16), "fp32", cache=tmp_path),
-    ):
+    texts = [" ".join(TEXTS)] * 1 + TEXTS[:3]  # the first text is long enough for any limit to cut it
+
+    def base():
+        return load_model(tiny_bert, device="cpu")
+
+    def encode(model, precision="fp32", prompt_name=None, pack=True) -> np.ndarray:
         seen.clear()
-        other.encode(texts, show_progress=False)
-        assert seen == texts, other.precision
-    saved = model.prompts
-    model.prompts = {"query": "query: "}
-    try:
-        seen.clear()
-        Encoder(model, "fp32", cache=tmp_path).encode(texts, prompt_name="query", show_progress=False)
-        assert seen == texts
-    finally:
-        model.prompts = saved
-    changed = load_model(tiny_bert, device="cpu")
+        vectors = Encoder(model, precision, cache=tmp_path, pack=pack).encode(
+            texts, prompt_name=prompt_name, show_progress=False
+        )
+        return vectors
+
+    reference = encode(base())
+    assert seen == texts
+    encode(base())
+    assert seen == [], "the unchanged model must hit"
+
+    shorter = base()
+    shorter.max_seq_length = 16
+    with_prompt = base()
+    with_prompt.prompts = {"query": "query: "}
+    changed_weights = base()
     with torch.no_grad():
-        next(changed.parameters())[0, 0] += 1.0
+        changed_weights[0].auto_model.encoder.layer[0].output.dense.weight[0, 0] += 1.0
+    variants = {
+        "token limit": lambda: encode(shorter),
+        "pooling": lambda: encode(load_model(tiny_bert, device="cpu", pooling="cls")),
+        "normalisation": lambda: encode(load_model(tiny_bert, device="cpu", normalize=False)),
+        "prompt": lambda: encode(with_prompt, prompt_name="query"),
+        "precision": lambda: encode(base(), "bf16"),
+        "weights": lambda: encode(changed_weights),
+    }
+    for setting, run in variants.items():
+        vectors = run()
+        assert seen == texts, f"changing the {setting} was served from the cache"
+        if setting not in ("precision", "normalisation"):  # the encoder re-normalises every vector in fp32
+            assert not np.allclose(vectors, reference, atol=1e-4), f"{setting} should change the vectors"
+    # The token limit read at each call: a limit changed after the encoder was made misses too.
+    model = base()
+    encoder = Encoder(model, "fp32", cache=tmp_path)
+    encoder.encode(texts, show_progress=False)
+    model.max_seq_length = 24
     seen.clear()
-    Encoder(changed, "fp32", cache=tmp_path).encode(texts, show_progress=False)
+    encoder.encode(texts, show_progress=False)
     assert seen == texts
 
 
