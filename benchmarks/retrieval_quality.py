@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import cpu_model  # noqa: E402
 
-from embedtune.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 from embedtune.data import load_split  # noqa: E402
 from embedtune.evaluate import EvalResult, EvalSettings, evaluate_bm25, evaluate_model, plot_results  # noqa: E402
+from embedtune.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 
 SYSTEMS = ("bm25", "base", "finetuned", "mined")
 LABELS = {

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.errors import EmbedtuneWarning
+from embedtune.io import sqlite_chunks
 
 CACHE_ENV = "EMBEDTUNE_CACHE"
-_CHUNK = 900  # keys per "IN (...)" query, under SQLite's oldest limit of 999 variables
 _BUSY_MS = 120_000  # how long a writer waits for another process's transaction
 
 
@@ -102,8 +102,7 @@ class EncodingCache:
         """The cached vectors of those ``keys`` (text SHA-256 digests) that are in ``space``."""
         conn = self._connect(space, description)
         found: dict[bytes, np.ndarray] = {}
-        for start in range(0, len(keys), _CHUNK):
-            chunk = list(keys[start : start + _CHUNK])
+        for chunk in sqlite_chunks(list(keys)):
             sql = f"SELECT text_sha256, vector FROM vectors WHERE text_sha256 IN ({','.join('?' * len(chunk))})"
             for key, blob in conn.execute(sql, chunk):
                 vector = np.frombuffer(blob, dtype=np.float32)

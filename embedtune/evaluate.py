@@ -17,7 +17,6 @@ for scores 0 (trec_eval's ``-c``) and is reported, where pytrec_eval alone would
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -382,31 +381,25 @@ def format_report(results: Sequence[EvalResult]) -> str:
 
 def plot_results(results: Sequence[EvalResult], title: str | None = None) -> bytes:
     """A grouped bar chart as PNG bytes: one panel per split, metrics on x, one bar per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from embedtune.plots import figure, png_bytes
 
     splits = list(dict.fromkeys(r.split for r in results))
-    fig, axes = plt.subplots(1, len(splits), figsize=(max(6, 7 * len(splits)), 4.4), squeeze=False)
-    for ax, split in zip(axes[0], splits, strict=True):
-        rows = [r for r in results if r.split == split]
-        names = list(rows[0].metrics)
-        width = 0.8 / len(rows)
-        for i, r in enumerate(rows):
-            x = np.arange(len(names)) + (i - (len(rows) - 1) / 2) * width
-            bars = ax.bar(x, [r.metrics[n] for n in names], width, label=r.system)
-            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
-        ax.set_xticks(np.arange(len(names)), names)
-        ax.set_ylim(0, 1.08)
-        ax.set_title(f"{split} ({rows[0].n_queries} queries)", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07 * math.ceil(len(labels) / 4), 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    with figure(1, len(splits), figsize=(max(6, 7 * len(splits)), 4.4), squeeze=False) as (fig, axes):
+        for ax, split in zip(axes[0], splits, strict=True):
+            rows = [r for r in results if r.split == split]
+            names = list(rows[0].metrics)
+            width = 0.8 / len(rows)
+            for i, r in enumerate(rows):
+                x = np.arange(len(names)) + (i - (len(rows) - 1) / 2) * width
+                bars = ax.bar(x, [r.metrics[n] for n in names], width, label=r.system)
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+            ax.set_xticks(np.arange(len(names)), names)
+            ax.set_ylim(0, 1.08)
+            ax.set_title(f"{split} ({rows[0].n_queries} queries)", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.07 * math.ceil(len(labels) / 4), 1, 1))
+        return png_bytes(fig)

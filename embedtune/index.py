@@ -45,12 +45,11 @@ from embedtune.ann import (
     search_parameters,
     training_sample,
 )
-from embedtune.atomic import check_destination, write_text_atomic
 from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
 from embedtune.encoding import Encoder, prompt_names
 from embedtune.encoding_cache import CacheOption
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
-from embedtune.hashing import file_sha256
+from embedtune.io import check_destination, file_sha256, fsync_path, write_text_atomic
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 from embedtune.store import DocStore, StoredDoc, text_sha256
 
@@ -212,22 +211,14 @@ class _Generation:
 
         faiss.write_index(faiss_index, str(self.index_path))
         for path in (self.index_path, self.store_path):  # durable before the manifest names them
-            _fsync(path)
+            fsync_path(path)
         files = {
             p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in (self.index_path, self.store_path)
         }
         manifest = replace(manifest, generation=self.generation, files=files, updated_at=_now())
         manifest.write(self.dir)
-        _fsync(self.dir)  # the rename itself
+        fsync_path(self.dir)  # the rename itself
         return manifest
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager

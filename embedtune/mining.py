@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from embedtune.atomic import atomic_file, check_destination, write_text_atomic
 from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries, qrels_path
 from embedtune.encoding_cache import CacheOption
 from embedtune.errors import EmbedtuneError
+from embedtune.io import atomic_file, check_destination, write_text_atomic
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -551,27 +551,21 @@ def report_paths(output: Path) -> tuple[Path, Path]:
 
 def plot_histograms(report: MiningReport, path: Path) -> Path:
     """Score histograms (positives, chosen negatives, removed candidates by rule) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from embedtune.plots import figure, save_png
 
     edges = np.array(report.histograms["edges"])
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for name, counts in report.histograms["counts"].items():
-        style = {"linestyle": "--", "linewidth": 2.5} if name == "positive" else {"linewidth": 1.5}
-        ax.stairs(counts, edges, label=f"{name} ({sum(counts)})", **style)
-    ax.set_yscale("symlog")
-    ax.set_xlabel(f"{report.retriever} score")
-    ax.set_ylabel("count")
-    low, high = report.window
-    ax.set_title(f"mining: {report.rows_written} of {report.pairs} rows kept, ranks {low}..{high}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    with figure(figsize=(8, 4.5), dpi=110) as (fig, ax):
+        for name, counts in report.histograms["counts"].items():
+            style = {"linestyle": "--", "linewidth": 2.5} if name == "positive" else {"linewidth": 1.5}
+            ax.stairs(counts, edges, label=f"{name} ({sum(counts)})", **style)
+        ax.set_yscale("symlog")
+        ax.set_xlabel(f"{report.retriever} score")
+        ax.set_ylabel("count")
+        low, high = report.window
+        ax.set_title(f"mining: {report.rows_written} of {report.pairs} rows kept, ranks {low}..{high}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_png(fig, path)
 
 
 def mine_to_file(

@@ -123,21 +123,17 @@ def _plot(path: Path, rows: list[dict], metric: str | None) -> bool:
     evals = [(r["step"], r[metric]) for r in rows if metric and metric in r]
     if not losses:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from embedtune.plots import figure, save_png
 
     panels = 2 if evals else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
-    axes[0][0].plot(*zip(*losses, strict=True), marker=".")
-    axes[0][0].set(title="training loss", xlabel="step", ylabel="loss")
-    if evals:
-        axes[0][1].plot(*zip(*evals, strict=True), marker="o", color="tab:green")
-        axes[0][1].set(title=f"dev {metric_label(metric)}", xlabel="step")
-    for ax in axes[0]:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(1, panels, figsize=(5 * panels, 3.5), squeeze=False) as (fig, axes):
+        axes[0][0].plot(*zip(*losses, strict=True), marker=".")
+        axes[0][0].set(title="training loss", xlabel="step", ylabel="loss")
+        if evals:
+            axes[0][1].plot(*zip(*evals, strict=True), marker="o", color="tab:green")
+            axes[0][1].set(title=f"dev {metric_label(metric)}", xlabel="step")
+        for ax in axes[0]:
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        save_png(fig, path, dpi=100)
     return True

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.hashing import update_from_file
+from embedtune.io import update_from_file
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

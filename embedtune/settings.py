@@ -51,10 +51,10 @@ class Meta:
 def setting(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,  # noqa: A002 - the word every CLI library uses
+    help: str,
     choices: Sequence[Any] | None = None,
-    min: float | None = None,  # noqa: A002
-    max: float | None = None,  # noqa: A002
+    min: float | None = None,
+    max: float | None = None,
     above: float | None = None,
     below: float | None = None,
     flag: str | None = None,

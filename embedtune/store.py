@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
+from embedtune.io import sqlite_chunks
 
 _SCHEMA = """
 CREATE TABLE docs (
@@ -31,7 +32,6 @@ CREATE TABLE docs (
 );
 CREATE TABLE tombstones (fid INTEGER PRIMARY KEY);
 """
-_CHUNK = 900  # ids per "IN (...)" query, under SQLite's oldest limit of 999 variables
 
 
 def text_sha256(text: str) -> str:
@@ -91,7 +91,7 @@ class DocStore:
         )
 
     def delete(self, fids: list[int], *, tombstone: bool) -> None:
-        for chunk in _chunks(fids):
+        for chunk in sqlite_chunks(fids):
             self.conn.execute(f"DELETE FROM docs WHERE fid IN ({_marks(chunk)})", chunk)
         if tombstone:
             self.conn.executemany("INSERT INTO tombstones (fid) VALUES (?)", ((f,) for f in fids))
@@ -102,7 +102,7 @@ class DocStore:
     def hashes(self, doc_ids: list[str]) -> dict[str, tuple[int, str]]:
         """``{doc_id: (fid, text_sha256)}`` for those of ``doc_ids`` that are stored."""
         found: dict[str, tuple[int, str]] = {}
-        for chunk in _chunks(doc_ids):
+        for chunk in sqlite_chunks(doc_ids):
             sql = f"SELECT doc_id, fid, text_sha256 FROM docs WHERE doc_id IN ({_marks(chunk)})"
             found.update((d, (f, h)) for d, f, h in self.conn.execute(sql, chunk))
         return found
@@ -111,7 +111,7 @@ class DocStore:
         """The stored documents of ``fids`` (missing ids are simply absent from the result)."""
         fids = [int(f) for f in fids]
         found: dict[int, StoredDoc] = {}
-        for chunk in _chunks(fids):
+        for chunk in sqlite_chunks(fids):
             sql = f"SELECT fid, doc_id, text, metadata FROM docs WHERE fid IN ({_marks(chunk)})"
             for fid, doc_id, text, meta in self.conn.execute(sql, chunk):
                 found[fid] = StoredDoc(fid, doc_id, text, json.loads(meta) if meta else {})
@@ -126,11 +126,6 @@ class DocStore:
 
     def tombstones(self) -> list[int]:
         return [f for (f,) in self.conn.execute("SELECT fid FROM tombstones")]
-
-
-def _chunks(items: list) -> Iterator[list]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def _marks(chunk: list) -> str:

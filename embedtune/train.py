@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
-from embedtune.atomic import atomic_directory, check_destination, write_text_atomic
 from embedtune.data import default_data_dir
 from embedtune.dev_evaluation import build_dev_evaluator
 from embedtune.encoding import TRAIN_PRECISIONS, resolve_training_precision
 from embedtune.errors import EmbedtuneError
-from embedtune.hashing import file_sha256
+from embedtune.io import atomic_directory, check_destination, file_sha256, write_text_atomic
 from embedtune.losses import LossParams, build_loss, resolve_loss
 from embedtune.model_card import write_run_report
 from embedtune.models import freeze_layers, load_model, model_fingerprint, resolve_model_path

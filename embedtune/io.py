@@ -1,15 +1,25 @@
-"""Write-then-rename for output directories, so a crash never leaves a half-written model or index."""
+"""Files on disk: write-then-rename (a crash never leaves a half-written model, index or file),
+fsync, content hashes that tie outputs to their inputs, and SQLite's variable limit.
+
+Every module that writes an output goes through here, so atomicity and durability are decided once.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from embedtune.errors import EmbedtuneError
+
+T = TypeVar("T")
+_READ_CHUNK = 1 << 20  # stream files: model weights can be GBs
+SQLITE_MAX_VARIABLES = 900  # keys per "IN (...)" query, under SQLite's oldest limit of 999 variables
 
 
 def check_destination(target: Path, overwrite: bool) -> None:
@@ -74,3 +84,31 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (a rename in it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def update_from_file(digest: Any, path: Path) -> None:
+    """Feed a file's bytes into ``digest`` without loading the whole file."""
+    with Path(path).open("rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            digest.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+def sqlite_chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices small enough for one SQLite ``IN (...)`` query."""
+    for start in range(0, len(items), SQLITE_MAX_VARIABLES):
+        yield items[start : start + SQLITE_MAX_VARIABLES]
