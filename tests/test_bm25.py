@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import CORPUS
+from helpers import CORPUS
 
 from embedtune.bm25 import BM25
 from embedtune.errors import EmbedtuneError

@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pytest
-from conftest import CORPUS, QRELS, QUERIES, write_beir
+from helpers import CORPUS, QRELS, QUERIES, write_beir
 
 from embedtune.data import load_corpus, load_split
 from embedtune.errors import DataError, EmbedtuneError

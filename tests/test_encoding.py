@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, QUERIES
+from helpers import CORPUS, QUERIES
 
 import embedtune.encoding as encoding
 from embedtune.encoding import Encoder, resolve_precision, resolve_training_precision

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import CORPUS, write_beir
+from helpers import CORPUS, write_beir
 
 from embedtune.data import load_split
 from embedtune.errors import EmbedtuneError

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CORPUS
+from helpers import CORPUS
 
 from embedtune.encoding import Encoder, resolve_precision
 from embedtune.errors import EmbedtuneError

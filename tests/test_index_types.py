@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, write_beir
+from helpers import CORPUS, write_beir
 
 from embedtune.ann import INDEX_TYPES, calibrate, choose_spec, create_index, exact_scores, make_spec, recall_at_k
 from embedtune.encoding import Encoder

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import QRELS, write_beir
+from helpers import QRELS, write_beir
 from test_cli import assert_one_line_error, run
 
 from embedtune.errors import EmbedtuneError

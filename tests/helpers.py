@@ -1,0 +1,52 @@
+"""Shared test data: a small corpus where each query has an obvious answer, and a BEIR writer.
+
+Tests import these from here (``from helpers import CORPUS``), never from ``conftest``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+# A small corpus where each query has an obvious answer, plus one query with two relevant documents.
+CORPUS = {
+    "nginx": "nginx is a small, powerful and scalable web server and reverse proxy.",
+    "vim": "Vim is an almost compatible version of the UNIX editor Vi, a text editor for programmers.",
+    "gzip": "gzip compresses and decompresses files using Lempel-Ziv coding (LZ77).",
+    "tetris": "A falling blocks puzzle game in the terminal, a clone of Tetris.",
+    "openssh": "OpenSSH is a secure shell client for remote login to another machine over the network.",
+    "openssh-doc": "Documentation for OpenSSH, the secure shell client and server.",
+    "python3": "Python is an interactive high-level object-oriented programming language.",
+    "postgres": "PostgreSQL is a fully featured object-relational SQL database server.",
+}
+QUERIES = {
+    "q-web": "web server",
+    "q-edit": "text editor",
+    "q-zip": "compression utility",
+    "q-game": "puzzle game",
+    "q-ssh": "secure shell",
+    "q-py": "programming language",
+    "q-db": "SQL database",
+}
+QRELS = {
+    "train": [("q-web", "nginx"), ("q-edit", "vim"), ("q-zip", "gzip"), ("q-game", "tetris"), ("q-py", "python3")],
+    "dev": [("q-db", "postgres")],
+    "test": [("q-ssh", "openssh"), ("q-ssh", "openssh-doc"), ("q-db", "postgres")],
+}
+
+
+def write_beir(root: Path, corpus=CORPUS, queries=QUERIES, qrels=QRELS) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "qrels").mkdir(exist_ok=True)
+    with (root / "corpus.jsonl").open("w") as f:
+        for doc_id, text in corpus.items():
+            f.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    with (root / "queries.jsonl").open("w") as f:
+        for qid, text in queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    for split, rows in qrels.items():
+        lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in rows)]
+        (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
