@@ -48,6 +48,7 @@ import numpy as np
 
 from embedtune.encoding_cache import CacheOption, EncodingCache, warn_unusable
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.settings import setting, validate
 
 if TYPE_CHECKING:
     import torch
@@ -419,3 +420,29 @@ class Encoder:
                 ready = pending.result()
                 pending = pool.submit(features, batches[i + 1]) if i + 1 < len(batches) else None
                 yield rows, ready
+
+
+@dataclass
+class EncodeSettings:
+    """How a stage encodes texts: one declaration shared by index build, search, evaluation and mining."""
+
+    precision: str = setting(
+        "auto",
+        help="Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, fp16 on other GPUs, "
+        "else fp32; int8 = dynamically quantised Linear layers (CPU; never chosen by auto: slower than bf16 on AMX).",
+        choices=PRECISIONS,
+    )
+    batch_size: int = setting(
+        32, help="Texts per encoding batch (texts are sorted by length, so batches pad little).", min=1
+    )
+    max_seq_length: int | None = setting(
+        None, help="Tokens kept per text when encoding (default: the model's own limit).", min=8
+    )
+    cache: bool = setting(
+        True,
+        help="Read and write the encoding cache ($EMBEDTUNE_CACHE, default ~/.cache/embedtune/encodings), which "
+        "spares re-encoding texts this model has encoded the same way before.",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
