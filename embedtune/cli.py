@@ -18,10 +18,10 @@ from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
-from embedtune.evaluate import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.io import write_bytes_atomic, write_text_atomic
 from embedtune.losses import LOSSES
+from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.mining import RETRIEVERS, SAMPLINGS, MiningConfig
 
 PRECISION_HELP = (

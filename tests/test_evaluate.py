@@ -10,17 +10,9 @@ from helpers import CORPUS, write_beir
 
 from embedtune.data import load_split
 from embedtune.errors import EmbedtuneError
-from embedtune.evaluate import (
-    EvalSettings,
-    compute_metrics,
-    evaluate,
-    evaluate_bm25,
-    evaluate_index,
-    evaluate_model,
-    metric_names,
-    own_id_warnings,
-)
+from embedtune.evaluate import EvalSettings, evaluate, evaluate_bm25, evaluate_index, evaluate_model, own_id_warnings
 from embedtune.index import Index, build_index
+from embedtune.metrics import compute_metrics, metric_names
 
 QRELS = {
     "q1": {"a": 1},  # found at rank 2
