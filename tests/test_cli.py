@@ -238,7 +238,7 @@ def test_eval_writes_json_markdown_and_chart(tmp_path, tiny_st, beir_dir):
 
 
 def test_eval_warnings_go_to_stderr_with_counts(tmp_path):
-    from conftest import CORPUS, write_beir
+    from helpers import CORPUS, write_beir
 
     corpus = {**CORPUS, "q-ssh": "secure shell"}  # the query's own text is a corpus document
     queries = {"q-ssh": "secure shell", "q-stop": "the and of"}

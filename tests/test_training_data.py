@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import CORPUS, QUERIES
 
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.training_data import load_training_data
-from tests.conftest import CORPUS, QUERIES
 
 PAIRS = [
     {"query": "web server", "positive": "nginx serves the web", "extra": 1},
