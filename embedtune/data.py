@@ -10,22 +10,35 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from embedtune.errors import DataError, EmbedtuneError
-
-if TYPE_CHECKING:
-    pass
 
 SPLITS = ("train", "dev", "test")
 
 
+DATA_ENV = "EMBEDTUNE_DATA"
+
+
 def default_data_dir() -> Path:
-    """The bundled default dataset (Debian package descriptions) in the repository's ``data/``."""
-    return Path(__file__).resolve().parent.parent / "data" / "debian"
+    """The default dataset (Debian package descriptions): ``$EMBEDTUNE_DATA``, else ``data/debian`` of
+    the source checkout this package runs from.
+
+    An installed wheel carries no dataset; then this raises, saying where it looked, rather than
+    returning a path that does not exist.
+    """
+    candidates = [Path(os.environ[DATA_ENV]).expanduser()] if os.environ.get(DATA_ENV) else []
+    candidates.append(Path(__file__).resolve().parent.parent / "data" / "debian")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise EmbedtuneError(
+        f"no default dataset: looked in {' and '.join(map(str, candidates))}; give a BEIR folder as data "
+        f"(or set ${DATA_ENV})"
+    )
 
 
 def _open_text(path: Path):
@@ -42,12 +55,12 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(path, f"invalid JSON ({e.msg})", line=line_no) from None
+                    raise DataError(path, f"invalid JSON ({e.msg})", line=line_no) from e
                 if not isinstance(obj, dict):
                     raise DataError(path, "expected a JSON object", line=line_no)
                 yield line_no, obj
     except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read file ({e})") from None
+        raise DataError(path, f"cannot read file ({e})") from e
 
 
 def _string_field(path: Path, line: int, obj: dict, name: str, *, allow_empty: bool = False) -> str:
@@ -169,8 +182,8 @@ def load_qrels(
             qid, did, score_text = row[0].strip(), row[1].strip(), row[2].strip()
             try:
                 score = int(score_text)
-            except ValueError:
-                raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from None
+            except ValueError as e:
+                raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from e
             if query_ids is not None and qid not in query_ids:
                 unknown["query-id"].append((line, qid))
             if doc_ids is not None and did not in doc_ids:

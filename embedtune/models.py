@@ -87,7 +87,7 @@ def load_model(
             modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling or "mean")]
             st = SentenceTransformer(modules=[*modules, Normalize()] if normalize else modules, device=device)
     except (OSError, ValueError) as e:
-        raise EmbedtuneError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+        raise EmbedtuneError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from e
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
     return st

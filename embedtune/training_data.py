@@ -204,7 +204,7 @@ def _read_tabular(path: Path, name: str) -> tuple[dict[str, list], dict[str, str
     try:
         dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as e:  # datasets wraps parser errors in several exception types
-        raise DataError(path, f"cannot parse as {builder}: {str(e).splitlines()[0]}") from None
+        raise DataError(path, f"cannot parse as {builder}: {str(e).splitlines()[0]}") from e
     if len(dataset) == 0:
         raise DataError(path, "no rows")
     mapping = _map_columns(path, dataset.column_names)
@@ -260,8 +260,8 @@ def _number(path: Path, line: int, column: str, value) -> float:
     if isinstance(value, str):
         try:
             value = float(value)
-        except ValueError:
-            raise DataError(path, f"not a number: '{value}'", line=line, field=column) from None
+        except ValueError as e:
+            raise DataError(path, f"not a number: '{value}'", line=line, field=column) from e
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise DataError(path, f"not a finite number: {value!r}", line=line, field=column)
     return float(value)
