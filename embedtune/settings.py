@@ -44,7 +44,8 @@ class Meta:
     max: float | None = None  # inclusive upper bound
     above: float | None = None  # exclusive lower bound (e.g. a temperature must be > 0)
     below: float | None = None  # exclusive upper bound
-    flag: str | None = None  # the CLI option, when not ``--field-name``
+    flag: str | tuple[str, ...] | None = None  # the CLI option(s), when not ``--field-name``; ``--no-x`` = a
+    # flag that sets False
     cli: bool = True  # False: a library/YAML setting with no command-line option
 
 
@@ -57,7 +58,7 @@ def setting(
     max: float | None = None,
     above: float | None = None,
     below: float | None = None,
-    flag: str | None = None,
+    flag: str | tuple[str, ...] | None = None,
     cli: bool = True,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
