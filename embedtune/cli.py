@@ -738,11 +738,12 @@ def search(
     precision: str | None,
 ) -> None:
     """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
+    from embedtune.data import read_query_file
     from embedtune.search import Searcher
 
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")
-    queries = [(None, " ".join(query))] if query else _read_queries(queries_file)
+    queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
     searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model, precision=precision)
     results = searcher.search([text for _, text in queries], k, nprobe=nprobe, ef_search=ef_search)
     for (query_id, text), hits in zip(queries, results, strict=True):
@@ -764,26 +765,6 @@ def search(
                 click.echo(
                     f"     {textwrap.shorten(' '.join(h.text.split()), width=max(width, 5), placeholder=' ...')}"
                 )
-
-
-def _read_queries(path: Path) -> list[tuple[str | None, str]]:
-    """(id, text) pairs from a jsonl file (BEIR queries work) or a plain-text file of one query per line."""
-    from embedtune.data import read_jsonl
-    from embedtune.errors import DataError
-
-    if path.name.endswith((".jsonl", ".jsonl.gz")):
-        queries = []
-        for line, row in read_jsonl(path):
-            text = row.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(path, "missing or empty", line=line, field="text")
-            query_id = row.get("_id", row.get("id"))
-            queries.append((None if query_id is None else str(query_id), text))
-    else:
-        queries = [(None, line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not queries:
-        raise DataError(path, "no queries")
-    return queries
 
 
 @main.command("eval")

@@ -234,3 +234,20 @@ def load_split(root: Path, split: str, corpus: dict[str, str] | None = None) -> 
     corpus = load_corpus(root) if corpus is None else corpus
     qrels = load_qrels(qrels_path(root, split), query_ids=queries, doc_ids=corpus)
     return RetrievalSplit(root, split, corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def read_query_file(path: Path) -> list[tuple[str | None, str]]:
+    """(id, text) pairs from a jsonl file (BEIR queries work) or a plain-text file of one query per line."""
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        queries = []
+        for line, row in read_jsonl(path):
+            text = row.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(path, "missing or empty", line=line, field="text")
+            query_id = row.get("_id", row.get("id"))
+            queries.append((None if query_id is None else str(query_id), text))
+    else:
+        queries = [(None, line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not queries:
+        raise DataError(path, "no queries")
+    return queries
