@@ -18,7 +18,7 @@ import click
 from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
-from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.io import write_bytes_atomic, write_text_atomic
 from embedtune.losses import LOSSES
@@ -49,8 +49,10 @@ class _Group(click.Group):
             warnings.simplefilter("always", EmbedtuneWarning)
             try:
                 return super().invoke(ctx)
+            except OutputExistsError as e:
+                raise click.ClickException(f"{e} (pass --overwrite to replace it)") from e
             except EmbedtuneError as e:
-                raise click.ClickException(str(e)) from None
+                raise click.ClickException(str(e)) from e
 
 
 def _parse_ks(_ctx, _param, value: str) -> list[int]:

@@ -19,5 +19,13 @@ class DataError(EmbedtuneError):
         self.path, self.line, self.field = Path(path), line, field
 
 
+class OutputExistsError(EmbedtuneError):
+    """An output that is there already and may not be replaced (the caller did not ask to overwrite)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"{path}: already exists")
+        self.path = Path(path)
+
+
 class EmbedtuneWarning(UserWarning):
     """Something the user should know that does not stop the work (a truncated query, k capped)."""

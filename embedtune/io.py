@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import OutputExistsError
 
 T = TypeVar("T")
 _READ_CHUNK = 1 << 20  # stream files: model weights can be GBs
@@ -25,7 +25,7 @@ SQLITE_MAX_VARIABLES = 900  # keys per "IN (...)" query, under SQLite's oldest l
 def check_destination(target: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless asked to; call before the expensive work."""
     if target.exists() and not overwrite:
-        raise EmbedtuneError(f"{target}: already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(target)
 
 
 @contextmanager

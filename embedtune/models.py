@@ -79,7 +79,7 @@ def load_model(
         if (path / "modules.json").is_file():
             if pooling is not None:
                 raise EmbedtuneError(
-                    f"{path}: a sentence-transformers model has its pooling; --pooling is for HF checkpoints"
+                    f"{path}: a sentence-transformers model has its own pooling (pooling is for plain HF checkpoints)"
                 )
             st = SentenceTransformer(str(path), device=device, local_files_only=True)
         else:

@@ -235,7 +235,7 @@ def _validate(
         for line, value in zip(lines, rows["label"], strict=True):
             score = _number(path, line, mapping["label"], value)
             if not low <= score <= high:
-                hint = "" if score_range else " (declare the scale, e.g. --score-range 0 5)"
+                hint = "" if score_range else " (declare the scale, e.g. score_range (0, 5))"
                 raise DataError(
                     path, f"score {score:g} outside {low:g}..{high:g}{hint}", line=line, field=mapping["label"]
                 )
