@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -110,6 +111,30 @@ def test_an_unusable_cache_warns_and_encoding_goes_on(model, texts, tmp_path, re
     with pytest.warns(EmbedtuneWarning, match="encoding cache .* is unusable"):
         vectors = Encoder(model, "fp32", cache=blocker).encode(texts, show_progress=False)
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
+
+
+def test_spaces_skips_files_that_are_not_vector_spaces_with_a_warning(tmp_path):
+    """``embedtune cache info`` lists the readable spaces, whatever else lies in the folder."""
+    cache = EncodingCache(tmp_path)
+    space = "a" * 64
+    cache.put(space, {"precision": "fp32"}, [bytes(32)], np.ones((1, 4), dtype=np.float32))
+    cache.close()
+    (tmp_path / "garbage.sqlite").write_bytes(b"not a database " * 100)
+    (tmp_path / "empty.sqlite").write_bytes(b"")  # SQLite reads a 0-byte file as a database without tables
+    with closing(sqlite3.connect(tmp_path / "tableless.sqlite")) as conn:
+        conn.execute("PRAGMA user_version = 7")  # a real SQLite file, without the cache's tables
+    with closing(sqlite3.connect(tmp_path / "foreign.sqlite")) as conn, conn:
+        conn.execute("CREATE TABLE vectors (text_sha256 BLOB, vector BLOB)")
+        conn.execute("CREATE TABLE space (key TEXT, value TEXT)")
+        conn.execute("INSERT INTO space VALUES ('model', 'not JSON')")
+    assert (tmp_path / "tableless.sqlite").stat().st_size > 0
+    with pytest.warns(EmbedtuneWarning, match="is not a readable vector space") as caught:
+        spaces = cache.spaces()
+    assert [s.path for s in spaces] == [cache.path(space)]
+    assert (spaces[0].texts, spaces[0].description) == (1, {"precision": "fp32"})
+    skipped = sorted(f.name for f in tmp_path.glob("*.sqlite") if any(f"{f} is not" in str(w.message) for w in caught))
+    assert skipped == ["empty.sqlite", "foreign.sqlite", "garbage.sqlite", "tableless.sqlite"]
+    assert cache.clear()[0] == 5 and not list(tmp_path.glob("*.sqlite"))
 
 
 def _write_keys(directory: str, start: int) -> None:
