@@ -35,12 +35,12 @@ def layer_seconds(dtype, packed: bool) -> float:
     """Seconds for the six Linear products of one layer (best of ``CALLS`` after a warm-up)."""
     import torch
 
-    from embedtune.encoding import _PackedLinear
+    from embedtune.encoding.kernels import PackedLinear
 
     x = {n_in: torch.randn(TOKENS, n_in, dtype=dtype) for n_in in (HIDDEN, FFN)}
     layers = [torch.nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in SHAPES]
     if packed:  # what embedtune's bf16 encoder runs: oneDNN's pre-packed weights
-        layers = [_PackedLinear(layer) for layer in layers]
+        layers = [PackedLinear(layer) for layer in layers]
     best = float("inf")
     with torch.inference_mode():
         for call in range(CALLS + 2):

@@ -889,7 +889,7 @@ def cache_info(as_json: bool) -> None:
     """List the cached vector spaces: texts, size on disk, model, precision and prompt."""
     import datetime
 
-    from embedtune.encoding_cache import EncodingCache, default_cache_dir
+    from embedtune.encoding import EncodingCache, default_cache_dir
 
     spaces = EncodingCache(default_cache_dir()).spaces()
     if as_json:
@@ -916,7 +916,7 @@ def cache_info(as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear(yes: bool) -> None:
     """Delete every cached vector (the next encoding of each text runs the model again)."""
-    from embedtune.encoding_cache import EncodingCache, default_cache_dir
+    from embedtune.encoding import EncodingCache, default_cache_dir
 
     directory = default_cache_dir()
     if not yes:

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.data import RetrievalSplit, load_split
-from embedtune.encoding import Encoder, prompt_names
-from embedtune.encoding_cache import CacheOption
+from embedtune.encoding import CacheOption, Encoder, prompt_names
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS, Run, compute_metrics, max_cutoff, metric_names

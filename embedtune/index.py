@@ -46,8 +46,7 @@ from embedtune.ann import (
     training_sample,
 )
 from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
-from embedtune.encoding import Encoder, prompt_names
-from embedtune.encoding_cache import CacheOption
+from embedtune.encoding import CacheOption, Encoder, prompt_names
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.io import check_destination, file_sha256, fsync_path, write_text_atomic
 from embedtune.models import load_model, model_fingerprint, resolve_model_path

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries, qrels_path
-from embedtune.encoding_cache import CacheOption
+from embedtune.encoding import CacheOption
 from embedtune.errors import EmbedtuneError
 from embedtune.io import atomic_file, check_destination, write_text_atomic
 

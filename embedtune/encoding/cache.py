@@ -129,21 +129,35 @@ class EncodingCache:
         return [f for f in (database.with_name(database.name + suffix) for suffix in _SUFFIXES) if f.exists()]
 
     def spaces(self) -> list[CachedSpace]:
-        """Every vector space in the folder, newest first (an empty list when there is no folder)."""
+        """Every vector space in the folder, newest first (an empty list when there is no folder).
+
+        A ``.sqlite`` file that is not a space of ours (not SQLite, without the cache's tables, or with
+        a description that is not JSON) is skipped with a warning: one stray file must not hide the
+        others. :meth:`clear` still deletes it.
+        """
         found = []
         for database in self.directory.glob("*.sqlite"):
-            files = self._files(database)
-            with closing(sqlite3.connect(database, timeout=_BUSY_MS / 1000)) as conn:
-                texts = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-                rows = conn.execute("SELECT key, value FROM space WHERE key != 'space'").fetchall()
-            description = {key: json.loads(value) for key, value in rows}
-            stats = [f.stat() for f in files]
-            found.append(
-                CachedSpace(
-                    database, texts, sum(st.st_size for st in stats), max(st.st_mtime for st in stats), description
+            try:
+                found.append(self._space(database))
+            except (sqlite3.Error, OSError, ValueError) as e:  # ValueError: JSON, or files gone meanwhile
+                warnings.warn(
+                    f"encoding cache file {database} is not a readable vector space ({e}); skipped",
+                    EmbedtuneWarning,
+                    stacklevel=2,
                 )
-            )
         return sorted(found, key=lambda space: space.modified, reverse=True)
+
+    def _space(self, database: Path) -> CachedSpace:
+        """The space stored in ``database``; raises if the file is not one of the cache's."""
+        files = self._files(database)
+        with closing(sqlite3.connect(database, timeout=_BUSY_MS / 1000)) as conn:
+            texts = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            rows = conn.execute("SELECT key, value FROM space WHERE key != 'space'").fetchall()
+        description = {key: json.loads(value) for key, value in rows}
+        stats = [f.stat() for f in files]
+        return CachedSpace(
+            database, texts, sum(st.st_size for st in stats), max(st.st_mtime for st in stats), description
+        )
 
     def clear(self) -> tuple[int, int]:
         """Delete every space's files; returns (spaces, bytes) deleted. A process encoding meanwhile

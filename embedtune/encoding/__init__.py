@@ -1,0 +1,33 @@
+"""Encoding texts into normalised vectors: the precision policy, the model kernels, the encoder, its cache.
+
+:mod:`~embedtune.encoding.precision` says what each precision means on a device,
+:mod:`~embedtune.encoding.kernels` prepares the model copy that runs (the only home of private torch
+ops), :mod:`~embedtune.encoding.encoder` holds :class:`Encoder`, :mod:`~embedtune.encoding.cache`
+the disk cache of vectors, and :mod:`~embedtune.encoding.config` the settings every stage shares.
+"""
+
+from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir
+from embedtune.encoding.config import EncodeSettings
+from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names
+from embedtune.encoding.precision import (
+    PRECISIONS,
+    TRAIN_PRECISIONS,
+    cpu_has_amx_bf16,
+    resolve_precision,
+    resolve_training_precision,
+)
+
+__all__ = [
+    "PRECISIONS",
+    "TRAIN_PRECISIONS",
+    "CacheOption",
+    "EncodeSettings",
+    "EncodeStats",
+    "Encoder",
+    "EncodingCache",
+    "cpu_has_amx_bf16",
+    "default_cache_dir",
+    "prompt_names",
+    "resolve_precision",
+    "resolve_training_precision",
+]

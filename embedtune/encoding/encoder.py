@@ -1,0 +1,268 @@
+"""Turning texts into normalised float32 vectors, in the fastest precision that is safe on this machine.
+
+Index build, evaluation, mining and search all encode through :class:`Encoder`, so a speed-up here
+reaches every stage. What it does beyond ``SentenceTransformer.encode``:
+
+* **Precision.** :func:`~embedtune.encoding.precision.resolve_precision` says what ``auto`` means on
+  the device; bf16/fp16 run on a half-precision copy of the model and ``int8`` on a dynamically
+  quantised one (:mod:`embedtune.encoding.kernels`). The sentence vector is re-normalised in fp32,
+  which keeps it markedly closer to the fp32 vector than normalising in bf16 would.
+* **Less padding.** Texts are sorted by their token count (sentence-transformers sorts by characters)
+  so each batch pads to its own longest text: on a corpus of mixed lengths most of the padding a
+  character sort leaves goes away.
+* **No repeated work.** Identical texts in one call are encoded once; with a cache
+  (:mod:`embedtune.encoding.cache`) a text this model has encoded the same way before is not
+  encoded again.
+* **Overlap.** On a GPU the next batch is tokenised on the CPU while the current one runs. On a CPU
+  tokenising is a small share of the time and would only take cores from the model, so it runs in
+  turn.
+* **Pre-packed weights.** On a bf16 CPU the Linear layers run on weights oneDNN has laid out once
+  for its AMX kernels, with the feed-forward GELU fused in
+  (:class:`~embedtune.encoding.kernels.PackedLinear`).
+
+Not done, because it measured no faster here: ``torch.compile`` (frozen weights; a gain of a few
+percent over eager bf16 does not repay its compile time in every process: the ``bf16-compiled`` row
+of ``benchmarks/results/encoding_speed.md``), eager instead of SDPA attention (slower). OpenVINO
+(``openvino.convert_model`` of the transformer) and ONNX Runtime were faster at batch 1 but not for
+documents (ONNX Runtime's int8 fell well behind bf16), so neither is a dependency: converting costs
+seconds in every process, and sentence-transformers' route to OpenVINO (optimum-intel) pins older
+transformers and pulls torchvision.
+
+Threads are left as torch sets them (one per physical core), which is what suits a CPU that runs
+nothing else; a caller that shards a corpus over processes sets ``torch.set_num_threads`` per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from embedtune.encoding.cache import CacheOption, EncodingCache, warn_unusable
+from embedtune.encoding.kernels import can_pack, prepared_model
+from embedtune.encoding.precision import resolve_precision
+from embedtune.errors import EmbedtuneError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+T = TypeVar("T")
+
+# Bumped when the vectors this module makes for the same model and precision change (cache keys).
+_VECTOR_FORMAT = 2  # 2: bf16 on pre-packed Linear weights, batches padded to 8k tokens (rounding apart)
+
+
+def prompt_names(model: SentenceTransformer) -> tuple[str | None, str | None]:
+    """The names of the model's query and document prompts (E5/BGE-style prefixes), if it has them.
+
+    ``embedtune train --query-prompt/--document-prompt`` saves them as ``query`` and ``document``;
+    models from elsewhere may call the document prompt ``passage`` or ``corpus``.
+    """
+    prompts = dict(getattr(model, "prompts", None) or {})
+    document = next((p for p in ("document", "passage", "corpus") if p in prompts), None)
+    return ("query" if "query" in prompts else None), document
+
+
+def _length_step(model: SentenceTransformer, precision: str) -> int:
+    """The multiple that batches are padded to in tokens: 8 for the half precisions, else 1.
+
+    bf16/fp16 kernels are generated per input shape, so the first batch of a new length costs clearly
+    more than the next one of that length. Padding to a multiple of 8 (a few tokens a batch) leaves
+    an eighth as many shapes. Not where the model's own limit is no multiple of 8: padding could pass
+    its positions.
+    """
+    limit = model.max_seq_length
+    return 8 if precision in ("bf16", "fp16") and (limit is None or limit % 8 == 0) else 1
+
+
+@dataclass
+class EncodeStats:
+    """Texts asked for, texts run through the model, and texts served from the cache (all calls so far)."""
+
+    texts: int = 0
+    encoded: int = 0
+    cached: int = 0
+
+
+class Encoder:
+    """A model made ready to encode in one precision, for any number of ``encode`` calls.
+
+    ``cache``: True = the default cache folder, a path = that folder, None/False = no cache (see
+    :mod:`embedtune.encoding.cache`). The cache key hashes the model as it is when the encoder is
+    made: after changing its weights in memory, make a new encoder.
+
+    ``pack=False`` keeps PyTorch's own bf16 Linear layers instead of oneDNN's pre-packed ones (see
+    :class:`~embedtune.encoding.kernels.PackedLinear`): the same vectors up to rounding, slower; it
+    is there for A/B benchmarks.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        precision: str = "auto",
+        *,
+        cache: CacheOption = None,
+        pack: bool = True,
+    ):
+        self.device = model.device
+        self.precision = resolve_precision(precision, str(model.device))
+        self.model = prepared_model(model, self.precision, pack)
+        self._packed = pack and can_pack(model, self.precision)  # packed vectors differ in rounding
+        self.cache = EncodingCache.resolve(cache)
+        self._fingerprint = self._source = None
+        if self.cache is not None:
+            from embedtune.models import loaded_model_fingerprint
+
+            self._fingerprint = loaded_model_fingerprint(model)  # the fp32 weights the vectors derive from
+            self._source = getattr(getattr(model[0], "auto_model", None), "name_or_path", None)
+        self.overlap = self.device.type == "cuda"
+        self.length_step = _length_step(self.model, self.precision)
+        self.stats = EncodeStats()
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        show_progress: bool = True,
+        prompt_name: str | None = None,
+    ) -> np.ndarray:
+        """L2-normalised float32 vectors of shape ``(len(texts), dim)``, in the order of ``texts``.
+
+        ``prompt_name`` selects one of the model's prompts (e.g. ``"query"``), prepended to every text.
+        """
+        if batch_size < 1:
+            raise EmbedtuneError(f"batch size must be positive, got {batch_size}")
+        prompt = self._prompt(prompt_name)
+        rows: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            rows.setdefault(text, []).append(i)
+        distinct = list(rows)
+        vectors = np.empty((len(distinct), self.dimension), dtype=np.float32)
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in distinct] if self.cache is not None else []
+        cached = self._cache_get(prompt, keys)
+        hit = {i for i, key in enumerate(keys) if key in cached}
+        for i in hit:
+            vectors[i] = cached[keys[i]]
+        missing = [i for i in range(len(distinct)) if i not in hit]
+        if missing:
+            vectors[missing] = self._run([distinct[i] for i in missing], prompt, batch_size, show_progress)
+            self._cache_put(prompt, [keys[i] for i in missing] if keys else [], vectors[missing])
+        self.stats.texts += len(texts)
+        self.stats.encoded += len(missing)
+        self.stats.cached += len(hit)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for vector, positions in zip(vectors, rows.values(), strict=True):
+            out[positions] = vector
+        return out
+
+    def _prompt(self, prompt_name: str | None) -> str:
+        if prompt_name is None:
+            return ""
+        prompts = dict(getattr(self.model, "prompts", None) or {})
+        if prompt_name not in prompts:
+            raise EmbedtuneError(f"the model has no prompt '{prompt_name}' (it has: {', '.join(prompts) or 'none'})")
+        return prompts[prompt_name] or ""  # sentence-transformers keeps unset prompts as None or ""
+
+    # --- the cache ------------------------------------------------------------------------------
+
+    def _space(self, prompt: str) -> tuple[str, dict]:
+        """The cache's vector space: everything besides the text that decides the vector."""
+        description = {
+            "model": self._fingerprint,
+            # Read from the model that runs, at each call: ``max_seq_length`` is a plain attribute that
+            # callers set after loading, and sentence-transformers' module configs do not record it.
+            "max_seq_length": self.model.max_seq_length,
+            "packed": self._packed,
+            "precision": self.precision,
+            "device": self.device.type,
+            "prompt": prompt,
+            "format": _VECTOR_FORMAT,
+        }
+        space = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+        return space, description | {"source": self._source}  # where the model came from: shown, not keyed
+
+    def _cache_get(self, prompt: str, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        return self._using_cache(lambda cache: cache.get(*self._space(prompt), keys, self.dimension), keys) or {}
+
+    def _cache_put(self, prompt: str, keys: list[bytes], vectors: np.ndarray) -> None:
+        self._using_cache(lambda cache: cache.put(*self._space(prompt), keys, vectors), keys)
+
+    def _using_cache(self, operation: Callable[[EncodingCache], T], keys: list[bytes]) -> T | None:
+        """``operation(cache)``, or None without a cache or keys. A cache that fails (read-only home, full
+        disk) is dropped for the rest of this encoder's life, with a warning: encoding must go on."""
+        if self.cache is None or not keys:
+            return None
+        try:
+            return operation(self.cache)
+        except (sqlite3.Error, OSError) as e:
+            warn_unusable(self.cache, e)
+            self.cache = None
+            return None
+
+    # --- running the model ----------------------------------------------------------------------
+
+    def _run(self, texts: list[str], prompt: str, batch_size: int, show_progress: bool) -> np.ndarray:
+        """Encode ``texts`` (all distinct, none cached) in batches of similar token counts."""
+        import torch
+        from tqdm.auto import tqdm
+
+        if len(texts) <= batch_size:  # one batch pads to its longest text in any order: skip the length pass
+            order = np.arange(len(texts))
+        else:
+            order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        result = np.empty((len(texts), self.dimension), dtype=np.float32)
+        progress = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
+        with progress, torch.inference_mode():
+            for rows, features in self._batches(texts, prompt, batches):
+                embeddings = self.model(features)["sentence_embedding"].float()
+                result[rows] = torch.nn.functional.normalize(embeddings, dim=1).cpu().numpy()
+                progress.update(len(rows))
+        return result
+
+    def _token_lengths(self, texts: list[str], prompt: str) -> np.ndarray:
+        """Token counts after truncation, to sort by: a second tokenisation, a small share of the bf16
+        time, repaid by the padding it saves (the ``fp32`` row against ``st-fp32`` in
+        ``benchmarks/results/encoding_speed.md``)."""
+        ids = self.model.tokenizer(
+            [prompt + t for t in texts] if prompt else texts,
+            truncation=True,
+            max_length=self.model.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["input_ids"]
+        return np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(texts))
+
+    def _batches(self, texts: list[str], prompt: str, batches: list[np.ndarray]) -> Iterator[tuple[np.ndarray, dict]]:
+        """Each batch's rows and model inputs (on the model's device); tokenised one batch ahead if ``overlap``."""
+        from sentence_transformers.util import batch_to_device
+
+        step = self.length_step
+        processing = {"processing_kwargs": {"text": {"pad_to_multiple_of": step}}} if step > 1 else {}
+
+        def features(rows: np.ndarray) -> dict:
+            batch = [texts[i] for i in rows]
+            return batch_to_device(self.model.preprocess(batch, prompt=prompt or None, **processing), self.device)
+
+        if not self.overlap:
+            for rows in batches:
+                yield rows, features(rows)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(features, batches[0]) if batches else None
+            for i, rows in enumerate(batches):
+                ready = pending.result()
+                pending = pool.submit(features, batches[i + 1]) if i + 1 < len(batches) else None
+                yield rows, ready
