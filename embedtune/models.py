@@ -165,6 +165,12 @@ def loaded_model_fingerprint(model: SentenceTransformer) -> str:
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     tokenizer = model.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # The fast tokenizer's padding and truncation are per-call state (a model's first encode changes
+        # them), not part of what it computes: the token limit is keyed separately.
+        state = json.loads(backend.to_str())
+        vocab = json.dumps({k: v for k, v in state.items() if k not in ("padding", "truncation")}, sort_keys=True)
+    else:
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
     digest.update(vocab.encode())
     return digest.hexdigest()
