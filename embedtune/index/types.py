@@ -148,7 +148,7 @@ def choose_spec(n: int, dimension: int, memory_budget: int) -> tuple[IndexSpec, 
     size = f"{n:,} vectors x {dimension} dims = {mb:,.0f} MB as float32, memory budget {memory_budget / 1e9:.1f} GB"
     if n <= EXACT_MAX_VECTORS and n * 4 * dimension * 1.1 <= memory_budget:
         return make_spec("flat", n, dimension), (
-            f"{size}; up to {EXACT_MAX_VECTORS:,} vectors exact search answers a query in a few ms, so flat (exact)"
+            f"{size}; up to {EXACT_MAX_VECTORS:,} vectors exact search is fast enough, so flat (exact)"
         )
     for kind, why in (
         (
@@ -181,8 +181,8 @@ class BuildSettings:
     index_type: str = setting(
         "auto",
         help="flat = exact; sq8 = exact over int8 vectors; hnsw = graph; ivf-flat / ivf-sq8 / ivf-pq = k-means cells "
-        "over float / int8 / 4-bit PQ codes. auto picks from the corpus size and --memory-budget ('index info' says "
-        "why).",
+        "over float / int8 / 4-bit PQ codes. auto picks from the corpus size and the memory budget ('index info' "
+        "says why).",
         choices=("auto", *INDEX_TYPES),
         flag="--type",
     )
@@ -194,7 +194,7 @@ class BuildSettings:
         None, help="Vectors sampled to train IVF/SQ/PQ quantisers (default 64 per IVF cell).", min=1
     )
     memory_budget: float | None = setting(
-        None, help="GB the index may use, for --type auto (default: half the RAM).", above=0
+        None, help="GB the index may use, for type auto (default: half the RAM).", above=0
     )
     target_recall: float = setting(
         DEFAULT_TARGET_RECALL,
