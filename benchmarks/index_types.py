@@ -91,8 +91,7 @@ def make_data(dataset: str, real_index: str | None = None) -> tuple[Path, Path, 
 
 def _real_vectors(index_name: str | None) -> tuple[np.ndarray, np.ndarray]:
     from embedtune.data import default_data_dir, load_qrels, load_queries, qrels_path
-    from embedtune.index import Index
-    from embedtune.search import Searcher
+    from embedtune.index import Index, Searcher
 
     if not index_name:
         raise SystemExit("the debian dataset needs --real-index NAME (a flat index of data/debian)")
@@ -117,7 +116,8 @@ def child_build(dataset: str, kind: str, workdir: Path) -> dict:
     """Build, calibrate and write one index; report times and the chosen parameters."""
     import faiss
 
-    from embedtune.ann import DEFAULT_TARGET_RECALL, calibrate, create_index, make_spec, training_sample
+    from embedtune.index.calibrate import calibrate
+    from embedtune.index.types import DEFAULT_TARGET_RECALL, create_index, make_spec, training_sample
 
     base, _, _ = make_data(dataset)
     x = np.load(base)
@@ -155,7 +155,8 @@ def child_search(dataset: str, kind: str, workdir: Path, knobs: dict, sweep: boo
     """Load one index in a clean process; memory, queries/s and recall@10 at the calibrated knobs."""
     import faiss
 
-    from embedtune.ann import IndexSpec, exact_scores, knob_name, knob_steps, make_spec, recall_at_k, search_parameters
+    from embedtune.index.calibrate import exact_scores, recall_at_k
+    from embedtune.index.types import IndexSpec, knob_name, knob_steps, make_spec, search_parameters
 
     base, queries, truth = make_data(dataset)
     q, truth_ids = np.load(queries), np.load(truth)

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import click
 
-from embedtune.ann import DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.data import default_data_dir
 from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
-from embedtune.index import DEFAULT_INDEXES_DIR
+from embedtune.index import DEFAULT_INDEXES_DIR, DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.io import write_bytes_atomic, write_text_atomic
 from embedtune.losses import LOSSES
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
@@ -536,16 +535,34 @@ def index() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
 def index_build(
-    model: str, corpus: Path, name: str | None, indexes_dir: Path, memory_budget: float | None, **options
+    model: str,
+    corpus: Path,
+    name: str | None,
+    indexes_dir: Path,
+    batch_size: int,
+    precision: str,
+    cache: bool,
+    max_seq_length: int | None,
+    overwrite: bool,
+    **build,
 ) -> None:
     """Encode a corpus into a FAISS index with a document store and a manifest."""
-    from embedtune.index import MANIFEST_FILE, Manifest, build_index
+    from embedtune.encoding import EncodeSettings
+    from embedtune.index import BuildSettings, build_index
     from embedtune.models import resolve_model_path
 
     name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
-    budget = int(memory_budget * 1e9) if memory_budget is not None else None
-    path = build_index(model, corpus, name, indexes_dir=indexes_dir, memory_budget=budget, **options)
-    manifest = Manifest.read(path / MANIFEST_FILE)
+    encode = EncodeSettings(precision=precision, batch_size=batch_size, max_seq_length=max_seq_length, cache=cache)
+    manifest = build_index(
+        corpus,
+        name,
+        model=model,
+        build=BuildSettings(**build),
+        encode=encode,
+        indexes_dir=indexes_dir,
+        overwrite=overwrite,
+    )
+    path = Path(indexes_dir) / name
     click.echo(
         f"index '{name}' written to {path}: {manifest.count} documents x {manifest.dimension} dims, "
         f"encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}); {_describe_type(manifest)}"
@@ -741,7 +758,7 @@ def search(
 ) -> None:
     """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
     from embedtune.data import read_query_file
-    from embedtune.search import Searcher
+    from embedtune.index import Searcher
 
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")

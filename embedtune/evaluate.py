@@ -178,7 +178,7 @@ def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings =
 
     Whatever the index loses to approximate search shows in its scores.
     """
-    from embedtune.search import Searcher
+    from embedtune.index import Searcher
 
     indexed = set(index.doc_ids)
     missing = {d for docs in split.qrels.values() for d in docs if d not in indexed}

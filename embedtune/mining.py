@@ -249,7 +249,7 @@ class DenseRetriever:
 
         Saves re-encoding the corpus; the index must hold exactly the mining corpus, in its order.
         """
-        from embedtune.search import Searcher
+        from embedtune.index import Searcher
 
         if index.doc_ids != data.doc_ids:
             raise EmbedtuneError(

@@ -147,7 +147,7 @@ def test_evaluate_model_index_and_bm25_agree_with_hand_values(tmp_path, tiny_st)
     bm25 = evaluate_bm25(split, QUIET)  # the identical text has every term: BM25 ranks it first too
     assert bm25.kind == "bm25" and bm25.metrics["mrr@1"] == pytest.approx(1.0)
 
-    build_index(tiny_st, root, "echo", indexes_dir=tmp_path / "idx", show_progress=False)
+    build_index(root, "echo", model=tiny_st, indexes_dir=tmp_path / "idx", show_progress=False)
     both = evaluate(root, "test", models=[str(tiny_st)], indexes=["echo"], indexes_dir=tmp_path / "idx", settings=QUIET)
     assert [r.kind for r in both] == ["model", "index"]
     for name, value in both[0].metrics.items():
@@ -188,7 +188,7 @@ def test_index_from_another_corpus_is_refused(tmp_path, tiny_st):
         corpus={k: v for k, v in CORPUS.items() if k != "postgres"},
         qrels={"test": [("q-ssh", "openssh")]},
     )
-    build_index(tiny_st, small, "small", indexes_dir=tmp_path / "idx", show_progress=False)
+    build_index(small, "small", model=tiny_st, indexes_dir=tmp_path / "idx", show_progress=False)
     full = load_split(write_beir(tmp_path / "full"), "test")
     with pytest.raises(EmbedtuneError, match=r"lacks 1 document\(s\).*postgres"):
         evaluate_index(Index.load("small", tmp_path / "idx"), full, QUIET)

@@ -298,7 +298,7 @@ def test_mine_with_a_built_index_reuses_its_vectors(tmp_path, tiny_st, beir_dir)
     from embedtune.index import build_index
 
     idx = tmp_path / "indexes"
-    build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False)
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=idx, show_progress=False)
     common = ["--data", beir_dir, "--indexes-dir", idx, "--num-negatives", 2, "--max-rank", 8, "--relative-margin"]
     out = run("mine", "-o", tmp_path / "i.jsonl", "--index", "tiny", *common, "none").output
     assert "(dense:index:tiny, ranks 1..8 of 8 documents)" in out

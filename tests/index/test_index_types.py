@@ -13,11 +13,20 @@ import numpy as np
 import pytest
 from helpers import CORPUS, write_beir
 
-from embedtune.ann import INDEX_TYPES, calibrate, choose_spec, create_index, exact_scores, make_spec, recall_at_k
-from embedtune.encoding import Encoder
+from embedtune.encoding import Encoder, EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
-from embedtune.index import Index, add_documents, build_index, list_indexes, remove_documents
-from embedtune.search import Searcher
+from embedtune.index import (
+    INDEX_TYPES,
+    BuildSettings,
+    Index,
+    Searcher,
+    add_documents,
+    build_index,
+    list_indexes,
+    remove_documents,
+)
+from embedtune.index.calibrate import calibrate, exact_scores, recall_at_k
+from embedtune.index.types import choose_spec, create_index, make_spec
 
 WORDS = ["fast", "small", "secure", "graphical", "terminal", "network", "python", "audio"]
 THINGS = ["editor", "server", "library", "game", "compiler", "shell"]
@@ -36,9 +45,16 @@ def big_corpus(tmp_path) -> Path:
 
 
 def build(model, corpus, idx, kind: str, name: str = "tiny", **kwargs) -> Path:
-    return build_index(
-        model, corpus, name, indexes_dir=idx, index_type=kind, precision="fp32", show_progress=False, **kwargs
+    build_index(
+        corpus,
+        name,
+        model=model,
+        build=BuildSettings(index_type=kind, **kwargs),
+        encode=EncodeSettings(precision="fp32"),
+        indexes_dir=idx,
+        show_progress=False,
     )
+    return Path(idx) / name
 
 
 @pytest.mark.parametrize("kind", INDEX_TYPES)
@@ -145,7 +161,7 @@ operation, model, corpus, indexes = sys.argv[1:]
 if operation == "add":
     add_documents("tiny", corpus, indexes_dir=indexes, show_progress=False)
 else:
-    build_index(model, corpus, operation, indexes_dir=indexes, overwrite=True, show_progress=False, index_type="hnsw")
+    build_index(corpus, operation, model=model, build="hnsw", indexes_dir=indexes, overwrite=True, show_progress=False)
 """
 
 
@@ -274,3 +290,36 @@ def test_beir_folder_with_gzip_builds(tmp_path, tiny_st):
     path = build(tiny_st, root, tmp_path / "idx", "auto")
     index = Index.load(path)
     assert index.manifest.index_type == "flat" and "exact" in index.manifest.choice and len(index) == len(CORPUS)
+
+
+def test_build_settings_refuse_bad_values_with_the_setting_named():
+    from embedtune.settings import SettingError
+
+    assert BuildSettings().index_type == "auto" and BuildSettings("hnsw", hnsw_m=16).spec_params["hnsw_m"] == 16
+    for bad, message in (
+        ({"index_type": "kd-tree"}, r"index_type: 'kd-tree' is not one of auto, flat"),
+        ({"index_type": "hnsw", "hnsw_m": 1}, r"hnsw_m: must be at least 2, got 1"),
+        ({"index_type": "ivf-flat", "nlist": 0}, r"nlist: must be at least 1, got 0"),
+        ({"target_recall": 0.0}, r"target_recall: must be greater than 0, got 0"),
+        ({"target_recall": 1.5}, r"target_recall: must be at most 1, got 1.5"),
+        ({"memory_budget": -1.0}, r"memory_budget: must be greater than 0"),
+        ({"train_size": 2.5}, r"train_size: expected a whole number"),
+    ):
+        with pytest.raises(SettingError, match=message):
+            BuildSettings(**bad)
+    with pytest.raises(EmbedtuneError, match=r"index parameter\(s\) nlist, pq_m need an explicit index type"):
+        BuildSettings(nlist=4, pq_m=8)
+    spec, why = BuildSettings(memory_budget=0.2).choose(200_000, 384)  # 0.2 GB: float vectors do not fit
+    assert spec.kind == "ivf-sq8" and "memory budget 0.2 GB" in why
+    spec, why = BuildSettings("ivf-flat", nlist=7).choose(1000, 32)
+    assert (spec.kind, spec.nlist, why) == ("ivf-flat", 7, "chosen explicitly (type ivf-flat)")
+
+
+def test_build_index_takes_a_type_name_and_returns_the_manifest(tmp_path, tiny_st, big_corpus):
+    manifest = build_index(
+        big_corpus, "named", model=tiny_st, build="ivf-flat", indexes_dir=tmp_path, show_progress=False
+    )
+    assert manifest.index_type == "ivf-flat" and manifest.count == len(BIG_CORPUS)
+    assert manifest == Index.load("named", tmp_path).manifest and manifest.files  # the committed manifest
+    with pytest.raises(EmbedtuneError, match="already exists"):
+        build_index(big_corpus, "named", model=tiny_st, indexes_dir=tmp_path, show_progress=False)

@@ -9,16 +9,24 @@ import numpy as np
 import pytest
 from helpers import CORPUS
 
-from embedtune.encoding import Encoder, resolve_precision
+from embedtune.encoding import Encoder, EncodeSettings, resolve_precision
 from embedtune.errors import EmbedtuneError
-from embedtune.index import Index, build_index
+from embedtune.index import Index, Manifest, Searcher, build_index
 from embedtune.models import load_model, model_fingerprint
-from embedtune.search import Searcher
 
 
 def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir_dir):
-    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, precision="fp32", show_progress=False)
+    manifest = build_index(
+        beir_dir,
+        "tiny",
+        model=tiny_st,
+        indexes_dir=tmp_path,
+        encode=EncodeSettings(precision="fp32"),
+        show_progress=False,
+    )
+    path = tmp_path / "tiny"
     index = Index.load("tiny", tmp_path)
+    assert isinstance(manifest, Manifest) and manifest == index.manifest  # build_index returns what it committed
     assert index.doc_ids == list(CORPUS) and index.texts == list(CORPUS.values())
     m = index.manifest
     assert (m.count, m.dimension, m.normalized, m.precision) == (len(CORPUS), 32, True, "fp32")
@@ -32,7 +40,7 @@ def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir
 
 
 def test_easy_query_finds_the_right_document_with_the_real_model(tmp_path, beir_dir):
-    build_index("default", beir_dir, "minilm", indexes_dir=tmp_path, show_progress=False)
+    build_index(beir_dir, "minilm", model="default", indexes_dir=tmp_path, show_progress=False)
     searcher = Searcher.open("minilm", indexes_dir=tmp_path)
     hits = searcher.search(["web server", "secure shell login", "compress files"], k=3)
     assert [h[0].doc_id for h in hits] == ["nginx", "openssh", "gzip"]
@@ -54,7 +62,7 @@ def test_bf16_encoding_agrees_with_fp32(tiny_st):
 
 
 def test_search_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir_dir):
-    build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path, show_progress=False)
     with pytest.raises(EmbedtuneError, match=r"built by the model at .* rebuild the index"):
         Searcher.open("tiny", indexes_dir=tmp_path, model=tiny_bert)
     # A byte-identical copy elsewhere is the same model and is accepted.
@@ -64,7 +72,7 @@ def test_search_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir
 
 def test_model_changed_after_build_is_refused(tmp_path, tiny_st, beir_dir):
     model_dir = shutil.copytree(tiny_st, tmp_path / "model")
-    build_index(model_dir, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    build_index(beir_dir, "tiny", model=model_dir, indexes_dir=tmp_path, show_progress=False)
     config = json.loads((model_dir / "config.json").read_text())
     config["layer_norm_eps"] = 1e-6
     (model_dir / "config.json").write_text(json.dumps(config))
@@ -75,7 +83,8 @@ def test_model_changed_after_build_is_refused(tmp_path, tiny_st, beir_dir):
 def test_missing_and_damaged_indexes(tmp_path, tiny_st, beir_dir):
     with pytest.raises(EmbedtuneError, match=r"no index 'nope'.*has no indexes"):
         Index.load("nope", tmp_path)
-    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False)
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path, show_progress=False)
+    path = tmp_path / "tiny"
     with pytest.raises(EmbedtuneError, match="available: tiny"):
         Index.load("nope", tmp_path)
     faiss_file, store_file = path / "index.1.faiss", path / "docs.1.sqlite"
@@ -100,13 +109,13 @@ def test_missing_and_damaged_indexes(tmp_path, tiny_st, beir_dir):
     with pytest.raises(EmbedtuneError, match=r"incomplete \(no docs\.1\.sqlite\)"):
         Index.load("tiny", tmp_path)
 
-    path = build_index(tiny_st, beir_dir, "tiny", indexes_dir=tmp_path, show_progress=False, overwrite=True)
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path, show_progress=False, overwrite=True)
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps(manifest | {"count": 99}))
     with pytest.raises(EmbedtuneError, match=r"index files disagree \(manifest: 99 documents"):
         Index.load("tiny", tmp_path)
     (path / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "format"}))
-    with pytest.raises(EmbedtuneError, match=r"index format 1 .* rebuild it with 'embedtune index build --overwrite'"):
+    with pytest.raises(EmbedtuneError, match=r"index format 1 .* rebuild it, overwriting the old one"):
         Index.load("tiny", tmp_path)
     (path / "manifest.json").write_text("{")
     with pytest.raises(EmbedtuneError, match="unreadable index manifest"):
@@ -117,7 +126,7 @@ def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir
     import faiss
 
     idx = tmp_path / "indexes"
-    build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False)
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=idx, show_progress=False)
     before = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
 
     def crash(*_args):
@@ -125,10 +134,26 @@ def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir
 
     monkeypatch.setattr(faiss, "write_index", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        build_index(tiny_st, beir_dir, "tiny", indexes_dir=idx, show_progress=False, overwrite=True)
+        build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=idx, show_progress=False, overwrite=True)
     after = {p.name: p.read_bytes() for p in (idx / "tiny").iterdir()}
     assert after == before | {".lock": b""}  # the new generation's files are gone again
     assert sorted(p.name for p in idx.iterdir()) == ["tiny"]  # no temporary directory left
     with pytest.raises(RuntimeError, match="disk full"):
-        build_index(tiny_st, beir_dir, "fresh", indexes_dir=idx, show_progress=False)
+        build_index(beir_dir, "fresh", model=tiny_st, indexes_dir=idx, show_progress=False)
     assert sorted(p.name for p in idx.iterdir()) == ["tiny"]
+
+
+def test_search_rows_answers_in_rows_of_a_given_corpus_order(tmp_path, tiny_st, beir_dir):
+    build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path, show_progress=False)
+    searcher = Searcher.open("tiny", indexes_dir=tmp_path)
+    queries = ["web server", "compress files"]
+    hits = searcher.search(queries, k=3)
+    missing = next(iter(CORPUS))
+    corpus = [d for d in reversed(CORPUS) if d != missing]  # another order, and one indexed document absent
+    row_map = searcher.index.row_map(corpus)
+    assert row_map.shape == (len(CORPUS),) and (row_map == -1).sum() == 1
+    scores, rows = searcher.index.search_rows(searcher.encode_queries(queries), 3, row_map)
+    assert scores.shape == rows.shape == (2, 3)
+    for q_hits, q_scores, q_rows in zip(hits, scores, rows, strict=True):
+        assert [corpus[r] if r >= 0 else missing for r in q_rows] == [h.doc_id for h in q_hits]
+        np.testing.assert_allclose(q_scores, [h.score for h in q_hits], rtol=1e-6)

@@ -3,7 +3,7 @@
 Row ``fid`` of table ``docs`` is the document's FAISS id, so a search result is looked up with one
 indexed query and a million-document index never loads its texts into memory. A store file is
 never changed once an index refers to it: an update copies it, changes the copy and commits both
-index files together by replacing the manifest (see :mod:`embedtune.index`), which is why readers
+index files together by replacing the manifest (see :mod:`embedtune.index.generations`), which is why readers
 open it ``immutable`` (no locks, no journal).
 
 ``tombstones`` holds the FAISS ids of removed documents whose vectors cannot be deleted from the
@@ -65,7 +65,7 @@ class DocStore:
             self.conn.execute("SELECT fid FROM tombstones LIMIT 1")
         except sqlite3.DatabaseError as e:
             self.conn.close()
-            raise EmbedtuneError(f"{self.path}: unreadable document store ({e}); rebuild the index") from None
+            raise EmbedtuneError(f"{self.path}: unreadable document store ({e}); rebuild the index") from e
 
     def close(self) -> None:
         self.conn.close()
@@ -123,6 +123,10 @@ class DocStore:
             raise ValueError(column)
         for (value,) in self.conn.execute(f"SELECT {column} FROM docs ORDER BY fid"):
             yield value
+
+    def iter_ids(self) -> Iterator[tuple[int, str]]:
+        """``(fid, doc_id)`` of every document, in FAISS-id order, streamed."""
+        yield from self.conn.execute("SELECT fid, doc_id FROM docs ORDER BY fid")
 
     def tombstones(self) -> list[int]:
         return [f for (f,) in self.conn.execute("SELECT fid FROM tombstones")]

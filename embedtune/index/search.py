@@ -1,4 +1,10 @@
-"""Top-k search over an index with the index's own model."""
+"""Top-k search over an index with the index's own model: texts in, hits (id, score, text) out.
+
+The model is loaded through the index's fingerprint check (:meth:`~embedtune.index.reader.Index.check_model`),
+so an index is never searched with vectors of another model, and queries are encoded with the
+index's query prompt. Row-level callers (retrievers over a corpus held as lists) use
+:meth:`Searcher.encode_queries` with :meth:`~embedtune.index.reader.Index.search_rows`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from embedtune.encoding import Encoder
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
-from embedtune.index import DEFAULT_INDEXES_DIR, Index
+from embedtune.index.manifest import DEFAULT_INDEXES_DIR
+from embedtune.index.reader import Index
 from embedtune.models import load_model
 
 
@@ -26,8 +35,9 @@ class Searcher:
 
     ``model`` overrides where the model is loaded from (the index may have moved machines); it must
     still be byte-identical to the one that built the index, else it is refused. Queries are encoded
-    in the index's precision unless ``precision`` says otherwise: vectors of one model agree across
-    precisions to cosine ~0.9999 (int8 ~0.98), so e.g. an index built in fp32 may be searched in bf16.
+    in the index's precision unless ``precision`` says otherwise: vectors of one model agree closely
+    across precisions (int8 a little less; ``benchmarks/results/encoding_speed.md``), so e.g. an index
+    built in fp32 may be searched in bf16.
     """
 
     def __init__(
@@ -83,9 +93,7 @@ class Searcher:
                 EmbedtuneWarning,
                 stacklevel=2,
             )
-        vectors = self.encoder.encode(
-            queries, show_progress=show_progress, prompt_name=self.index.manifest.query_prompt_name
-        )
+        vectors = self.encode_queries(queries, show_progress=show_progress)
         scores, fids = self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
         docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
         return [
@@ -97,6 +105,12 @@ class Searcher:
             ]
             for q_scores, q_fids in zip(scores, fids, strict=True)
         ]
+
+    def encode_queries(self, queries: list[str], *, show_progress: bool = False) -> np.ndarray:
+        """Query vectors as the index expects them: its model, precision and query prompt."""
+        return self.encoder.encode(
+            queries, show_progress=show_progress, prompt_name=self.index.manifest.query_prompt_name
+        )
 
     def _warn_truncated(self, queries: list[str]) -> None:
         limit = self.index.manifest.max_seq_length

@@ -18,8 +18,12 @@ Binary (1-bit) codes are not offered: on 384-dimension sentence embeddings they 
 to be useful without re-scoring by float vectors, which is what they were meant to avoid storing.
 
 The search-time knobs (``nprobe`` for IVF types, ``ef_search`` for HNSW) are calibrated at build time
-(:func:`calibrate`): the smallest value whose recall@10 against exact search on a sample of the
-corpus reaches the target (0.99 = within 1% of exact search).
+(:func:`embedtune.index.calibrate.calibrate`): the smallest value whose recall@10 against exact search
+on a sample of the corpus reaches the target. :class:`BuildSettings` declares the build options once
+(help, choices, ranges) for the Python API, config files and the command line.
+
+How the types compare in build time, memory, speed and recall is measured by
+``benchmarks/index_types.py``; the figures are in ``benchmarks/results/index_types.md``.
 """
 
 from __future__ import annotations
@@ -30,17 +34,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
+from embedtune.settings import setting, validate
 
 INDEX_TYPES: tuple[str, ...] = ("flat", "sq8", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq")
 IVF_TYPES = ("ivf-flat", "ivf-sq8", "ivf-pq")
-EXACT_MAX_VECTORS = 100_000  # below this, auto picks exact search: a query scans it in a few ms
+# Below this many vectors auto picks exact search: a query scans them fast enough that an approximate
+# index buys nothing (benchmarks/results/index_types.md).
+EXACT_MAX_VECTORS = 100_000
 MIN_POINTS_PER_CELL = 39  # FAISS's k-means warns below 39 training points per centroid
 TRAIN_POINTS_PER_CELL = 64
 DEFAULT_TARGET_RECALL = 0.99
-CALIBRATION_QUERIES = 500
-# Scores this close to the exact k-th best count as ties (duplicate documents); rare between distinct
-# documents (0.2% of queries at 1M synthetic vectors have their 10th and 11th best this close).
-RECALL_EPSILON = 1e-5
 EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
@@ -136,18 +139,22 @@ def _check_spec(spec: IndexSpec, n: int, dimension: int) -> None:
 
 
 def choose_spec(n: int, dimension: int, memory_budget: int) -> tuple[IndexSpec, str]:
-    """Pick a type for ``n`` vectors within ``memory_budget`` bytes, and say why."""
+    """Pick a type for ``n`` vectors within ``memory_budget`` bytes, and say why.
+
+    The order of preference follows ``benchmarks/results/index_types.md``: HNSW did not reach the
+    default target recall on the largest benchmark corpus at any ``ef_search``, IVF-flat did.
+    """
     mb = n * 4 * dimension / 1e6
     size = f"{n:,} vectors x {dimension} dims = {mb:,.0f} MB as float32, memory budget {memory_budget / 1e9:.1f} GB"
     if n <= EXACT_MAX_VECTORS and n * 4 * dimension * 1.1 <= memory_budget:
         return make_spec("flat", n, dimension), (
-            f"{size}; up to {EXACT_MAX_VECTORS:,} vectors exact search answers a query in a few ms, so flat (exact)"
+            f"{size}; up to {EXACT_MAX_VECTORS:,} vectors exact search is fast enough, so flat (exact)"
         )
     for kind, why in (
         (
             "ivf-flat",
             "float vectors fit in memory: IVF-flat, whose nprobe can always be calibrated to the target recall "
-            "(HNSW at 1M benchmark vectors could not reach 0.99) and which deletes removed documents outright",
+            "(HNSW's ef_search may fall short of it on large corpora) and which deletes removed documents outright",
         ),
         ("ivf-sq8", "float vectors do not fit, int8 vectors do: IVF over 4x smaller scalar-quantised vectors"),
     ):
@@ -156,6 +163,69 @@ def choose_spec(n: int, dimension: int, memory_budget: int) -> tuple[IndexSpec, 
             return spec, f"{size}; {why}"
     why = "only compressed codes fit: IVF over 4-bit product-quantised codes (recall is lower)"
     return make_spec("ivf-pq", n, dimension), f"{size}; {why}"
+
+
+_SPEC_PARAMS = ("nlist", "pq_m", "hnsw_m", "ef_construction")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How an index is built, apart from how its texts are encoded (:class:`~embedtune.encoding.EncodeSettings`).
+
+    ``index_type`` is one of :data:`INDEX_TYPES` or ``auto`` (chosen from the corpus size and
+    ``memory_budget``); the type's parameters left ``None`` are sized for the corpus. IVF and SQ types
+    train on a seeded sample of ``train_size`` vectors; the search knob is calibrated to
+    ``target_recall`` of exact search.
+    """
+
+    index_type: str = setting(
+        "auto",
+        help="flat = exact; sq8 = exact over int8 vectors; hnsw = graph; ivf-flat / ivf-sq8 / ivf-pq = k-means cells "
+        "over float / int8 / 4-bit PQ codes. auto picks from the corpus size and the memory budget ('index info' "
+        "says why).",
+        choices=("auto", *INDEX_TYPES),
+        flag="--type",
+    )
+    nlist: int | None = setting(None, help="IVF cells (default ~4*sqrt(documents)).", min=1)
+    pq_m: int | None = setting(None, help="IVF-PQ sub-quantisers (default dims/4).", min=1)
+    hnsw_m: int | None = setting(None, help="HNSW links per node (default 32).", min=2)
+    ef_construction: int | None = setting(None, help="HNSW build beam (default 64).", min=1)
+    train_size: int | None = setting(
+        None, help="Vectors sampled to train IVF/SQ/PQ quantisers (default 64 per IVF cell).", min=1
+    )
+    memory_budget: float | None = setting(
+        None, help="GB the index may use, for type auto (default: half the RAM).", above=0
+    )
+    target_recall: float = setting(
+        DEFAULT_TARGET_RECALL,
+        help="recall@10 against exact search that the default nprobe / efSearch is calibrated to reach.",
+        above=0,
+        max=1,
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        given = [k for k, v in self.spec_params.items() if v is not None]
+        if self.index_type == "auto" and given:
+            raise EmbedtuneError(f"index parameter(s) {', '.join(given)} need an explicit index type, not auto")
+
+    @property
+    def spec_params(self) -> dict[str, int | None]:
+        """The :class:`IndexSpec` parameters as given (``None`` = sized for the corpus)."""
+        return {name: getattr(self, name) for name in _SPEC_PARAMS}
+
+    def choose(self, n: int, dimension: int) -> tuple[IndexSpec, str]:
+        """The spec for ``n`` vectors of ``dimension``, and why it was chosen."""
+        if self.index_type != "auto":
+            spec = make_spec(self.index_type, n, dimension, **self.spec_params)
+            return spec, f"chosen explicitly (type {self.index_type})"
+        if self.memory_budget is not None:
+            budget = int(self.memory_budget * 1e9)
+        else:
+            import psutil
+
+            budget = psutil.virtual_memory().total // 2
+        return choose_spec(n, dimension, budget)
 
 
 def create_index(spec: IndexSpec, dimension: int):
@@ -205,95 +275,3 @@ def knob_steps(spec: IndexSpec) -> list[int]:
         steps = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
         return [s for s in steps if s < spec.nlist] + [spec.nlist]
     return list(EF_SEARCH_STEPS) if spec.kind == "hnsw" else []
-
-
-def exact_scores(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The exact inner products of each query with the float ``vectors`` at ``rows`` (-1 = no result).
-
-    Scoring the found documents with their float vectors, not with the index's own (quantised)
-    scores, is what makes the recall of every type comparable.
-    """
-    scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(rows, 0)])
-    return np.where(rows >= 0, scores, -np.inf)
-
-
-def recall_at_k(found_scores: np.ndarray, kth_scores: np.ndarray, epsilon: float = RECALL_EPSILON) -> float:
-    """Mean fraction of the ``k = found_scores.shape[1]`` results that score at least the exact k-th best.
-
-    Recall by score, not by id (as ann-benchmarks computes it): corpora hold duplicate documents whose
-    vectors tie, and any one of tied documents is as right as another. Counting ids made 14% of the
-    Debian test queries look like misses for returning a different copy of a tied document.
-    """
-    k = found_scores.shape[1]
-    if k == 0:  # a one-document index: nothing to find besides the query itself
-        return 1.0
-    hits = (found_scores >= kth_scores[:, None] - epsilon).sum(axis=1)
-    return float(np.minimum(hits, k).mean() / k)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    knobs: dict[str, int]
-    recall_at_10: float
-    queries: int
-    target: float
-    reached: bool
-
-
-def calibrate(index, spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray, target: float, seed: int = 0):
-    """The knob value one step above the smallest with recall@10 >= ``target`` against exact search,
-    on corpus vectors as queries.
-
-    Each sampled document is a query whose own id is left out of both result lists, so the test is
-    about finding its true neighbours. Real queries sit farther from the documents than this, so the
-    benchmarks re-measure recall on held-out queries.
-    """
-    import faiss
-
-    n, k = len(vectors), 10
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False))
-    queries = np.ascontiguousarray(vectors[rows])
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    k1 = min(k + 1, n)
-    kept = k1 - 1  # results per query once its own document is left out
-    truth_scores, truth_rows = exact.search(queries, k1)
-    own_in_top = (truth_rows[:, :kept] == rows[:, None]).any(axis=1)
-    kth = np.where(own_in_top, truth_scores[:, kept], truth_scores[:, max(kept - 1, 0)])
-    name = knob_name(spec.kind)
-    steps = knob_steps(spec) or [0]
-    by_id = np.argsort(ids, kind="stable")  # FAISS ids -> rows of ``vectors``, sorted once for every knob
-
-    def recall_with(value: int) -> float:
-        params = search_parameters(spec.kind, {name: value} if name else {})
-        found = index.search(queries, k1, params=params)[1]
-        found = np.where(found >= 0, by_id[np.searchsorted(ids, found, sorter=by_id).clip(0, n - 1)], -1)
-        return recall_at_k(exact_scores(queries, vectors, _drop_self(found, rows, kept)), kth)
-
-    best, best_recall = steps[-1], -1.0
-    for i, value in enumerate(steps):
-        recall = recall_with(value)
-        gain = recall - best_recall
-        if gain > 1e-9:
-            best, best_recall = value, recall
-        if recall >= target:
-            if i + 1 < len(steps):
-                # One step more than the sample needs: a corpus vector is an easy query (in HNSW its own
-                # node links straight to its neighbours); held-out queries lost up to 0.8% recall there.
-                best = steps[i + 1]
-                best_recall = max(best_recall, recall_with(best))
-            break
-        if spec.kind == "ivf-pq" and value >= 8 and gain < 0.002:
-            break  # quantisation error, not the cells scanned, limits PQ's recall: scanning more buys nothing
-    knobs = {name: best} if name else {}
-    return Calibration(knobs, round(best_recall, 4), len(rows), target, best_recall >= target)
-
-
-def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """The first ``k`` results of each row of ``found`` other than that row's ``own`` entry."""
-    out = np.full((len(found), k), -1, dtype=np.int64)
-    for i, (row, mine) in enumerate(zip(found, own, strict=True)):
-        kept = row[row != mine][:k]
-        out[i, : len(kept)] = kept
-    return out

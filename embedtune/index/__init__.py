@@ -1,0 +1,42 @@
+"""FAISS indexes that remember the model and corpus they were made from: build, update, load, search.
+
+One module per concern:
+
+* :mod:`~embedtune.index.types` — the FAISS index types, the automatic choice, :class:`BuildSettings`;
+* :mod:`~embedtune.index.calibrate` — the search knob calibrated to a recall of exact search;
+* :mod:`~embedtune.index.manifest` — the manifest that names an index's files and says what it is;
+* :mod:`~embedtune.index.store` — the SQLite document store beside the vectors;
+* :mod:`~embedtune.index.generations` — the write transaction (a crash leaves the old or the new index);
+* :mod:`~embedtune.index.ingest` — storing and encoding a corpus a chunk at a time (build and update);
+* :mod:`~embedtune.index.build`, :mod:`~embedtune.index.update` — writing an index, changing one;
+* :mod:`~embedtune.index.reader` — loading and cross-checking an index, listing indexes;
+* :mod:`~embedtune.index.search` — texts in, hits out, with the index's own model.
+
+The names below are the public API; import them from here.
+"""
+
+from embedtune.index.build import build_index
+from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest
+from embedtune.index.reader import Index, list_indexes, resolve_index_path
+from embedtune.index.search import Hit, Searcher
+from embedtune.index.types import DEFAULT_TARGET_RECALL, INDEX_TYPES, BuildSettings, IndexSpec
+from embedtune.index.update import UpdateResult, add_documents, remove_documents
+
+__all__ = [
+    "DEFAULT_INDEXES_DIR",
+    "DEFAULT_TARGET_RECALL",
+    "INDEX_TYPES",
+    "MANIFEST_FILE",
+    "BuildSettings",
+    "Hit",
+    "Index",
+    "IndexSpec",
+    "Manifest",
+    "Searcher",
+    "UpdateResult",
+    "add_documents",
+    "build_index",
+    "list_indexes",
+    "remove_documents",
+    "resolve_index_path",
+]

@@ -1,0 +1,165 @@
+"""Building an index: encode a corpus, choose and train the FAISS type, calibrate its search knob, commit.
+
+:func:`build_index` checks everything it can before the minutes of encoding (the destination, the
+model, the corpus file, the index parameters against the corpus size), streams the corpus into the
+document store and the encoder a chunk at a time, and writes the result as a new generation
+(:mod:`embedtune.index.generations`), so a failed or killed build leaves any previous index of that
+name usable. The manifest it returns records the model's fingerprint, so the index is never searched
+with another model.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedtune import __version__
+from embedtune.data import corpus_file, count_lines, iter_corpus
+from embedtune.encoding import Encoder, EncodeSettings, prompt_names
+from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
+from embedtune.index.calibrate import Calibration, calibrate
+from embedtune.index.generations import new_generation
+from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
+from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, now
+from embedtune.index.store import DocStore
+from embedtune.index.types import BuildSettings, IndexSpec, create_index, training_sample
+from embedtune.io import check_destination, file_sha256
+from embedtune.models import load_model, model_fingerprint, resolve_model_path
+
+
+def describe_model(st) -> dict[str, object]:
+    """Pooling, prompts and the prompt names used for queries and documents, for the manifest."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    pooling = next((str(m.pooling_mode) for m in st if isinstance(m, Pooling)), "unknown")
+    query, document = prompt_names(st)
+    return {
+        "pooling": pooling,
+        "prompts": dict(getattr(st, "prompts", None) or {}),
+        "query_prompt_name": query,
+        "document_prompt_name": document,
+    }
+
+
+@dataclass
+class _Built:
+    """A trained, filled and calibrated FAISS index, and what the manifest says about it."""
+
+    faiss_index: object
+    spec: IndexSpec
+    choice: str
+    train_size: int
+    seconds: float
+    calibration: Calibration
+
+
+def build_index(
+    corpus: str | Path,
+    name: str,
+    *,
+    model: str | Path | None = None,
+    build: BuildSettings | str = "auto",
+    encode: EncodeSettings | None = None,
+    indexes_dir: Path = DEFAULT_INDEXES_DIR,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Manifest:
+    """Encode ``corpus`` (a BEIR folder or corpus.jsonl) with ``model`` into ``indexes_dir/name``.
+
+    ``model`` is a model directory, or ``None``/``"default"`` for the bundled one. ``build`` says
+    which index type and parameters (:class:`~embedtune.index.types.BuildSettings`; a string is the
+    type alone, ``"auto"`` chooses from the corpus size and half the RAM); ``encode`` how texts are
+    encoded (default :class:`~embedtune.encoding.EncodeSettings`; its ``cache`` spares re-encoding
+    texts on a rebuild). Replacing an existing index
+    (``overwrite``) keeps it usable until the new one is complete. Returns the committed manifest.
+    """
+    settings = BuildSettings(index_type=build) if isinstance(build, str) else build
+    encode = encode or EncodeSettings()
+    target = Path(indexes_dir) / name
+    check_destination(target, overwrite)  # before the minutes of encoding, not after
+    model_path = resolve_model_path(model)
+    source = corpus_file(Path(corpus))
+    if not source.is_file():
+        raise EmbedtuneError(f"{source}: no such corpus file")
+    st = load_model(model_path, max_seq_length=encode.max_seq_length)
+    encoder = Encoder(st, encode.precision, cache=encode.cache)
+    dimension = int(st.get_embedding_dimension())
+    lines = count_lines(source)
+    if lines:  # bad parameters fail now, not after minutes of encoding
+        settings.choose(lines, dimension)
+
+    with new_generation(target) as gen:
+        store = DocStore(gen.store_path, create=True)
+        try:
+            with progress_bar(lines, f"encoding {source.name}", show_progress) as bar:
+                ingest = Ingest(store, encoder, prompt_names(st)[1], encode.batch_size, bar)
+                for chunk in chunked(iter_corpus(source)):
+                    ingest.add(chunk, source)
+            store.commit()
+        finally:
+            store.close()
+        vectors, fids = ingest.result(dimension)
+        if len(vectors) == 0:
+            raise DataError(source, "no documents")
+        built = _build_faiss(vectors, fids, settings, show_progress)
+        manifest = _manifest(name, model_path, st, encoder.precision, source, ingest.seconds, built)
+        committed = gen.commit(manifest, built.faiss_index)
+    return committed
+
+
+def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
+    """Choose the type for these vectors, train it on a sample, add them all, and calibrate the search knob."""
+    started = time.perf_counter()
+    dimension = vectors.shape[1]
+    spec, choice = settings.choose(len(vectors), dimension)
+    faiss_index = create_index(spec, dimension)
+    sample = training_sample(vectors, spec, size=settings.train_size) if spec.needs_training else vectors[:0]
+    if spec.needs_training:
+        faiss_index.train(sample)
+    add_vectors(faiss_index, vectors, fids, show_progress)
+    calibration = calibrate(faiss_index, spec, vectors, fids, settings.target_recall)
+    if not calibration.reached:
+        warnings.warn(
+            f"{spec.kind} reaches recall@10 {calibration.recall_at_10} against exact search at best "
+            f"({', '.join(f'{k}={v}' for k, v in calibration.knobs.items()) or 'no knob'}), short of the "
+            f"target {settings.target_recall}; a flat or IVF-flat index reaches it",
+            EmbedtuneWarning,
+            stacklevel=3,
+        )
+    seconds = round(time.perf_counter() - started, 2)
+    return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)
+
+
+def _manifest(
+    name: str, model_path: Path, st, precision: str, source: Path, encode_seconds: float, built: _Built
+) -> Manifest:
+    """The manifest of a freshly built index (its files are recorded by the commit)."""
+    return Manifest(
+        name=name,
+        model_path=str(model_path),
+        model_fingerprint=model_fingerprint(model_path),
+        dimension=int(built.faiss_index.d),
+        normalized=True,
+        metric="inner_product",
+        count=int(built.faiss_index.ntotal),
+        max_seq_length=int(st.max_seq_length),
+        precision=precision,
+        corpus_path=str(source.resolve()),
+        corpus_sha256=file_sha256(source),
+        embedtune_version=__version__,
+        created_at=now(),
+        encode_seconds=round(encode_seconds, 2),
+        index_type=built.spec.kind,
+        index_params=built.spec.params(),
+        choice=built.choice,
+        train_size=built.train_size,
+        build_seconds=built.seconds,
+        search_defaults=built.calibration.knobs,
+        calibration={k: v for k, v in asdict(built.calibration).items() if k != "knobs"},
+        vectors=int(built.faiss_index.ntotal),
+        **describe_model(st),
+    )

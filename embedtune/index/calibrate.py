@@ -1,0 +1,116 @@
+"""Calibration of an index's search knob: recall against exact search, measured by score.
+
+:func:`calibrate` picks the ``nprobe`` (IVF) or ``ef_search`` (HNSW) that a build stores as the
+index's search default: the smallest value, plus a step of margin, whose recall@10 against exact
+search reaches the target on corpus vectors used as queries. Recall is counted by score, not by id
+(:func:`recall_at_k`), so tied duplicate documents are not misses, and found documents are scored
+with their float vectors (:func:`exact_scores`), so quantised types are judged like exact ones.
+``benchmarks/index_types.py`` re-measures recall on held-out queries
+(``benchmarks/results/index_types.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedtune.index.types import IndexSpec, knob_name, knob_steps, search_parameters
+
+CALIBRATION_QUERIES = 500
+# Scores this close to the exact k-th best count as ties (duplicate documents); rare between distinct
+# documents, as the synthetic benchmark corpus shows (benchmarks/results/index_types.md).
+RECALL_EPSILON = 1e-5
+
+
+def exact_scores(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The exact inner products of each query with the float ``vectors`` at ``rows`` (-1 = no result).
+
+    Scoring the found documents with their float vectors, not with the index's own (quantised)
+    scores, is what makes the recall of every type comparable.
+    """
+    scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(rows, 0)])
+    return np.where(rows >= 0, scores, -np.inf)
+
+
+def recall_at_k(found_scores: np.ndarray, kth_scores: np.ndarray, epsilon: float = RECALL_EPSILON) -> float:
+    """Mean fraction of the ``k = found_scores.shape[1]`` results that score at least the exact k-th best.
+
+    Recall by score, not by id (as ann-benchmarks computes it): corpora hold duplicate documents whose
+    vectors tie, and any one of tied documents is as right as another. Counting ids made a sizeable
+    share of the Debian test queries look like misses for returning a different copy of a tied document.
+    """
+    k = found_scores.shape[1]
+    if k == 0:  # a one-document index: nothing to find besides the query itself
+        return 1.0
+    hits = (found_scores >= kth_scores[:, None] - epsilon).sum(axis=1)
+    return float(np.minimum(hits, k).mean() / k)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    knobs: dict[str, int]
+    recall_at_10: float
+    queries: int
+    target: float
+    reached: bool
+
+
+def calibrate(index, spec: IndexSpec, vectors: np.ndarray, ids: np.ndarray, target: float, seed: int = 0):
+    """The knob value one step above the smallest with recall@10 >= ``target`` against exact search,
+    on corpus vectors as queries.
+
+    Each sampled document is a query whose own id is left out of both result lists, so the test is
+    about finding its true neighbours. Real queries sit farther from the documents than this, so the
+    benchmarks re-measure recall on held-out queries.
+    """
+    import faiss
+
+    n, k = len(vectors), 10
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False))
+    queries = np.ascontiguousarray(vectors[rows])
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    k1 = min(k + 1, n)
+    kept = k1 - 1  # results per query once its own document is left out
+    truth_scores, truth_rows = exact.search(queries, k1)
+    own_in_top = (truth_rows[:, :kept] == rows[:, None]).any(axis=1)
+    kth = np.where(own_in_top, truth_scores[:, kept], truth_scores[:, max(kept - 1, 0)])
+    name = knob_name(spec.kind)
+    steps = knob_steps(spec) or [0]
+    by_id = np.argsort(ids, kind="stable")  # FAISS ids -> rows of ``vectors``, sorted once for every knob
+
+    def recall_with(value: int) -> float:
+        params = search_parameters(spec.kind, {name: value} if name else {})
+        found = index.search(queries, k1, params=params)[1]
+        found = np.where(found >= 0, by_id[np.searchsorted(ids, found, sorter=by_id).clip(0, n - 1)], -1)
+        return recall_at_k(exact_scores(queries, vectors, _drop_self(found, rows, kept)), kth)
+
+    best, best_recall = steps[-1], -1.0
+    for i, value in enumerate(steps):
+        recall = recall_with(value)
+        gain = recall - best_recall
+        if gain > 1e-9:
+            best, best_recall = value, recall
+        if recall >= target:
+            if i + 1 < len(steps):
+                # One step more than the sample needs: a corpus vector is an easy query (in HNSW its own
+                # node links straight to its neighbours); held-out queries lost recall at the bare minimum
+                # (benchmarks/results/index_types.md).
+                best = steps[i + 1]
+                best_recall = max(best_recall, recall_with(best))
+            break
+        if spec.kind == "ivf-pq" and value >= 8 and gain < 0.002:
+            break  # quantisation error, not the cells scanned, limits PQ's recall: scanning more buys nothing
+    knobs = {name: best} if name else {}
+    return Calibration(knobs, round(best_recall, 4), len(rows), target, best_recall >= target)
+
+
+def _drop_self(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` results of each row of ``found`` other than that row's ``own`` entry."""
+    out = np.full((len(found), k), -1, dtype=np.int64)
+    for i, (row, mine) in enumerate(zip(found, own, strict=True)):
+        kept = row[row != mine][:k]
+        out[i, : len(kept)] = kept
+    return out

@@ -1,0 +1,105 @@
+"""The write transaction of an index: a new generation of data files, published by one rename.
+
+Writes never touch a file the manifest names. A build or update writes generation G+1 beside G and
+commits by atomically replacing ``manifest.json``; only then are G's files deleted. A crash or kill
+at any moment therefore leaves either the old or the new index, complete. A new index is written
+to a temporary directory that is renamed into place. One writer per index holds an exclusive lock,
+so two concurrent updates cannot lose one another's changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from embedtune.errors import EmbedtuneError
+from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
+from embedtune.io import file_sha256, fsync_path
+
+LOCK_FILE = ".lock"
+_DATA_FILE = re.compile(r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|index\.faiss|docs\.jsonl)$")  # incl. format 1
+
+
+class Generation:
+    """The files of the generation being written, and the commit that publishes them."""
+
+    def __init__(self, directory: Path, generation: int):
+        self.dir, self.generation = directory, generation
+        self.index_path = directory / index_file(generation)
+        self.store_path = directory / store_file(generation)
+
+    def commit(self, manifest: Manifest, faiss_index) -> Manifest:
+        """Write the FAISS file, record both files' sizes and hashes, then replace the manifest."""
+        import faiss
+
+        faiss.write_index(faiss_index, str(self.index_path))
+        for path in (self.index_path, self.store_path):  # durable before the manifest names them
+            fsync_path(path)
+        files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in (self.index_path, self.store_path)
+        }
+        manifest = replace(manifest, generation=self.generation, files=files, updated_at=now())
+        manifest.write(self.dir)
+        fsync_path(self.dir)  # the rename itself
+        return manifest
+
+
+@contextmanager
+def writer_lock(directory: Path) -> Iterator[None]:
+    """One writer per index at a time; a second gets a clear error rather than a lost update."""
+    with (directory / LOCK_FILE).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise EmbedtuneError(f"{directory}: another embedtune process is updating this index") from e
+        yield
+
+
+@contextmanager
+def new_generation(target: Path) -> Iterator[Generation]:
+    """A generation to write: in a fresh temporary directory for a new index, else beside the current one.
+
+    On success a new index's directory is renamed into place, and an existing index's files that the
+    new manifest does not name are deleted. On failure everything written here is deleted; the
+    previous generation was never touched.
+    """
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            yield Generation(tmp, 1)
+            os.rename(tmp, target)  # fails, rather than merging, if the target appeared meanwhile
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    with writer_lock(target):
+        generation = Generation(target, _current_generation(target) + 1)
+        committed = False
+        try:
+            yield generation
+            committed = True
+        finally:
+            _clean_up(target, generation, committed)
+
+
+def _current_generation(target: Path) -> int:
+    try:
+        return Manifest.read(target / MANIFEST_FILE).generation
+    except EmbedtuneError:  # replacing an unreadable or old-format index
+        return max((int(n) for n in re.findall(r"\.(\d+)\.", " ".join(os.listdir(target)))), default=0)
+
+
+def _clean_up(target: Path, generation: Generation, committed: bool) -> None:
+    """After a commit, the data files the manifest no longer names; after a failure, the new generation's."""
+    keep = set(Manifest.read(target / MANIFEST_FILE).files) if committed else set()
+    for name in os.listdir(target):
+        written = name in (generation.index_path.name, generation.store_path.name)
+        if (committed and _DATA_FILE.match(name) and name not in keep) or (not committed and written):
+            (target / name).unlink(missing_ok=True)

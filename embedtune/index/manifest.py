@@ -1,0 +1,113 @@
+"""What an index is, on disk: the manifest that names its data files, and the names of those files.
+
+An index is a directory ``indexes/NAME/`` holding one *generation* of two data files and the
+manifest that names them:
+
+* ``index.G.faiss`` — the vectors (type chosen by :mod:`embedtune.index.types`), keyed by 64-bit FAISS ids;
+* ``docs.G.sqlite`` — ids, texts, text hashes and metadata by FAISS id (:mod:`embedtune.index.store`);
+* ``manifest.json`` — the model (path, content fingerprint, dimension, pooling, normalisation,
+  prompts), the corpus, the index type and why it was chosen, calibrated search knobs, and the
+  size and SHA-256 of both data files.
+
+The manifest is the commit point of every write (:mod:`embedtune.index.generations`): it is replaced
+atomically, and a reader trusts no file it does not name. A manifest of another format, or with
+fields this version does not know, is refused rather than half-read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from embedtune.errors import EmbedtuneError
+from embedtune.index.types import IndexSpec
+from embedtune.io import write_text_atomic
+
+DEFAULT_INDEXES_DIR = Path("indexes")
+MANIFEST_FILE = "manifest.json"
+FORMAT = 2
+
+
+def index_file(generation: int) -> str:
+    return f"index.{generation}.faiss"
+
+
+def store_file(generation: int) -> str:
+    return f"docs.{generation}.sqlite"
+
+
+def now() -> str:
+    """The timestamp format of manifests (local time with its UTC offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an index is: enough to refuse a mismatched model, to check its files and to rebuild it."""
+
+    name: str
+    model_path: str
+    model_fingerprint: str
+    dimension: int
+    normalized: bool
+    metric: str
+    count: int  # live documents
+    max_seq_length: int
+    precision: str
+    corpus_path: str
+    corpus_sha256: str
+    embedtune_version: str
+    created_at: str
+    encode_seconds: float
+    format: int = FORMAT
+    pooling: str = "unknown"
+    prompts: dict[str, str] = field(default_factory=dict)
+    query_prompt_name: str | None = None
+    document_prompt_name: str | None = None
+    index_type: str = "flat"
+    index_params: dict[str, int] = field(default_factory=dict)
+    choice: str = ""  # why this index type
+    train_size: int = 0
+    build_seconds: float = 0.0
+    search_defaults: dict[str, int] = field(default_factory=dict)  # calibrated nprobe / ef_search
+    calibration: dict[str, object] = field(default_factory=dict)
+    vectors: int = 0  # FAISS ntotal: live documents plus tombstoned HNSW nodes
+    tombstones: int = 0
+    generation: int = 1
+    files: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
+    updated_at: str = ""
+    updates: list[dict[str, object]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EmbedtuneError(f"{path}: unreadable index manifest ({e})") from e
+        if not isinstance(raw, dict):
+            raise EmbedtuneError(f"{path}: unreadable index manifest (not a JSON object)")
+        if raw.get("format") != FORMAT:
+            raise EmbedtuneError(
+                f"{path}: index format {raw.get('format', 1)} (this embedtune reads format {FORMAT}); "
+                "rebuild it, overwriting the old one"
+            )
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        try:
+            if unknown:
+                raise TypeError(f"unknown field(s) {', '.join(sorted(unknown))}")
+            return cls(**raw)
+        except TypeError as e:
+            raise EmbedtuneError(f"{path}: unreadable index manifest ({e})") from e
+
+    def write(self, directory: Path) -> None:
+        write_text_atomic(Path(directory) / MANIFEST_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @property
+    def spec(self) -> IndexSpec:
+        return IndexSpec(self.index_type, **self.index_params)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(int(f["bytes"]) for f in self.files.values())

@@ -1,0 +1,228 @@
+"""Reading an index: find it by name or path, load and cross-check its files, list and describe indexes.
+
+A load checks that the manifest, the FAISS file and the document store agree (file sizes, vector
+count, dimension, document count; with ``verify`` also the SHA-256 of both files), so a damaged or
+half-copied index is an error at load time, not a wrong answer later. A model is accepted for an
+index only when its content fingerprint equals the one that built it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from embedtune.errors import EmbedtuneError
+from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, store_file
+from embedtune.index.store import DocStore, StoredDoc
+from embedtune.index.types import knob_name, search_parameters
+from embedtune.io import file_sha256
+from embedtune.models import model_fingerprint, resolve_model_path
+
+
+def resolve_index_path(index: str | Path, indexes_dir: Path = DEFAULT_INDEXES_DIR) -> Path:
+    """An index given by name (``indexes_dir/NAME``) or by path; it must exist."""
+    candidates = [Path(index)] if Path(index).is_absolute() else [Path(indexes_dir) / index, Path(index)]
+    for candidate in candidates:
+        if (candidate / MANIFEST_FILE).is_file():
+            return candidate
+    available = [name for name, _ in list_indexes(indexes_dir)]
+    hint = f"; available: {', '.join(available)}" if available else f"; {indexes_dir} has no indexes"
+    raise EmbedtuneError(f"no index '{index}' (looked in {candidates[0]}){hint}")
+
+
+def list_indexes(indexes_dir: Path = DEFAULT_INDEXES_DIR) -> list[tuple[str, Manifest | EmbedtuneError]]:
+    """``(name, manifest)`` for each index folder, or ``(name, error)`` where the manifest is unreadable."""
+    found: list[tuple[str, Manifest | EmbedtuneError]] = []
+    for path in sorted(Path(indexes_dir).glob(f"*/{MANIFEST_FILE}")):
+        if path.parent.name.startswith("."):
+            continue  # a build's temporary directory
+        try:
+            found.append((path.parent.name, Manifest.read(path)))
+        except EmbedtuneError as e:
+            found.append((path.parent.name, e))
+    return found
+
+
+def check_model(manifest: Manifest, model: str | Path | None, name: str) -> Path:
+    """The path of ``model`` (default: the manifest's), after proving it is the model that built the index."""
+    path = resolve_model_path(model if model is not None else manifest.model_path)
+    fingerprint = model_fingerprint(path)
+    if fingerprint != manifest.model_fingerprint:
+        raise EmbedtuneError(
+            f"index '{name}' was built by the model at {manifest.model_path} "
+            f"(fingerprint {manifest.model_fingerprint[:12]}), but {path} has fingerprint "
+            f"{fingerprint[:12]}; its vectors are not comparable: rebuild the index with this model"
+        )
+    return path
+
+
+class Index:
+    """A loaded index: the FAISS vectors (memory-mapped where FAISS allows), the document store and manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest, faiss_index, store: DocStore):
+        self.path, self.manifest, self.faiss_index, self.store = path, manifest, faiss_index, store
+        tombstones = store.tombstones()
+        self._selector = None
+        if tombstones:
+            import faiss
+
+            self._batch = faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64))
+            self._selector = faiss.IDSelectorNot(self._batch)  # keeps a reference: FAISS does not own it
+
+    @classmethod
+    def load(
+        cls, index: str | Path, indexes_dir: Path = DEFAULT_INDEXES_DIR, *, mmap: bool = True, verify: bool = False
+    ) -> Index:
+        """Load and cross-check manifest, FAISS file and store; a mismatch is an error, not a wrong answer later.
+
+        ``mmap`` maps the FAISS file instead of reading it (pages load on demand, shared between
+        processes). ``verify`` also checks both files' SHA-256 against the manifest (reads them fully).
+        """
+        path = resolve_index_path(index, indexes_dir)
+        manifest = Manifest.read(path / MANIFEST_FILE)
+        try:
+            return cls._load(path, manifest, mmap, verify)
+        except EmbedtuneError:
+            # A writer may have committed a new generation and deleted these files since we read the
+            # manifest: then retry once with the new one; otherwise the files really are damaged.
+            newer = Manifest.read(path / MANIFEST_FILE)
+            if newer.generation == manifest.generation:
+                raise
+            return cls._load(path, newer, mmap, verify)
+
+    @classmethod
+    def _load(cls, path: Path, manifest: Manifest, mmap: bool, verify: bool) -> Index:
+        _check_files(path, manifest, verify)
+        faiss_index = _read_faiss(path / index_file(manifest.generation), mmap)
+        store = DocStore(path / store_file(manifest.generation))
+        stored = len(store)
+        if (
+            not (faiss_index.ntotal == manifest.vectors and stored == manifest.count)
+            or faiss_index.d != manifest.dimension
+        ):
+            store.close()
+            raise EmbedtuneError(
+                f"{path}: index files disagree (manifest: {manifest.count} documents, {manifest.vectors} x "
+                f"{manifest.dimension} vectors; FAISS: {faiss_index.ntotal} x {faiss_index.d}; store: {stored} "
+                "documents); rebuild it"
+            )
+        return cls(path, manifest, faiss_index, store)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """All document ids in FAISS-id order (read from the store on each access: slow for large indexes)."""
+        return list(self.store.iter_column("doc_id"))
+
+    @property
+    def texts(self) -> list[str]:
+        """All texts in FAISS-id order. Loads every text: prefer :meth:`lookup` for search results."""
+        return list(self.store.iter_column("text"))
+
+    def lookup(self, fids: Iterable[int]) -> dict[int, StoredDoc]:
+        return self.store.lookup(fids)
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, FAISS ids; -1 pads) per query vector; ``k`` is capped at the index size.
+
+        ``nprobe`` (IVF types) and ``ef_search`` (HNSW) override the calibrated defaults.
+        """
+        if k <= 0:
+            raise EmbedtuneError(f"k must be positive, got {k}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dimension:
+            raise EmbedtuneError(
+                f"query vectors have shape {vectors.shape}, the index needs (n, {self.manifest.dimension})"
+            )
+        k = min(k, len(self))
+        if k == 0:
+            return np.zeros((len(vectors), 0), dtype=np.float32), np.zeros((len(vectors), 0), dtype=np.int64)
+        params = search_parameters(self.manifest.index_type, self._knobs(nprobe, ef_search), self._selector)
+        return self.faiss_index.search(vectors, k, params=params)
+
+    def _knobs(self, nprobe: int | None, ef_search: int | None) -> dict[str, int]:
+        """The calibrated search knobs, overridden by those given (which must suit the index type)."""
+        knobs = dict(self.manifest.search_defaults)
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is None:
+                continue
+            if knob_name(self.manifest.index_type) != name:
+                raise EmbedtuneError(f"{name} does not apply to a {self.manifest.index_type} index")
+            if value < 1:
+                raise EmbedtuneError(f"{name} must be positive, got {value}")
+            knobs[name] = value
+        return knobs
+
+    def row_map(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """FAISS id -> position of that document in ``doc_ids`` (-1 where absent), for :meth:`search_rows`.
+
+        Lets a caller that holds a corpus as a list (a retriever, a miner) read search results as rows
+        of that list. Streams the stored ids once.
+        """
+        position = {doc_id: row for row, doc_id in enumerate(doc_ids)}
+        rows = np.full(max(self.store.next_fid(), 1), -1, dtype=np.int64)
+        for fid, doc_id in self.store.iter_ids():
+            rows[fid] = position.get(doc_id, -1)
+        return rows
+
+    def search_rows(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        row_map: np.ndarray,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search_vectors` with FAISS ids turned into rows through :meth:`row_map` (-1 pads)."""
+        scores, fids = self.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
+        return scores, np.where(fids >= 0, row_map[np.maximum(fids, 0)], -1)
+
+    def check_model(self, model: str | Path | None) -> Path:
+        """Return the model path after proving it is the one that built this index."""
+        return check_model(self.manifest, model, self.name)
+
+
+def _check_files(path: Path, manifest: Manifest, verify: bool) -> None:
+    """Both data files the manifest names exist with its sizes (and, with ``verify``, its SHA-256)."""
+    expected = {index_file(manifest.generation), store_file(manifest.generation)}
+    if set(manifest.files) != expected:
+        raise EmbedtuneError(f"{path}: manifest names files {sorted(manifest.files)}, expected {sorted(expected)}")
+    for name, info in sorted(manifest.files.items()):
+        file = path / name
+        if not file.is_file():
+            raise EmbedtuneError(f"{path}: index is incomplete (no {name}); rebuild it")
+        size = file.stat().st_size
+        if size != info["bytes"] or (verify and file_sha256(file) != info["sha256"]):
+            what = f"is {size} bytes, the manifest says {info['bytes']}" if size != info["bytes"] else "SHA-256 differs"
+            raise EmbedtuneError(
+                f"{file}: does not match the manifest ({what}): damaged or changed outside embedtune; rebuild it"
+            )
+
+
+def _read_faiss(file: Path, mmap: bool):
+    import faiss
+
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        return faiss.read_index(str(file), flags)
+    except RuntimeError as e:
+        raise EmbedtuneError(f"{file}: unreadable FAISS index ({_first_line(e)})") from e
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
