@@ -119,11 +119,12 @@ def run_variant(variant: str, kind: str, n: int, vectors_out: Path) -> dict:
 def run_quality(precision: str) -> dict:
     """nDCG@10 and recall@10 of one precision on the whole data/debian test split (no cache)."""
     from embedtune.data import load_split
+    from embedtune.encoding import EncodeSettings
     from embedtune.evaluate import EvalSettings, evaluate_model
 
     split = load_split(DATA, "test")
     settings = EvalSettings(metrics=("ndcg@10", "recall@10"), show_progress=False)
-    result = evaluate_model(None, split, settings, batch_size=BATCH, precision=precision, cache=None)
+    result = evaluate_model(None, split, settings, EncodeSettings(batch_size=BATCH, precision=precision, cache=False))
     return {"precision": precision, "resolved": result.details["precision"], "seconds": round(result.seconds, 1)} | {
         name: round(value, 4) for name, value in result.metrics.items()
     }

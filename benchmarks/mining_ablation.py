@@ -98,7 +98,8 @@ def _naive(data, retriever) -> tuple:
 
 
 def mine_both() -> None:
-    from embedtune.mining import DenseRetriever, MiningConfig, mine, plot_histograms, report_paths, write_mined
+    from embedtune.mining import MiningConfig, mine, plot_histograms, report_paths, write_mined
+    from embedtune.retrieval import DenseRetriever
 
     data = _data()
     retriever = DenseRetriever(np.load(CACHE / "docs.npy"), np.load(CACHE / "queries.npy"), "dense:default@32")
@@ -143,11 +144,12 @@ def train_variant(variant: str) -> None:
 
 def eval_variant(variant: str) -> None:
     from embedtune.data import default_data_dir, load_split
+    from embedtune.encoding import EncodeSettings
     from embedtune.evaluate import EvalSettings, evaluate_model
 
     split = load_split(default_data_dir(), "test")
     settings = EvalSettings(show_progress=False)  # recall and mrr @1/10/100, ndcg@10
-    result = evaluate_model(CACHE / "models" / variant, split, settings, max_seq_length=SEQ_LENGTH)
+    result = evaluate_model(CACHE / "models" / variant, split, settings, EncodeSettings(max_seq_length=SEQ_LENGTH))
     (CACHE / f"eval-{variant}.json").write_text(json.dumps(result.to_dict(), indent=2))
     print(variant, {k: round(v, 4) for k, v in result.metrics.items()})
 

@@ -155,7 +155,8 @@ def vectors() -> None:
 
 
 def side_embedtune(out: Path) -> dict:
-    from embedtune.mining import DenseRetriever, MiningConfig, MiningInput, mine, write_mined
+    from embedtune.mining import MiningConfig, MiningInput, mine, write_mined
+    from embedtune.retrieval import DenseRetriever
 
     t0 = time.perf_counter()
     corpus, queries = _load_json("corpus.json"), _load_json("queries.json")
@@ -281,7 +282,7 @@ def backends() -> None:
     """
     import faiss
 
-    from embedtune.mining import DenseRetriever
+    from embedtune.retrieval import DenseRetriever
 
     docs, queries = np.load(CACHE / "docs-all.npy"), np.load(CACHE / "queries.npy")
     rows = np.arange(2048)

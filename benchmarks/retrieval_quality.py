@@ -2,7 +2,7 @@
 
 Rows (systems):
 
-* ``bm25`` — the lexical baseline (:mod:`embedtune.bm25`);
+* ``bm25`` — the lexical baseline (:mod:`embedtune.retrieval.bm25`);
 * ``base`` — the bundled all-MiniLM-L6-v2, exact search;
 * ``finetuned`` — ``embedtune train`` with its defaults (in-batch negatives) on data/debian train;
 * ``mined`` — ``embedtune train --mine`` (hard negatives mined by issue 4's miner); skipped, with a
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from common import cpu_model  # noqa: E402
 
 from embedtune.data import load_split  # noqa: E402
+from embedtune.encoding import EncodeSettings  # noqa: E402
 from embedtune.evaluate import EvalResult, EvalSettings, evaluate_bm25, evaluate_model, plot_results  # noqa: E402
 from embedtune.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 
@@ -138,7 +139,7 @@ def evaluate_row(system: str, model: str | None, args: argparse.Namespace) -> di
             if system == "bm25":
                 result = evaluate_bm25(split, settings)
             else:
-                result = evaluate_model(model, split, settings, max_seq_length=args.max_seq_length)
+                result = evaluate_model(model, split, settings, EncodeSettings(max_seq_length=args.max_seq_length))
             scores = ", ".join(f"{m} {v:.4f}" for m, v in result.metrics.items())
             print(f"[{system}] {split.name}: {scores} ({result.seconds:.0f} s)", flush=True)
             results[key] = result.to_dict()

@@ -235,8 +235,6 @@ def _mining_config(options: dict) -> MiningConfig:
 def _echo_mining(report, output: Path) -> None:
     from embedtune.mining import report_paths
 
-    for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
     json_path, png_path = report_paths(output)
     click.echo(report.summary())
     click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
@@ -384,7 +382,7 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     else:
         config = TrainConfig(**given)
     if mine_first:
-        from embedtune.mining import mine_for_training
+        from embedtune.workflows import mine_for_training
 
         config, report = mine_for_training(config, selection, retriever=retriever)
         _echo_mining(report, config.data)
@@ -452,12 +450,24 @@ def mine(output: Path, data: Path, split: str, model: str, index_name: str | Non
     the retriever's scores (positive first) for MarginMSE distillation; `embedtune train --pairs`
     reads the output as is.
     """
+    from embedtune.encoding import EncodeSettings
     from embedtune.mining import mine_to_file
 
     config = _mining_config(options)
     options.pop("seed")
+    encoding = EncodeSettings(
+        **{name: options.pop(name) for name in ("batch_size", "precision", "max_seq_length", "cache")}
+    )
     report = mine_to_file(
-        data, output, split=split, retriever=retriever, model=model, index=index_name, config=config, **options
+        data,
+        output,
+        split=split,
+        retriever=retriever,
+        model=model,
+        index=index_name,
+        config=config,
+        encoding=encoding,
+        **options,
     )
     _echo_mining(report, output)
 
@@ -865,6 +875,7 @@ def eval_command(
     Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
     the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
     """
+    from embedtune.encoding import EncodeSettings
     from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results
 
     settings = EvalSettings(
@@ -874,10 +885,15 @@ def eval_command(
         per_query=per_query,
     )
     results = evaluate(
-        data, split, models=models, indexes=indexes, bm25=bm25, indexes_dir=indexes_dir, settings=settings, **encoding
+        data,
+        split,
+        models=models,
+        indexes=indexes,
+        bm25=bm25,
+        indexes_dir=indexes_dir,
+        settings=settings,
+        encoding=EncodeSettings(**encoding),
     )
-    for warning in dict.fromkeys(w for r in results for w in r.warnings):
-        click.echo(f"warning: {warning}", err=True)
     payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
     report = format_report(results)
     if json_out is not None:

@@ -1,25 +1,32 @@
 """Evaluation of models (exact search), built indexes and BM25 on BEIR-layout splits.
 
-Metrics come from :mod:`embedtune.metrics` (pytrec_eval, as BEIR and MTEB report), the same code
-training's dev evaluation scores with.
+Every system ranks through :mod:`embedtune.retrieval` (a model through the dense retriever's exact
+search, an index through its own approximate search, BM25 through the lexical retriever) in one
+loop, so evaluation scores the very search that mining and serving use. Metrics come from
+:mod:`embedtune.metrics` (pytrec_eval, as BEIR and MTEB report), the same code training's dev
+evaluation scores with. Warnings go through ``warnings.warn`` (:class:`EmbedtuneWarning`) and are
+kept in each result for its JSON.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from embedtune.data import RetrievalSplit, load_split
-from embedtune.encoding import CacheOption, Encoder, prompt_names
-from embedtune.errors import EmbedtuneError
+from embedtune.encoding import EncodeSettings
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS, Run, compute_metrics, max_cutoff, metric_names
 from embedtune.models import load_model, resolve_model_path
+from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
 
 
 @dataclass
@@ -93,14 +100,84 @@ def own_id_warnings(split: RetrievalSplit, ignore_own_id: bool) -> list[str]:
     if shadowed:
         return [
             f"{shadowed} of {len(split.qrels)} queries share their id with a corpus document not marked relevant "
-            "to them; if that document is the query's own text (ArguAna-style sets), pass --ignore-own-id"
+            "to them; if that document is the query's own text (ArguAna-style sets), set ignore_own_id"
         ]
     return []
 
 
+class _Ranker(NamedTuple):
+    """A system made ready: its retriever, the document id of each corpus row, and what the JSON records."""
+
+    retriever: Retriever
+    doc_ids: Sequence[str]
+    details: dict[str, object]
+
+
+@dataclass(frozen=True)
+class _System:
+    """One system to evaluate; ``prepare`` makes its retriever when its turn comes (one model in memory)."""
+
+    name: str
+    kind: str  # "model", "index" or "bm25"
+    prepare: Callable[[RetrievalInput], _Ranker]
+
+
+def _model_system(model: str | Path | None, encoding: EncodeSettings, show_progress: bool) -> _System:
+    def prepare(data: RetrievalInput) -> _Ranker:
+        path = resolve_model_path(model)
+        st = load_model(path, max_seq_length=encoding.max_seq_length)
+        retriever = DenseRetriever.encode(st, data, encoding, show_progress=show_progress)
+        details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": retriever.encoded_in}
+        return _Ranker(retriever, data.doc_ids, details)
+
+    return _System(str(model) if model is not None else "default", "model", prepare)
+
+
+def _index_system(index: Index, split: RetrievalSplit, show_progress: bool) -> _System:
+    def prepare(data: RetrievalInput) -> _Ranker:
+        indexed = set(index.doc_ids)
+        missing = {d for docs in split.qrels.values() for d in docs if d not in indexed}
+        if missing:
+            example = ", ".join(sorted(missing)[:3])
+            raise EmbedtuneError(
+                f"index '{index.name}' lacks {len(missing)} document(s) that {split.name} marks relevant "
+                f"(e.g. {example}); was it built from another corpus?"
+            )
+        retriever = IndexRetriever(index, data.query_texts, show_progress=show_progress)
+        details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
+        return _Ranker(retriever, retriever.doc_ids, details)
+
+    return _System(f"index:{index.name}", "index", prepare)
+
+
+def _bm25_system(k1: float, b: float, show_progress: bool) -> _System:
+    def prepare(data: RetrievalInput) -> _Ranker:
+        retriever = BM25Retriever(data, k1=k1, b=b, matches_only=True, show_progress=show_progress)
+        return _Ranker(retriever, data.doc_ids, {"k1": k1, "b": b})
+
+    return _System("bm25", "bm25", prepare)
+
+
+def _evaluate_systems(split: RetrievalSplit, systems: Sequence[_System], settings: EvalSettings) -> list[EvalResult]:
+    """The one loop: each system ranks the split's queries through its retriever, pytrec_eval scores the run."""
+    for message in own_id_warnings(split, settings.ignore_own_id):
+        warnings.warn(message, EmbedtuneWarning, stacklevel=3)
+    data = RetrievalInput.from_split(split)
+    results = []
+    for system in systems:
+        started = time.perf_counter()
+        ranker = system.prepare(data)
+        scores, rows = ranker.retriever.search(np.arange(len(data.query_ids)), settings.depth)
+        run = {
+            qid: {ranker.doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
+            for qid, q_scores, q_rows in zip(data.query_ids, scores, rows, strict=True)
+        }
+        results.append(_score(system, split, run, len(ranker.doc_ids), settings, started, ranker.details))
+    return results
+
+
 def _score(
-    system: str,
-    kind: str,
+    system: _System,
     split: RetrievalSplit,
     run: Run,
     n_documents: int,
@@ -109,16 +186,18 @@ def _score(
     details: dict[str, object],
 ) -> EvalResult:
     scores = compute_metrics(run, split.qrels, settings.metrics, settings.ks, ignore_own_id=settings.ignore_own_id)
-    warnings = own_id_warnings(split, settings.ignore_own_id)
+    notes = own_id_warnings(split, settings.ignore_own_id)
     if scores.no_results:
         example = ", ".join(scores.no_results[:3])
-        warnings.append(
-            f"{system}: no results for {len(scores.no_results)} of {len(split.qrels)} queries "
+        message = (
+            f"{system.name}: no results for {len(scores.no_results)} of {len(split.qrels)} queries "
             f"(counted as 0; e.g. {example})"
         )
+        warnings.warn(message, EmbedtuneWarning, stacklevel=4)
+        notes.append(message)
     return EvalResult(
-        system=system,
-        kind=kind,
+        system=system.name,
+        kind=system.kind,
         split=split.name,
         n_queries=len(split.qrels),
         n_documents=n_documents,
@@ -126,7 +205,7 @@ def _score(
         seconds=time.perf_counter() - started,
         details={**details, "ignore_own_id": settings.ignore_own_id},
         no_results=len(scores.no_results),
-        warnings=warnings,
+        warnings=notes,
         per_query=scores.per_query if settings.per_query else None,
     )
 
@@ -135,42 +214,16 @@ def evaluate_model(
     model: str | Path | None,
     split: RetrievalSplit,
     settings: EvalSettings = EvalSettings(),
-    *,
-    batch_size: int = 32,
-    precision: str = "auto",
-    max_seq_length: int | None = None,
-    cache: CacheOption = True,
+    encoding: EncodeSettings | None = None,
 ) -> EvalResult:
     """Encode the whole corpus and the split's queries with ``model``; exact cosine search.
 
-    With ``cache`` (see :class:`~embedtune.encoding.Encoder`) a corpus this model has encoded before,
-    in this precision, is read back instead of re-encoded.
+    The search is :class:`~embedtune.retrieval.DenseRetriever`'s (bf16 candidates rescored in fp32 where
+    the encoder runs bf16, else fp32), so the scores are exact. With ``encoding.cache`` a corpus this
+    model has encoded before, in this precision, is read back instead of re-encoded.
     """
-    import faiss
-
-    started = time.perf_counter()
-    path = resolve_model_path(model)
-    st = load_model(path, max_seq_length=max_seq_length)
-    doc_ids = list(split.corpus)
-    encoder = Encoder(st, precision, cache=cache)
-    progress = settings.show_progress
-    query_prompt, document_prompt = prompt_names(st)
-    doc_vectors = encoder.encode(
-        list(split.corpus.values()), prompt_name=document_prompt, batch_size=batch_size, show_progress=progress
-    )
-    query_vectors = encoder.encode(
-        list(split.queries.values()), prompt_name=query_prompt, batch_size=batch_size, show_progress=progress
-    )
-    index = faiss.IndexFlatIP(doc_vectors.shape[1])
-    index.add(doc_vectors)
-    scores, rows = index.search(query_vectors, min(settings.depth, len(doc_ids)))
-    run = {
-        qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True) if r >= 0}
-        for qid, q_scores, q_rows in zip(split.queries, scores, rows, strict=True)
-    }
-    details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": encoder.precision}
-    system = str(model) if model is not None else "default"
-    return _score(system, "model", split, run, len(doc_ids), settings, started, details)
+    system = _model_system(model, encoding or EncodeSettings(), settings.show_progress)
+    return _evaluate_systems(split, [system], settings)[0]
 
 
 def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings = EvalSettings()) -> EvalResult:
@@ -178,34 +231,14 @@ def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings =
 
     Whatever the index loses to approximate search shows in its scores.
     """
-    from embedtune.index import Searcher
-
-    indexed = set(index.doc_ids)
-    missing = {d for docs in split.qrels.values() for d in docs if d not in indexed}
-    if missing:
-        example = ", ".join(sorted(missing)[:3])
-        raise EmbedtuneError(
-            f"index '{index.name}' lacks {len(missing)} document(s) that {split.name} marks relevant "
-            f"(e.g. {example}); was it built from another corpus?"
-        )
-    started = time.perf_counter()
-    hits = Searcher(index).search(list(split.queries.values()), settings.depth, show_progress=settings.show_progress)
-    run = {qid: {h.doc_id: h.score for h in q_hits} for qid, q_hits in zip(split.queries, hits, strict=True)}
-    details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
-    return _score(f"index:{index.name}", "index", split, run, len(index), settings, started, details)
+    return _evaluate_systems(split, [_index_system(index, split, settings.show_progress)], settings)[0]
 
 
 def evaluate_bm25(
     split: RetrievalSplit, settings: EvalSettings = EvalSettings(), *, k1: float = 1.2, b: float = 0.75
 ) -> EvalResult:
-    """BM25 over the split's corpus (see :mod:`embedtune.bm25`), the lexical baseline."""
-    from embedtune.bm25 import BM25
-
-    started = time.perf_counter()
-    bm25 = BM25(split.corpus, k1=k1, b=b, show_progress=settings.show_progress)
-    hits = bm25.search(list(split.queries.values()), settings.depth, show_progress=settings.show_progress)
-    run = {qid: dict(q_hits) for qid, q_hits in zip(split.queries, hits, strict=True)}
-    return _score("bm25", "bm25", split, run, len(bm25), settings, started, {"k1": k1, "b": b})
+    """BM25 over the split's corpus (see :mod:`embedtune.retrieval.bm25`), the lexical baseline."""
+    return _evaluate_systems(split, [_bm25_system(k1, b, settings.show_progress)], settings)[0]
 
 
 def evaluate(
@@ -217,21 +250,18 @@ def evaluate(
     bm25: bool = False,
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
     settings: EvalSettings = EvalSettings(),
-    batch_size: int = 32,
-    precision: str = "auto",
-    max_seq_length: int | None = None,
-    cache: CacheOption = True,
+    encoding: EncodeSettings | None = None,
 ) -> list[EvalResult]:
     """Evaluate BM25, models and indexes (in that order) on one split, loading the data once."""
     if not models and not indexes and not bm25:
-        raise EmbedtuneError("nothing to evaluate: give at least one model, index or --bm25")
+        raise EmbedtuneError("nothing to evaluate: give at least one model or index, or bm25")
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
     data_split = load_split(Path(data), split)
-    results = [evaluate_bm25(data_split, settings)] if bm25 else []
-    encode = {"batch_size": batch_size, "precision": precision, "max_seq_length": max_seq_length, "cache": cache}
-    results += [evaluate_model(m, data_split, settings, **encode) for m in models]
-    results += [evaluate_index(i, data_split, settings) for i in loaded]
-    return results
+    progress = settings.show_progress
+    systems = [_bm25_system(1.2, 0.75, progress)] if bm25 else []
+    systems += [_model_system(m, encoding or EncodeSettings(), progress) for m in models]
+    systems += [_index_system(i, data_split, progress) for i in loaded]
+    return _evaluate_systems(data_split, systems, settings)
 
 
 def format_table(results: Sequence[EvalResult]) -> str:

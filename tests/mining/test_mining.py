@@ -10,10 +10,8 @@ import pytest
 from helpers import QRELS, write_beir
 from test_cli import assert_one_line_error, run
 
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.mining import (
-    BM25Retriever,
-    DenseRetriever,
     MiningConfig,
     MiningInput,
     load_mining_input,
@@ -148,7 +146,7 @@ def test_short_rows_are_an_error_when_they_are_most_of_the_data():
     [
         ({"min_rank": 9, "max_rank": 3}, r"rank window is empty: min_rank 9 > max_rank 3"),
         ({"min_rank": 4, "max_rank": 4}, r"holds 1 candidates, fewer than the 2"),
-        ({"relative_margin": 1.5}, r"relative_margin must be in \[0, 1\)"),
+        ({"relative_margin": 1.5}, r"relative_margin: must be less than 1, got 1.5"),
         ({"min_rank": 20, "max_rank": 30}, r"min_rank 20 is beyond the corpus of 8 documents"),
         ({"min_rank": 8, "max_rank": 30}, r"ranks 8..8 cannot hold 2 negatives"),
     ],
@@ -161,36 +159,10 @@ def test_bad_windows_are_errors(overrides, message):
 
 def test_a_window_beyond_the_corpus_is_cut_with_a_warning():
     data, retriever = handmade()
-    mined, report = mine(data, retriever, config(max_rank=100), show_progress=False)
+    with pytest.warns(EmbedtuneWarning, match="max_rank 100 exceeds the corpus"):
+        mined, report = mine(data, retriever, config(max_rank=100), show_progress=False)
     assert report.window == [1, 8] and len(mined.pairs) == 2
     assert any("max_rank 100 exceeds the corpus (8 documents)" in w and "all 1 queries" in w for w in report.warnings)
-
-
-def test_dense_retriever_matches_exact_search():
-    rng = np.random.default_rng(0)
-    docs = rng.standard_normal((300, 16)).astype(np.float32)
-    queries = rng.standard_normal((40, 16)).astype(np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = queries @ docs.T
-    for precision in ("fp32", "bf16"):
-        retriever = DenseRetriever(docs, queries, precision=precision)
-        rows_in = np.arange(5, 40)
-        scores, rows = retriever.search(rows_in, 10)
-        np.testing.assert_array_equal(rows, np.argsort(-exact[rows_in], axis=1)[:, :10])
-        np.testing.assert_allclose(scores, np.take_along_axis(exact[rows_in], rows, axis=1), atol=1e-5)
-        np.testing.assert_allclose(retriever.pair_scores(rows_in, rows[:, 3]), scores[:, 3], atol=1e-5)
-
-
-def test_bm25_retriever_ranks_and_scores_pairs(beir_dir):
-    data = load_mining_input(beir_dir, "train")
-    retriever = BM25Retriever(data, show_progress=False)
-    query_rows = np.arange(len(data.query_ids))
-    scores, rows = retriever.search(query_rows, 3)
-    top = {data.query_ids[q]: data.doc_ids[r] for q, r in zip(query_rows, rows[:, 0], strict=True)}
-    assert top["q-web"] == "nginx" and top["q-edit"] == "vim" and top["q-py"] == "python3"
-    assert np.all(np.diff(scores, axis=1) <= 0) and scores[0, 0] > 0
-    np.testing.assert_allclose(retriever.pair_scores(query_rows, rows[:, 1]), scores[:, 1], rtol=1e-5)
 
 
 def test_bad_beir_input_is_counted(tmp_path):
@@ -199,7 +171,8 @@ def test_bad_beir_input_is_counted(tmp_path):
     root = write_beir(tmp_path / "one-missing", corpus, queries, {"train": [("q1", "a"), ("q2", "b"), ("q3", "zz")]})
     lines = (root / "qrels" / "train.tsv").read_text() + "q4\tc\t0\n"  # judged, but nothing relevant
     (root / "qrels" / "train.tsv").write_text(lines)
-    data = load_mining_input(root, "train")
+    with pytest.warns(EmbedtuneWarning, match="missing from the corpus"):
+        data = load_mining_input(root, "train")
     assert len(data.pair_query) == 2
     warnings = " | ".join(data.warnings)
     assert "1 of 3 (query, positive) pairs name documents missing from the corpus (e.g. 'zz')" in warnings
@@ -313,3 +286,22 @@ def test_mine_with_a_built_index_reuses_its_vectors(tmp_path, tiny_st, beir_dir)
     other = write_beir(tmp_path / "other", corpus={"x": "another corpus entirely"}, qrels={"train": [("q-web", "x")]})
     wrong = run("mine", "-o", tmp_path / "w.jsonl", "--index", "tiny", *common[:-1], "--data", other, ok=False)
     assert_one_line_error(wrong, "holds 8 documents, not the 1 of the mining corpus")
+
+
+def test_mining_config_refuses_bad_values_with_the_settings_message():
+    from embedtune.settings import SettingError, from_mapping
+
+    with pytest.raises(SettingError, match=r"^num_negatives: must be at least 1, got 0$"):
+        MiningConfig(num_negatives=0)
+    with pytest.raises(SettingError, match=r"^sampling: 'best' is not one of top, random$"):
+        MiningConfig(sampling="best")
+    with pytest.raises(SettingError, match=r"^relative_margin: must be at least 0, got -0.1 \(in mine.yaml\)$"):
+        from_mapping(MiningConfig, {"relative_margin": -0.1}, "mine.yaml")
+    assert from_mapping(MiningConfig, {"relative_margin": None, "max_rank": 8}, "mine.yaml") == MiningConfig(
+        relative_margin=None, max_rank=8
+    )
+    config = MiningConfig()
+    config.min_rank = 0  # changed after it was made: mining checks again
+    data, retriever = handmade()
+    with pytest.raises(SettingError, match="min_rank: must be at least 1"):
+        mine(data, retriever, config, show_progress=False)

@@ -9,10 +9,12 @@ import pytest
 from helpers import CORPUS, write_beir
 
 from embedtune.data import load_split
+from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
 from embedtune.evaluate import EvalSettings, evaluate, evaluate_bm25, evaluate_index, evaluate_model, own_id_warnings
 from embedtune.index import Index, build_index
 from embedtune.metrics import compute_metrics, metric_names
+from embedtune.retrieval import DenseRetriever, RetrievalInput
 
 QRELS = {
     "q1": {"a": 1},  # found at rank 2
@@ -154,13 +156,49 @@ def test_evaluate_model_index_and_bm25_agree_with_hand_values(tmp_path, tiny_st)
         assert both[1].metrics[name] == pytest.approx(value, abs=1e-6)
 
 
+def _word_split(tmp_path):
+    """60 documents of shuffled words and 12 queries, so a depth of 5 fetches far less than the corpus."""
+    rng = np.random.default_rng(0)
+    words = " ".join(CORPUS.values()).split()
+    corpus = {f"d{i}": " ".join(rng.choice(words, size=8)) for i in range(60)}
+    queries = {f"q{i}": " ".join(rng.choice(words, size=3)) for i in range(12)}
+    qrels = {"test": [(f"q{i}", f"d{j}") for i in range(12) for j in rng.choice(60, size=2, replace=False)]}
+    return load_split(write_beir(tmp_path / "words", corpus=corpus, queries=queries, qrels=qrels), "test")
+
+
+def test_evaluate_model_equals_a_strict_fp32_exact_search(tmp_path, tiny_st):
+    # bf16 vectors make the dense retriever search in bf16, then rescore its candidates in fp32: the
+    # ranking and the scores (hence every metric) are those of a strict fp32 search over the same vectors.
+    split = _word_split(tmp_path)
+    settings = EvalSettings(metrics=("recall", "mrr", "ndcg"), ks=(1, 5), per_query=True, show_progress=False)
+    encoding = EncodeSettings(precision="bf16", cache=False)
+    result = evaluate_model(tiny_st, split, settings, encoding)
+    data = RetrievalInput.from_split(split)
+    fast = DenseRetriever.encode(tiny_st, data, encoding, show_progress=False)
+    strict = DenseRetriever(fast.doc_vectors, fast.query_vectors, precision="fp32")
+    assert (fast.precision, strict.precision, result.details["precision"]) == ("bf16", "fp32", "bf16")
+    query_rows = np.arange(len(data.query_ids))
+    scores, rows = strict.search(query_rows, settings.depth)
+    fast_scores, fast_rows = fast.search(query_rows, settings.depth)
+    np.testing.assert_array_equal(fast_rows, rows)
+    np.testing.assert_allclose(fast_scores, scores, atol=1e-6)
+    run = {
+        q: {data.doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True)}
+        for q, q_scores, q_rows in zip(data.query_ids, scores, rows, strict=True)
+    }
+    expected = compute_metrics(run, split.qrels, settings.metrics, settings.ks)
+    assert result.metrics == pytest.approx(expected.mean, abs=1e-6)
+    for q, values in expected.per_query.items():
+        assert result.per_query[q] == pytest.approx(values, abs=1e-6)
+
+
 def test_own_id_warnings_point_both_ways(tmp_path, beir_dir):
     # Queries that are corpus documents too (own text in the corpus, not judged relevant to itself).
     corpus = {**CORPUS, "q-ssh": "secure shell"}
     qrels = {"test": [("q-ssh", "openssh"), ("q-ssh", "openssh-doc")]}
     root = write_beir(tmp_path / "own", corpus=corpus, qrels=qrels)
     split = load_split(root, "test")
-    assert "pass --ignore-own-id" in own_id_warnings(split, ignore_own_id=False)[0]
+    assert "set ignore_own_id" in own_id_warnings(split, ignore_own_id=False)[0]
     assert own_id_warnings(split, ignore_own_id=True) == []
     # BM25 finds the query's own text first; ignoring it puts an OpenSSH document at rank 1.
     settings = EvalSettings(metrics=("mrr@1",), show_progress=False)

@@ -7,8 +7,8 @@ import math
 import pytest
 from helpers import CORPUS
 
-from embedtune.bm25 import BM25
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.bm25 import BM25
 
 DOCS = {
     "d1": "server server proxy",

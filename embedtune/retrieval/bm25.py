@@ -6,10 +6,10 @@ stemming, Lucene's BM25 with ``k1 = 1.2`` and ``b = 0.75``. Documents that share
 query score 0 and are not returned, so a query of stop words only gets no results rather than
 arbitrary ones.
 
-Besides top-k search, the index exposes its scores as sparse matrices: hard-negative mining scores
-a chunk of queries against the whole corpus with one sparse product (seconds for 50,000 queries,
-where bm25s' per-query loop takes minutes) and reads the score of any (query, document) pair
-without scoring the rest of the corpus.
+Besides top-k search, the index exposes its scores as sparse matrices: :class:`BM25Retriever` (the
+:class:`~embedtune.retrieval.base.Retriever` that mining and evaluation use) scores a chunk of
+queries against the whole corpus with one sparse product, far faster than bm25s' per-query loop,
+and reads the score of any (query, document) pair without scoring the rest of the corpus.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
+from embedtune.retrieval.base import RetrievalInput
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
+
+_BM25_CELLS = 1 << 24  # scores held at once while ranking a chunk of queries (64 MiB of float32)
 
 Hits = list[tuple[str, float]]  # (doc_id, score), best first
 
@@ -111,3 +114,47 @@ class BM25:
         """BM25 score of query row ``i`` against document row ``doc_rows[i]``, for each ``i``."""
         doc_term = self._doc_term[doc_rows]
         return np.asarray(query_terms.multiply(doc_term).sum(axis=1), dtype=np.float32).ravel()
+
+
+class BM25Retriever:
+    """BM25 over the corpus of a :class:`RetrievalInput`, a chunk of queries per sparse product.
+
+    Scores are raw BM25, not cosines. ``matches_only``: documents that share no term with a query
+    (score 0) are not returned (row -1), as :meth:`BM25.search` does, so a query of stop words only
+    gets no results; without it they fill the ranking after the matches (mining may take them as
+    negatives).
+    """
+
+    name = "bm25"
+
+    def __init__(
+        self,
+        data: RetrievalInput,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        matches_only: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        corpus = {str(i): text for i, text in enumerate(data.doc_texts)}
+        self.bm25 = BM25(corpus, k1=k1, b=b, show_progress=show_progress)
+        self.query_terms = self.bm25.query_terms(data.query_texts)
+        self.matches_only = matches_only
+
+    def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        step = max(1, _BM25_CELLS // len(self.bm25))
+        scores, rows = [], []
+        for start in range(0, len(query_rows), step):
+            full = self.bm25.score_matrix(self.query_terms[query_rows[start : start + step]])
+            top = np.argpartition(-full, k - 1, axis=1)[:, :k] if k < full.shape[1] else np.argsort(-full, axis=1)
+            top_scores = np.take_along_axis(full, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            scores.append(np.take_along_axis(top_scores, order, axis=1))
+            rows.append(np.take_along_axis(top, order, axis=1))
+        scores_out, rows_out = np.concatenate(scores), np.concatenate(rows)
+        if self.matches_only:
+            rows_out[scores_out <= 0] = -1
+        return scores_out, rows_out
+
+    def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
+        return self.bm25.pair_scores(self.query_terms[query_rows], doc_rows)

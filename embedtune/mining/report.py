@@ -1,0 +1,99 @@
+"""The mining report: what happened to every candidate, as counts, score histograms, JSON and a PNG.
+
+The histograms' bin edges are shared by every group and stored with the counts, so the plot and the
+JSON show the same numbers; warnings raised while mining are kept in the report beside them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedtune.errors import EmbedtuneWarning
+
+
+@dataclass
+class MiningReport:
+    """What happened to every candidate, for the user to judge the mined data before training on it.
+
+    ``candidates_seen`` counts (row, candidate) slots in the rank window; ``filtered`` counts each
+    removed candidate once, under the first rule that removed it; ``rows_short`` rows had fewer than
+    ``num_negatives`` survivors and were dropped (``available`` = how many rows had 0, 1, ... survivors,
+    capped at ``num_negatives``).
+    """
+
+    retriever: str
+    config: dict
+    documents: int
+    queries: int
+    pairs: int
+    window: list[int]
+    candidates_seen: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    negatives_written: int = 0
+    rows_written: int = 0
+    rows_short: int = 0
+    available: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    histograms: dict = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        """Warn now and keep the message for the report's JSON."""
+        warnings.warn(message, EmbedtuneWarning, stacklevel=3)
+        self.warnings.append(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few lines for the console."""
+        filtered = ", ".join(f"{rule} {n}" for rule, n in self.filtered.items())
+        lines = [
+            f"mined {self.rows_written} of {self.pairs} (query, positive) rows with {self.config['num_negatives']} "
+            f"negatives each ({self.retriever}, ranks {self.window[0]}..{self.window[1]} "
+            f"of {self.documents} documents)",
+            f"candidates seen {self.candidates_seen}; removed: {filtered}",
+            f"rows with fewer than {self.config['num_negatives']} negatives (dropped): {self.rows_short}",
+        ]
+        return "\n".join(lines)
+
+
+def histograms(positives: np.ndarray, negatives: np.ndarray, removed: dict[str, np.ndarray], bins: int = 50) -> dict:
+    """Counts over shared bin edges, so the report's plot and JSON show the same numbers."""
+    groups = {"positive": positives, "negative": negatives, **{f"removed:{k}": v for k, v in removed.items() if v.size}}
+    values = np.concatenate([v for v in groups.values() if v.size])
+    edges = np.histogram_bin_edges(values, bins=bins)
+    return {
+        "edges": [round(float(e), 6) for e in edges],
+        "counts": {name: np.histogram(v, bins=edges)[0].tolist() for name, v in groups.items()},
+    }
+
+
+def report_paths(output: Path) -> tuple[Path, Path]:
+    """``mined.jsonl.gz`` -> ``mined.report.json`` and ``mined.report.png`` beside it."""
+    output = Path(output)
+    stem = output.name.removesuffix(".gz").removesuffix(".jsonl")
+    return output.with_name(f"{stem}.report.json"), output.with_name(f"{stem}.report.png")
+
+
+def plot_histograms(report: MiningReport, path: Path) -> Path:
+    """Score histograms (positives, chosen negatives, removed candidates by rule) as a PNG."""
+    from embedtune.plots import figure, save_png
+
+    edges = np.array(report.histograms["edges"])
+    with figure(figsize=(8, 4.5), dpi=110) as (fig, ax):
+        for name, counts in report.histograms["counts"].items():
+            style = {"linestyle": "--", "linewidth": 2.5} if name == "positive" else {"linewidth": 1.5}
+            ax.stairs(counts, edges, label=f"{name} ({sum(counts)})", **style)
+        ax.set_yscale("symlog")
+        ax.set_xlabel(f"{report.retriever} score")
+        ax.set_ylabel("count")
+        low, high = report.window
+        ax.set_title(f"mining: {report.rows_written} of {report.pairs} rows kept, ranks {low}..{high}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return save_png(fig, path)
