@@ -3,7 +3,7 @@
 The trainer keeps the checkpoint with the best dev metric, so the dev evaluation runs several times
 per run and must be cheap: a retrieval dev set is sampled (queries, and a corpus of their relevant
 documents filled up with other documents) and encoded in the training precision (bf16 where
-training runs under bf16 autocast: fp32 encoding is ~3x slower here). A scored-pair dev set gets
+training runs under bf16 autocast, since fp32 encoding is several times slower). A scored-pair dev set gets
 Spearman/Pearson correlation instead of ranking metrics.
 
 The numbers are ``embedtune eval``'s: texts are encoded by the same :class:`~embedtune.encoding.Encoder`
