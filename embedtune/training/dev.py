@@ -15,13 +15,13 @@ those of a second implementation with its own tie-breaking and its own ``map@k``
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sentence_transformers.base.evaluation import BaseEvaluator
 
 from embedtune.data import load_split, qrels_path
 from embedtune.encoding import Encoder, prompt_names
@@ -32,6 +32,7 @@ from embedtune.training_data import TrainingData, is_beir_folder, load_training_
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.evaluation import BaseEvaluator
 
 BATCH_SIZE = 64  # texts per encoding batch
 _CELLS = 1 << 24  # query x document scores held at once while ranking (64 MiB of float32)
@@ -48,24 +49,20 @@ class DevSplit:
     qrels: dict[str, dict[str, int]]
 
 
-class DevEvaluator(BaseEvaluator):
-    """A sentence-transformers evaluator that encodes with :class:`~embedtune.encoding.Encoder` in eval mode.
+class DevEvaluator:
+    """Scores a model on the dev set, encoding with :class:`~embedtune.encoding.Encoder` in eval mode.
 
     ``primary_metric`` is the key (without the trainer's ``eval_`` prefix) that picks the kept
     checkpoint; ``texts`` (how many texts one evaluation encodes) lets the trainer space evaluations
-    by their cost.
+    by their cost. :func:`trainer_evaluator` hands it to the sentence-transformers trainer.
     """
 
     def __init__(self, precision: str, primary_metric: str, texts: int) -> None:
-        super().__init__()
         self.precision = precision
         self.primary_metric = primary_metric
-        self.greater_is_better = True
         self.texts = texts
 
-    def __call__(
-        self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
-    ) -> dict[str, float]:
+    def __call__(self, model: SentenceTransformer) -> dict[str, float]:
         training = model.training
         model.eval()  # no dropout while encoding; the trainer's own mode is restored after
         try:
@@ -119,6 +116,31 @@ class SimilarityDevEvaluator(DevEvaluator):
             f"{DEV_NAME}_pearson_cosine": float(pearsonr(self.labels, cosine)[0]),
             f"{DEV_NAME}_spearman_cosine": float(spearmanr(self.labels, cosine)[0]),
         }
+
+
+def trainer_evaluator(dev: DevEvaluator) -> BaseEvaluator:
+    """``dev`` as a sentence-transformers evaluator (``primary_metric``, ``greater_is_better``) for the trainer."""
+    return _trainer_evaluator_class()(dev)
+
+
+@functools.cache
+def _trainer_evaluator_class() -> type[BaseEvaluator]:
+    # Defined on first use: importing sentence-transformers imports torch, which sets environment
+    # variables, and importing this module must change nothing in the process.
+    from sentence_transformers.base.evaluation import BaseEvaluator
+
+    class TrainerDevEvaluator(BaseEvaluator):
+        def __init__(self, dev: DevEvaluator) -> None:
+            super().__init__()
+            self.dev, self.texts = dev, dev.texts
+            self.primary_metric, self.greater_is_better = dev.primary_metric, True
+
+        def __call__(
+            self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
+        ) -> dict[str, float]:
+            return self.dev(model)
+
+    return TrainerDevEvaluator
 
 
 def _ir_key(family: str, k: int) -> str:

@@ -31,6 +31,7 @@ from embedtune.io import atomic_directory, check_destination, file_sha256, write
 from embedtune.models import freeze_layers, load_model, model_fingerprint, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training.config import TrainConfig
+from embedtune.training.dev import DevEvaluator, build_dev_evaluator, trainer_evaluator
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
 from embedtune.training.model_card import write_run_report
 from embedtune.training_data import TrainingData, load_training_data
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     )
     from torch import nn
     from transformers import TrainerCallback, TrainerState
-
-    from embedtune.training.dev import DevEvaluator
 
 TRAIN_RECORD = "embedtune_train.json"
 CONFIG_FILE = "train_config.yaml"
@@ -231,8 +230,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
 
 def _set_up(config: TrainConfig) -> _Setup:
     """Load and check the data, the loss, the base model and the dev set."""
-    from embedtune.training.dev import build_dev_evaluator  # loads sentence-transformers
-
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
@@ -309,7 +306,7 @@ def _trainer(
         args=_training_args(config, setup, run_dir),
         train_dataset=setup.dataset,
         loss=setup.loss,
-        evaluator=setup.dev,
+        evaluator=trainer_evaluator(setup.dev) if setup.dev is not None else None,
         callbacks=[*stoppers, *callbacks],
     )
 

@@ -11,7 +11,7 @@ from embedtune.data import RetrievalSplit, load_split
 from embedtune.evaluate import EvalSettings, evaluate_model
 from embedtune.settings import SettingError
 from embedtune.training import TrainConfig
-from embedtune.training.dev import build_dev_evaluator, exact_run
+from embedtune.training.dev import build_dev_evaluator, exact_run, trainer_evaluator
 from embedtune.training_data import load_training_data
 
 DEV_QRELS = [
@@ -69,7 +69,17 @@ def test_dev_evaluation_encodes_without_dropout_and_gives_the_model_back_in_its_
     in_eval_mode = evaluator(tiny_model)
     tiny_model.train()
     assert evaluator(tiny_model) == in_eval_mode and tiny_model.training
-    assert evaluator.texts == 7 + 8 and evaluator.greater_is_better
+    assert evaluator.texts == 7 + 8
+
+
+def test_the_trainer_gets_a_sentence_transformers_evaluator(tmp_path, tiny_model):
+    from sentence_transformers.base.evaluation import BaseEvaluator
+
+    evaluator = _evaluator(write_beir(tmp_path / "beir", qrels={"dev": DEV_QRELS}))
+    wrapped = trainer_evaluator(evaluator)
+    assert isinstance(wrapped, BaseEvaluator) and wrapped.greater_is_better and wrapped.texts == evaluator.texts
+    assert wrapped.primary_metric == "dev_cosine_ndcg@10"
+    assert wrapped(tiny_model, None, epoch=1, steps=2) == evaluator(tiny_model)
 
 
 def test_ties_at_the_cut_are_all_kept_for_pytrec_eval_to_order():
