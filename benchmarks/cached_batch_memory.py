@@ -27,7 +27,7 @@ RUNS = (("mnrl", 128), ("mnrl", 256), ("cached-mnrl", 1024))
 
 
 def child(loss: str, batch: int, steps: int) -> dict:
-    from embedtune.train import TrainConfig, train
+    from embedtune.training import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as scratch:
         result = train(

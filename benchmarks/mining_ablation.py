@@ -120,7 +120,7 @@ def mine_both() -> None:
 
 def train_variant(variant: str) -> None:
     from embedtune.data import default_data_dir
-    from embedtune.train import TrainConfig, train
+    from embedtune.training import TrainConfig, train
 
     data = default_data_dir() if variant == "pairs" else CACHE / f"{variant}.jsonl.gz"
     config = TrainConfig(

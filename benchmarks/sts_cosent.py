@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     args = parser.parse_args()
 
-    from embedtune.train import TrainConfig, train
+    from embedtune.training import TrainConfig, train
 
     runs = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -59,7 +59,7 @@ def run_variant(variant: str, steps: int) -> dict:
             seconds = train_plain(output, max_steps=steps, max_seq_length=MAX_SEQ_LENGTH, callbacks=[timer])
             losses = None
         else:
-            from embedtune.train import TrainConfig, train
+            from embedtune.training import TrainConfig, train
 
             config = TrainConfig(
                 output=output,

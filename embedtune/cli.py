@@ -20,9 +20,9 @@ from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
 from embedtune.index import DEFAULT_INDEXES_DIR, DEFAULT_TARGET_RECALL, INDEX_TYPES
 from embedtune.io import write_bytes_atomic, write_text_atomic
-from embedtune.losses import LOSSES
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.mining import RETRIEVERS, SAMPLINGS, MiningConfig
+from embedtune.training.losses import LOSSES
 
 PRECISION_HELP = (
     "Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, fp16 on other GPUs, else fp32; "
@@ -122,7 +122,7 @@ def _train_default(name: str) -> str | bool:
     is overridden only by the options the user actually gave)."""
     from dataclasses import MISSING, fields
 
-    from embedtune.train import TrainConfig
+    from embedtune.training import TrainConfig
 
     f = next(f for f in fields(TrainConfig) if f.name == name)
     if name == "data":
@@ -370,8 +370,8 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     the best checkpoint by --metric is kept. The output holds the model, README.md (model card),
     metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
     """
-    from embedtune.train import TrainConfig
-    from embedtune.train import train as run_training
+    from embedtune.training import TrainConfig
+    from embedtune.training import train as run_training
 
     selection = _mining_config(options)
     given = {k: v for k, v in options.items() if v is not None}
@@ -391,7 +391,7 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     result = run_training(config)
     dev = ""
     if result.metric and result.dev_after:
-        from embedtune.dev_evaluation import metric_label
+        from embedtune.training import metric_label
 
         name = metric_label(result.metric)
         before = result.dev_before.get(result.metric, float("nan"))

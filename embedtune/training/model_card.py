@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embedtune.dev_evaluation import metric_label
+from embedtune.training.config import metric_label
 
 CARD = "README.md"
 METRICS = "metrics.jsonl"

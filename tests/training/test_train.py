@@ -9,7 +9,7 @@ import pytest
 
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model
-from embedtune.train import TRAIN_RECORD, TrainConfig, eval_interval, train
+from embedtune.training import TRAIN_RECORD, TrainConfig, eval_interval, train
 
 
 def _config(tmp_path, model, data, **overrides):

@@ -40,6 +40,7 @@ class LossSpec:
     build: Callable[[SentenceTransformer, LossParams], nn.Module]
     uses_label: bool = False
     needs_teacher_scores: bool = False
+    in_batch: bool = False  # compares the rows of a batch with each other: learns nothing from a batch of 1
 
 
 def _mnrl(directions: tuple[str, ...] = ("query_to_doc",), cached: bool = False):
@@ -85,13 +86,16 @@ _SIM = "sentence1, sentence2, score"
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
-        LossSpec("mnrl", _CONTRASTIVE, _QPN, "in-batch negatives (InfoNCE), plus any hard negatives", _mnrl()),
+        LossSpec(
+            "mnrl", _CONTRASTIVE, _QPN, "in-batch negatives (InfoNCE), plus any hard negatives", _mnrl(), in_batch=True
+        ),
         LossSpec(
             "cached-mnrl",
             _CONTRASTIVE,
             _QPN,
             "in-batch negatives with GradCache: batches of 1,024+ in bounded memory",
             _mnrl(cached=True),
+            in_batch=True,
         ),
         LossSpec(
             "symmetric-mnrl",
@@ -99,11 +103,26 @@ LOSSES: dict[str, LossSpec] = {
             _QPN,
             "in-batch negatives in both directions (query->doc and doc->query)",
             _mnrl(directions=("query_to_doc", "doc_to_query")),
+            in_batch=True,
         ),
         LossSpec(
-            "cosent", _SCORED, _SIM, "CoSENT: ranks pairs by their similarity score", _scored("CoSENTLoss", True), True
+            "cosent",
+            _SCORED,
+            _SIM,
+            "CoSENT: ranks pairs by their similarity score",
+            _scored("CoSENTLoss", True),
+            True,
+            in_batch=True,
         ),
-        LossSpec("angle", _SCORED, _SIM, "AnglE: CoSENT on angle differences", _scored("AnglELoss", True), True),
+        LossSpec(
+            "angle",
+            _SCORED,
+            _SIM,
+            "AnglE: CoSENT on angle differences",
+            _scored("AnglELoss", True),
+            True,
+            in_batch=True,
+        ),
         LossSpec("cosine", _SCORED, _SIM, "MSE between cosine and score", _scored("CosineSimilarityLoss", False), True),
         LossSpec("triplet", frozenset({"triplet"}), "query, positive, negative", "cosine triplet margin", _triplet),
         LossSpec(

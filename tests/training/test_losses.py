@@ -7,8 +7,7 @@ import json
 import pytest
 
 from embedtune.errors import EmbedtuneError
-from embedtune.losses import LOSSES, resolve_loss
-from embedtune.train import TrainConfig, train
+from embedtune.training import LOSSES, TrainConfig, resolve_loss, train
 from embedtune.training_data import load_training_data
 
 TOPICS = ["web server", "text editor", "compression", "puzzle game", "secure shell", "database", "compiler", "mail"]

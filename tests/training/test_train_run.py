@@ -13,7 +13,7 @@ import torch
 
 from embedtune.errors import EmbedtuneError
 from embedtune.models import load_model
-from embedtune.train import CONFIG_FILE, TrainConfig, checkpoints_dir, train
+from embedtune.training import CONFIG_FILE, TrainConfig, checkpoints_dir, train
 
 
 def _config(tmp_path, model, data, name="model", **overrides) -> TrainConfig:
@@ -39,7 +39,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
 KILL_AT_SAVE = """
 import os, signal, sys, torch
 from transformers import TrainerCallback
-from embedtune.train import TrainConfig, train
+from embedtune.training import TrainConfig, train
 torch.set_num_threads(1)
 
 class KillAfterSave(TrainerCallback):
@@ -64,7 +64,7 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tmp_path, 
     (run_dir / "checkpoint-6").mkdir()
     (run_dir / "checkpoint-6" / "model.safetensors").write_bytes(b"half-written")
 
-    with pytest.raises(EmbedtuneError, match="checkpoints of an earlier run exist; pass --resume"):
+    with pytest.raises(EmbedtuneError, match="checkpoints of an earlier run exist; resume=True continues that run"):
         train(config)
     with pytest.raises(EmbedtuneError, match=r"cannot resume a different run \(learning_rate: 0.001 -> 0.002\)"):
         train(_config(tmp_path, tiny_st, beir_dir, learning_rate=2e-3, resume=True))
@@ -97,7 +97,7 @@ def test_yaml_config_with_overrides_is_saved_resolved(tmp_path, tiny_st, beir_di
     saved = TrainConfig.from_yaml(result.output / CONFIG_FILE)
     assert saved.identity() == config.identity()
     path.write_text("output: x\nlearning_rat: 1\n")
-    with pytest.raises(EmbedtuneError, match=r"run\.yaml: unknown option 'learning_rat'"):
+    with pytest.raises(EmbedtuneError, match=r"run\.yaml: unknown setting 'learning_rat'"):
         TrainConfig.from_yaml(path)
 
 

@@ -1,7 +1,7 @@
 """Fine-tuning an encoder into a sentence embedder, on top of the sentence-transformers trainer.
 
 What this adds to a hand-written trainer script: data of any supported shape validated up front
-(:mod:`embedtune.training_data`), a loss chosen by name or by the data (:mod:`embedtune.losses`),
+(:mod:`embedtune.training_data`), a loss chosen by name or by the data (:mod:`embedtune.training.losses`),
 batches without duplicate texts (a text must never be an in-batch negative of its own twin), dev
 evaluation with the best checkpoint kept, checkpoints that survive a kill and ``resume`` that refuses
 a different run, bf16 autocast where the CPU/GPU has native bf16 units, an atomic output directory,
@@ -14,147 +14,44 @@ with the ``cached-mnrl`` loss, whose memory stays bounded by its mini-batch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import platform
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
-from embedtune.data import default_data_dir
-from embedtune.dev_evaluation import build_dev_evaluator
-from embedtune.encoding import TRAIN_PRECISIONS, resolve_training_precision
+from embedtune.encoding import resolve_training_precision
 from embedtune.errors import EmbedtuneError
 from embedtune.io import atomic_directory, check_destination, file_sha256, write_text_atomic
-from embedtune.losses import LossParams, build_loss, resolve_loss
-from embedtune.model_card import write_run_report
 from embedtune.models import freeze_layers, load_model, model_fingerprint, resolve_model_path
-from embedtune.training_data import load_training_data
+from embedtune.settings import SettingError
+from embedtune.training.config import TrainConfig
+from embedtune.training.dev import DevEvaluator, build_dev_evaluator, trainer_evaluator
+from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
+from embedtune.training.model_card import write_run_report
+from embedtune.training_data import TrainingData, load_training_data
 
 if TYPE_CHECKING:
-    from transformers import TrainerCallback
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from torch import nn
+    from transformers import TrainerCallback, TrainerState
 
 TRAIN_RECORD = "embedtune_train.json"
 CONFIG_FILE = "train_config.yaml"
 BASELINE_FILE = "baseline_metrics.json"
 CHECKPOINTS_SUFFIX = ".checkpoints"
-# Fields that say how to run, not what to train: they may differ between a run and its resume.
-RUN_OPTIONS = ("output", "overwrite", "resume", "keep_checkpoints", "show_progress")
 # By default dev evaluations may cost at most this share of the training compute.
 DEV_COST_SHARE = 0.1
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; saved resolved with the model so it can be repeated.
-
-    ``temperature`` is the softmax temperature of the in-batch and CoSENT-style losses (0.05 is
-    sentence-transformers' scale 20). ``max_steps`` overrides ``epochs``. ``checkpoint_steps`` is how
-    often the dev set is evaluated and a checkpoint saved (default: see :func:`eval_interval`).
-    ``pooling``/``normalize`` apply only to plain Hugging Face checkpoints, which have no pooling yet.
-    """
-
-    output: Path
-    model: str = "default"
-    data: Path = field(default_factory=default_data_dir)
-    split: str = "train"
-    score_range: tuple[float, float] | None = None
-    loss: str = "auto"
-    temperature: float = 0.05
-    mini_batch_size: int = 32
-    triplet_margin: float = 0.1
-    matryoshka_dims: tuple[int, ...] | None = None
-    pooling: str | None = None
-    normalize: bool = True
-    query_prompt: str | None = None
-    document_prompt: str | None = None
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_seq_length: int | None = 128
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0
-    dev: bool = True
-    dev_data: Path | None = None
-    dev_split: str = "dev"
-    dev_queries: int = 500
-    dev_corpus: int = 5000
-    metric: str = "auto"
-    checkpoint_steps: int | None = None
-    early_stopping_patience: int | None = None
-    seed: int = 42
-    precision: str = "auto"
-    overwrite: bool = False
-    resume: bool = False
-    keep_checkpoints: bool = False
-    show_progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("output", "data", "dev_data"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                setattr(self, name, Path(value))
-        if self.score_range is not None:
-            self.score_range = tuple(float(x) for x in self.score_range)
-        if self.matryoshka_dims is not None:
-            self.matryoshka_dims = tuple(int(x) for x in self.matryoshka_dims)
-        if self.precision not in TRAIN_PRECISIONS:  # refuse int8/fp16 before any mining or loading
-            resolve_training_precision(self.precision, "cpu")
-
-    @classmethod
-    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
-        """Read a YAML config; ``overrides`` (e.g. CLI options the user gave) win over the file."""
-        import yaml
-
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise EmbedtuneError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise EmbedtuneError(f"{path}: expected a mapping of option: value")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in known:
-                raise EmbedtuneError(f"{path}: unknown option '{key}' (known: {', '.join(sorted(known))})")
-        merged = {**values, **overrides}
-        if "output" not in merged:
-            raise EmbedtuneError(f"{path}: no 'output' (give it in the file or with --output)")
-        try:
-            return cls(**merged)
-        except (TypeError, ValueError) as e:
-            raise EmbedtuneError(f"{path}: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only (str paths, lists), as written to YAML/JSON."""
-        out = {}
-        for key, value in asdict(self).items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        return out
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that make two runs the same run (what ``resume`` must match)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_OPTIONS}
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 @dataclass
@@ -208,22 +105,22 @@ def _prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     saved = run_dir / CONFIG_FILE
     if config.resume:
         if not saved.is_file():
-            raise EmbedtuneError(f"{run_dir}: no run to resume (start it without --resume)")
-        import yaml
-
-        before = TrainConfig(**yaml.safe_load(saved.read_text(encoding="utf-8"))).identity()
+            raise EmbedtuneError(f"{run_dir}: no run to resume (start one with resume=False)")
+        before = TrainConfig.from_yaml(saved).identity()
         changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.identity().items() if before.get(k) != v]
         if changed:
             raise EmbedtuneError(f"{run_dir}: cannot resume a different run ({'; '.join(changed)})")
         checkpoint = last_good_checkpoint(run_dir)
         if checkpoint is None:
-            raise EmbedtuneError(f"{run_dir}: no complete checkpoint to resume from yet (start again with --overwrite)")
+            raise EmbedtuneError(
+                f"{run_dir}: no complete checkpoint to resume from yet (start again with overwrite=True)"
+            )
         return run_dir, checkpoint
     if run_dir.exists():
         if not config.overwrite:
             raise EmbedtuneError(
                 f"{run_dir}: checkpoints of an earlier run exist; "
-                "pass --resume to continue it or --overwrite to restart"
+                "resume=True continues that run, overwrite=True starts again"
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -269,6 +166,25 @@ def _check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> st
     return fingerprint
 
 
+@dataclass
+class _Setup:
+    """What a run is made of, loaded and checked before any checkpoint folder is touched."""
+
+    data: TrainingData
+    dataset: Dataset  # the rows the trainer sees (without a label column the loss does not use)
+    spec: LossSpec
+    loss: nn.Module
+    model: SentenceTransformer
+    base_path: Path
+    precision: str
+    dev: DevEvaluator | None
+
+    @property
+    def metric(self) -> str | None:
+        """The trainer's key of the dev metric that picks the kept checkpoint."""
+        return f"eval_{self.dev.primary_metric}" if self.dev is not None else None
+
+
 def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write the model to ``config.output``.
 
@@ -276,17 +192,44 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     stay in place, and checkpoints accumulate in ``<output>.checkpoints`` so that a killed run can
     be continued with ``resume=True``. ``callbacks`` are extra Hugging Face trainer callbacks.
     """
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from transformers import EarlyStoppingCallback
     from transformers.utils import logging as hf_logging
 
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
-
-    output = Path(config.output)
     if not config.resume:
-        check_destination(output, config.overwrite)
+        check_destination(config.output, config.overwrite)
+    setup = _set_up(config)
+    run_dir, checkpoint = _prepare_run_dir(config)
+    fingerprint = _check_base_model(config, setup.base_path, run_dir)
+    dev_before = _baseline(setup.dev, setup.model, run_dir) if setup.dev is not None else {}
+    trainer = _trainer(config, setup, run_dir, callbacks)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    history = trainer.state.log_history
+    losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
+    dev_after = _best_eval(history, setup.metric, trainer.state.best_global_step) if setup.dev is not None else {}
+    record = {
+        **_record(config, setup, trainer.state, fingerprint),
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "train_seconds": round(seconds, 1),
+        "dev_before": dev_before,
+        "dev_after": dev_after,
+        "losses": losses,
+    }
+    with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
+        trainer.model.save(str(tmp))
+        (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        write_run_report(tmp, record, history, dev_before)
+    if not config.keep_checkpoints:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    steps = record["steps"]
+    return TrainResult(config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric)
+
+
+def _set_up(config: TrainConfig) -> _Setup:
+    """Load and check the data, the loss, the base model and the dev set."""
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
@@ -304,14 +247,22 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         if spec.uses_label or "label" not in data.dataset.column_names
         else data.dataset.remove_columns("label")
     )
-    dev, metric = build_dev_evaluator(config, data, precision) if config.dev else (None, None)
+    dev = build_dev_evaluator(config.dev_settings(), data, precision) if config.dev else None
+    if dev is None and config.early_stopping_patience is not None:
+        raise SettingError(
+            "early_stopping_patience", "needs a dev set: give dev_data, or train on a BEIR folder with a dev_split"
+        )
+    return _Setup(data, dataset, spec, loss, model, base_path, precision, dev)
 
-    run_dir, checkpoint = _prepare_run_dir(config)
-    fingerprint = _check_base_model(config, base_path, run_dir)
-    dev_before = _baseline(dev, model, run_dir) if dev is not None else {}
-    steps = _planned_steps(config, len(dataset))
-    every = eval_interval(config, steps, len(data.text_columns), dev.texts if dev is not None else None)
-    args = SentenceTransformerTrainingArguments(
+
+def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    dev, device = setup.dev, str(setup.model.device)
+    steps = _planned_steps(config, len(setup.dataset))
+    every = eval_interval(config, steps, len(setup.data.text_columns), dev.texts if dev is not None else None)
+    return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps if config.max_steps is not None else -1,
@@ -319,15 +270,15 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # below 1: a ratio of the steps
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
-        bf16=precision == "bf16",
-        use_cpu=str(model.device) == "cpu",
+        bf16=setup.precision == "bf16",
+        use_cpu=device == "cpu",
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        prompts=_column_prompts(config, data.text_columns),
+        prompts=_column_prompts(config, setup.data.text_columns),
         logging_first_step=True,
         logging_steps=max(1, min(10, steps // 20)),
         eval_strategy="steps" if dev is not None else "no",
@@ -336,54 +287,50 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         save_steps=every,
         save_total_limit=2,
         load_best_model_at_end=dev is not None,
-        metric_for_best_model=metric,
+        metric_for_best_model=setup.metric,
         greater_is_better=True,
         report_to="none",
         disable_tqdm=not config.show_progress,
     )
-    stoppers = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, evaluator=dev, callbacks=[*stoppers, *callbacks]
-    )
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
-    history = trainer.state.log_history
-    losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
-    dev_after = _best_eval(history, metric, trainer.state.best_global_step) if dev is not None else {}
-    steps_done = int(trainer.state.global_step)
 
-    record = {
+
+def _trainer(
+    config: TrainConfig, setup: _Setup, run_dir: Path, callbacks: Sequence[TrainerCallback]
+) -> SentenceTransformerTrainer:
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import EarlyStoppingCallback
+
+    stoppers = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    return SentenceTransformerTrainer(
+        model=setup.model,
+        args=_training_args(config, setup, run_dir),
+        train_dataset=setup.dataset,
+        loss=setup.loss,
+        evaluator=trainer_evaluator(setup.dev) if setup.dev is not None else None,
+        callbacks=[*stoppers, *callbacks],
+    )
+
+
+def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint: str) -> dict[str, Any]:
+    """What the run was (``embedtune_train.json``), besides its timing, losses and dev metrics."""
+    return {
         "embedtune_version": __version__,
         "config": config.identity(),
-        "base_model_path": str(base_path),
+        "base_model_path": str(setup.base_path),
         "base_model_fingerprint": fingerprint,
-        "data_files": {str(f): file_sha256(f) for f in data.files},
-        "data": data.describe(),
-        "loss": spec.name,
-        "loss_module": type(loss).__name__,
+        "data_files": {str(f): file_sha256(f) for f in setup.data.files},
+        "data": setup.data.describe(),
+        "loss": setup.spec.name,
+        "loss_module": type(setup.loss).__name__,
         "batch_sampler": "NO_DUPLICATES",
-        "precision": precision,
-        "device": str(model.device),
-        "rows": len(dataset),
-        "steps": steps_done,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "train_seconds": round(seconds, 1),
-        "dev_metric": metric,
-        "dev_before": dev_before,
-        "dev_after": dev_after,
-        "best_step": trainer.state.best_global_step,
-        "losses": losses,
+        "precision": setup.precision,
+        "device": str(setup.model.device),
+        "rows": len(setup.dataset),
+        "steps": int(state.global_step),
+        "dev_metric": setup.metric,
+        "best_step": state.best_global_step,
         "python": platform.python_version(),
     }
-    with atomic_directory(output, overwrite=config.overwrite or config.resume) as tmp:
-        trainer.model.save(str(tmp))
-        (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-        write_run_report(tmp, record, history, dev_before)
-    if not config.keep_checkpoints:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return TrainResult(output, steps_done, len(dataset), seconds, losses, dev_before, dev_after, metric)
 
 
 def _column_prompts(config: TrainConfig, text_columns: list[str]) -> dict[str, str] | None:

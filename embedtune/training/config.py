@@ -1,0 +1,263 @@
+"""What decides a training run: :class:`TrainConfig`, declared once and checked at construction.
+
+Every field is a :func:`~embedtune.settings.setting` with its help, choices and range, so the
+command line, a YAML config and the Python API refuse a bad value with the same one-line
+:class:`~embedtune.settings.SettingError` before any data or model is loaded: a batch size of 0 or
+an unknown scheduler fails here, not as a ``ZeroDivisionError`` minutes into a run. Checks that
+relate fields (a loss that needs in-batch negatives at batch size 1, early stopping without a dev
+set) follow the per-field ones.
+
+:class:`DevSettings` is the part of the config the dev evaluation reads, so that the evaluator does
+not depend on the whole training config. The names of the dev metrics (``metric`` and the trainer's
+keys such as ``eval_dev_cosine_ndcg@10``) live here too, beside the setting that chooses them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from embedtune import settings
+from embedtune.data import default_data_dir
+from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
+from embedtune.errors import EmbedtuneError
+from embedtune.settings import SettingError, setting
+from embedtune.training.losses import ALIASES, LOSSES
+
+# Fields that say how to run, not what to train: they may differ between a run and its resume.
+RUN_OPTIONS = ("output", "overwrite", "resume", "keep_checkpoints", "show_progress")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial")
+POOLINGS = ("mean", "cls", "max")
+LOSS_NAMES = ("auto", *LOSSES, *ALIASES)
+
+DEV_NAME = "dev"
+IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
+SIMILARITY_METRICS = ("spearman", "pearson")
+_IR_METRIC = re.compile(r"^(ndcg|mrr|map|recall|precision|accuracy)@(\d+)$")
+
+
+def parse_metric(metric: str, scored: bool) -> tuple[str, int | None]:
+    """``metric`` as (family, k) for a scored-pair (``scored``) or a retrieval dev set; ``auto`` resolved."""
+    if metric == "auto":
+        return ("spearman", None) if scored else ("ndcg", 10)
+    if scored:
+        if metric not in SIMILARITY_METRICS:
+            raise SettingError(
+                "metric", f"'{metric}' does not apply to scored pairs; use {' or '.join(SIMILARITY_METRICS)}"
+            )
+        return metric, None
+    match = _IR_METRIC.match(metric)
+    if not match or int(match.group(2)) < 1:
+        raise SettingError(
+            "metric", f"unknown dev metric '{metric}'; use one of {', '.join(m + '@k' for m in IR_METRICS)}"
+        )
+    return match.group(1), int(match.group(2))
+
+
+def metric_label(key: str) -> str:
+    """The short name of a trainer metric key: ``eval_dev_cosine_ndcg@10`` -> ``ndcg@10``."""
+    name = key.removeprefix(f"eval_{DEV_NAME}_")
+    return name.removeprefix("cosine_").removesuffix("_cosine")
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    """What the dev evaluation reads: where the dev set is, how it is sampled, which metric picks the checkpoint.
+
+    ``data`` is the training data: without ``dev_data``, its ``dev_split`` is the dev set when it is
+    a BEIR folder. ``score_range`` scales the scores of a scored-pair dev file as it does the
+    training file's.
+    """
+
+    data: Path
+    dev_data: Path | None
+    dev_split: str
+    dev_queries: int
+    dev_corpus: int
+    metric: str
+    seed: int
+    score_range: tuple[float, float] | None
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved resolved with the model so it can be repeated.
+
+    ``temperature`` is the softmax temperature of the in-batch and CoSENT-style losses (0.05 is
+    sentence-transformers' scale 20). ``max_steps`` overrides ``epochs``. ``checkpoint_steps`` is how
+    often the dev set is evaluated and a checkpoint saved (default: see
+    :func:`embedtune.training.run.eval_interval`). ``pooling``/``normalize`` apply only to plain
+    Hugging Face checkpoints, which have no pooling yet.
+    """
+
+    output: Path = setting(help="Model directory to write (atomically, at the end).")
+    model: str = setting(
+        "default",
+        help="Base model: 'default' (bundled all-MiniLM-L6-v2), a sentence-transformers directory, or a Hugging "
+        "Face encoder checkpoint directory (BERT, RoBERTa, DistilBERT, MPNet, ...) to which pooling is added.",
+    )
+    data: Path = setting(
+        default_factory=default_data_dir,
+        help="Training data: a BEIR folder (every relevant document of the split is a positive), or a "
+        "jsonl/csv/tsv/parquet file or folder of files. Columns decide the format: query/anchor + positive "
+        "[+ negative_1..n] [+ scores]; or sentence1 + sentence2 + score.",
+    )
+    split: str = setting("train", help="Qrels split of a BEIR data folder to train on.")
+    score_range: tuple[float, float] | None = setting(
+        None, help="Scale of a score column, e.g. '0 5' for STS-B; scores are rescaled to 0..1 (default: 0 1)."
+    )
+    loss: str = setting(
+        "auto",
+        help="Loss by name; auto = cosent for scored pairs, mnrl otherwise. One of: auto, " + ", ".join(LOSSES) + ".",
+        choices=LOSS_NAMES,
+    )
+    temperature: float = setting(0.05, help="Softmax temperature (1/scale).", above=0)
+    mini_batch_size: int = setting(32, help="GradCache chunk of cached-mnrl (bounds memory).", min=1)
+    triplet_margin: float = setting(0.1, help="Cosine margin of the triplet loss.", min=0)
+    matryoshka_dims: tuple[int, ...] | None = setting(
+        None, help="Also train truncated embeddings, e.g. '384,256,128,64'.", min=1
+    )
+    pooling: str | None = setting(None, help="Pooling added to a plain HF checkpoint.", choices=POOLINGS)
+    normalize: bool = setting(True, help="L2-normalise a plain HF checkpoint's embeddings.", flag="--no-normalize")
+    query_prompt: str | None = setting(
+        None, help="Prefix for queries, e.g. 'query: ' (E5) — saved as the model's 'query' prompt."
+    )
+    document_prompt: str | None = setting(None, help="Prefix for documents, e.g. 'passage: ' (E5).")
+    epochs: float = setting(1.0, help="Passes over the data.", above=0)
+    max_steps: int | None = setting(None, help="Stop after this many optimiser steps (overrides epochs).", min=1)
+    batch_size: int = setting(
+        32,
+        help="Rows per batch: each query's in-batch negatives are the batch's other positives (and negatives).",
+        min=1,
+    )
+    gradient_accumulation_steps: int = setting(
+        1,
+        help="Average gradients over N batches. This does NOT add in-batch negatives (each batch still sees "
+        "only its own); for more negatives use a bigger batch size with the cached-mnrl loss.",
+        min=1,
+        flag="--grad-accum",
+    )
+    learning_rate: float = setting(5e-5, help="Peak learning rate.", min=0, flag="--lr")
+    lr_scheduler: str = setting("linear", help="Learning-rate schedule after warm-up.", choices=LR_SCHEDULERS)
+    # Below 1: the trainer reads a warm-up of 1 or more as a number of steps, not as a ratio.
+    warmup_ratio: float = setting(0.1, help="Fraction of steps of warm-up.", min=0, below=1)
+    weight_decay: float = setting(0.01, help="AdamW weight decay.", min=0)
+    max_grad_norm: float = setting(1.0, help="Clip gradients to this norm (0 = no clipping).", min=0)
+    max_seq_length: int | None = setting(128, help="Tokens kept per text (saved as the model's limit).", min=8)
+    freeze_embeddings: bool = setting(False, help="Do not train the token embeddings.")
+    freeze_layers: int = setting(0, help="Do not train the lowest N transformer layers.", min=0)
+    dev: bool = setting(
+        True, help="Evaluate on a dev set and keep the best checkpoint (off: neither).", flag="--no-dev"
+    )
+    dev_data: Path | None = setting(
+        None, help="Dev set (BEIR folder or pair/scored-pair file); default: the dev split of a BEIR data folder."
+    )
+    dev_split: str = setting("dev", help="Qrels split used as the dev set.")
+    dev_queries: int = setting(500, help="Dev queries sampled (seeded) for each evaluation.", min=1)
+    dev_corpus: int = setting(
+        5000, help="Documents in the dev corpus: the sampled queries' relevant documents plus random others.", min=1
+    )
+    metric: str = setting(
+        "auto", help="Dev metric that picks the kept checkpoint: ndcg@10, mrr@10, recall@k, map@k, spearman ..."
+    )
+    checkpoint_steps: int | None = setting(
+        None,
+        help="Evaluate on dev and save a checkpoint every N steps (default: 4 times per run, fewer where "
+        "evaluating would cost over 10% of the training compute; short runs are evaluated at the end only).",
+        min=1,
+    )
+    early_stopping_patience: int | None = setting(
+        None, help="Stop when the dev metric has not improved for N evaluations.", min=1, flag="--early-stopping"
+    )
+    seed: int = setting(42, help="Seed for initialisation, batching and dropout: equal seeds give equal runs.", min=0)
+    precision: str = setting(
+        "auto",
+        help="auto = bf16 autocast (fp32 master weights) where the CPU has AMX or the GPU has bf16, else fp32.",
+        choices=TRAIN_PRECISIONS,
+    )
+    overwrite: bool = setting(False, help="Replace the output (and its checkpoints) if they exist.")
+    resume: bool = setting(
+        False,
+        help="Continue the run whose checkpoints are in <output>.checkpoints (after a kill); the other "
+        "settings must be the same as the first time.",
+    )
+    keep_checkpoints: bool = setting(False, help="Keep <output>.checkpoints after a successful run.")
+    show_progress: bool = setting(True, help="Show progress bars.", cli=False)
+
+    def __post_init__(self) -> None:
+        if self.precision in PRECISIONS and self.precision not in TRAIN_PRECISIONS:  # a clearer word than "not one of"
+            raise SettingError(
+                "precision",
+                f"'{self.precision}' is for encoding only; training runs in {', '.join(TRAIN_PRECISIONS)}",
+            )
+        settings.validate(self)
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        """Values that are fine alone but not together."""
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise SettingError("score_range", f"the low end must be below the high end, got {list(self.score_range)}")
+        if self.metric not in ("auto", *SIMILARITY_METRICS):
+            parse_metric(self.metric, scored=False)
+        if self.early_stopping_patience is not None and not self.dev:
+            raise SettingError("early_stopping_patience", "needs the dev evaluation (dev=True)")
+        loss = LOSSES.get(ALIASES.get(self.loss, self.loss))  # None for auto: mnrl or cosent, both in-batch
+        if self.batch_size < 2 and (loss is None or loss.in_batch):
+            raise SettingError(
+                "batch_size",
+                f"loss '{self.loss}' compares the rows of a batch with each other and learns nothing from "
+                "batches of 1; use a batch size of at least 2",
+            )
+        if loss is not None and loss.name == "cached-mnrl" and self.mini_batch_size > self.batch_size:
+            raise SettingError("mini_batch_size", f"{self.mini_batch_size} is larger than batch_size {self.batch_size}")
+
+    def dev_settings(self) -> DevSettings:
+        """The settings the dev evaluation reads."""
+        return DevSettings(
+            self.data,
+            self.dev_data,
+            self.dev_split,
+            self.dev_queries,
+            self.dev_corpus,
+            self.metric,
+            self.seed,
+            self.score_range,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML config; ``overrides`` (e.g. CLI options the user gave) win over the file."""
+        import yaml
+
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise EmbedtuneError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from e
+        if not isinstance(values, dict):
+            raise EmbedtuneError(f"{path}: expected a mapping of setting: value")
+        if "output" not in values and "output" not in overrides:
+            raise EmbedtuneError(f"{path}: no 'output' (give it in the file or as an override)")
+        return settings.from_mapping(cls, values, str(path), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (str paths, lists), as written to YAML/JSON."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make two runs the same run (what ``resume`` must match)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_OPTIONS}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,136 @@
+"""The dev evaluation scores as ``embedtune eval`` does: same encoder, same ranking, same pytrec_eval metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import write_beir
+
+from embedtune.data import RetrievalSplit, load_split
+from embedtune.evaluate import EvalSettings, evaluate_model
+from embedtune.settings import SettingError
+from embedtune.training import TrainConfig
+from embedtune.training.dev import build_dev_evaluator, exact_run, trainer_evaluator
+from embedtune.training_data import load_training_data
+
+DEV_QRELS = [
+    ("q-web", "nginx"),
+    ("q-edit", "vim"),
+    ("q-zip", "gzip"),
+    ("q-game", "tetris"),
+    ("q-ssh", "openssh"),
+    ("q-ssh", "openssh-doc"),
+    ("q-py", "python3"),
+    ("q-db", "postgres"),
+]
+
+
+def _evaluator(root, **settings):
+    config = TrainConfig(output="unused", data=root, **settings)
+    return build_dev_evaluator(config.dev_settings(), load_training_data(root, split="dev"), "fp32")
+
+
+@pytest.mark.parametrize(("dev_queries", "dev_corpus"), [(500, 5000), (4, 6)], ids=["whole-split", "sample"])
+def test_dev_metrics_equal_embedtune_eval_on_the_same_sample(tmp_path, tiny_st, tiny_model, dev_queries, dev_corpus):
+    root = write_beir(tmp_path / "beir", qrels={"dev": DEV_QRELS})
+    evaluator = _evaluator(root, dev_queries=dev_queries, dev_corpus=dev_corpus, metric="mrr@5", seed=3)
+    sample = evaluator.split
+    if dev_queries < 7:  # sampled: the queries asked for, every relevant document, filled up to dev_corpus
+        assert len(sample.queries) == 4 and len(sample.corpus) == 6
+        assert all(d in sample.corpus for docs in sample.qrels.values() for d in docs)
+        split = RetrievalSplit(root, "dev", sample.corpus, sample.queries, sample.qrels)
+    else:
+        split = load_split(root, "dev")
+        assert (sample.queries, sample.corpus, sample.qrels) == (split.queries, split.corpus, split.qrels)
+    dev = evaluator(tiny_model)
+
+    # The keys the trainer, the logs and the model card have always used.
+    ks = {"accuracy": (1, 5, 10), "map": (5, 100)}
+    expected = {
+        f"dev_cosine_{family}@{k}"
+        for family in ("accuracy", "precision", "recall", "mrr", "ndcg", "map")
+        for k in ks.get(family, (5, 10))
+    }
+    assert set(dev) == expected and evaluator.primary_metric == "dev_cosine_mrr@5"
+
+    names = {key: key.removeprefix("dev_cosine_").replace("accuracy", "hit_rate") for key in dev}
+    settings = EvalSettings(metrics=tuple(names.values()), ks=(1,), show_progress=False)
+    result = evaluate_model(tiny_st, split, settings, batch_size=64, precision="fp32", cache=False)
+    for key, name in names.items():
+        assert dev[key] == pytest.approx(result.metrics[name], abs=1e-6), key
+    assert 0 < dev["dev_cosine_ndcg@10"] < 1  # the tiny model ranks neither perfectly nor hopelessly
+
+
+def test_dev_evaluation_encodes_without_dropout_and_gives_the_model_back_in_its_mode(tmp_path, tiny_model):
+    root = write_beir(tmp_path / "beir", qrels={"dev": DEV_QRELS})
+    evaluator = _evaluator(root)
+    tiny_model.eval()
+    in_eval_mode = evaluator(tiny_model)
+    tiny_model.train()
+    assert evaluator(tiny_model) == in_eval_mode and tiny_model.training
+    assert evaluator.texts == 7 + 8
+
+
+def test_the_trainer_gets_a_sentence_transformers_evaluator(tmp_path, tiny_model):
+    from sentence_transformers.base.evaluation import BaseEvaluator
+
+    evaluator = _evaluator(write_beir(tmp_path / "beir", qrels={"dev": DEV_QRELS}))
+    wrapped = trainer_evaluator(evaluator)
+    assert isinstance(wrapped, BaseEvaluator) and wrapped.greater_is_better and wrapped.texts == evaluator.texts
+    assert wrapped.primary_metric == "dev_cosine_ndcg@10"
+    assert wrapped(tiny_model, None, epoch=1, steps=2) == evaluator(tiny_model)
+
+
+def test_ties_at_the_cut_are_all_kept_for_pytrec_eval_to_order():
+    import numpy as np
+
+    queries = np.array([[1.0, 0.0]], dtype=np.float32)
+    documents = np.array([[0.5, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]], dtype=np.float32)
+    run = exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=2)
+    assert run == {"q": {"b": pytest.approx(0.9), "a": 0.5, "c": 0.5}}
+    assert exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=1) == {"q": {"b": pytest.approx(0.9)}}
+    assert len(exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=9)["q"]) == 4
+
+
+def _scored_pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+SCORED = [
+    {"sentence1": "web server", "sentence2": "nginx serves web pages", "score": 4.5},
+    {"sentence1": "text editor", "sentence2": "vim edits text", "score": 4.0},
+    {"sentence1": "puzzle game", "sentence2": "a database server", "score": 0.5},
+    {"sentence1": "secure shell", "sentence2": "remote login over ssh", "score": 3.5},
+    {"sentence1": "compression", "sentence2": "a falling blocks game", "score": 1.0},
+]
+
+
+def test_scored_pairs_get_the_correlations_sentence_transformers_reported(tmp_path, tiny_model):
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    train_path = _scored_pairs(tmp_path / "train.jsonl", SCORED)
+    dev_path = _scored_pairs(tmp_path / "dev.jsonl", SCORED[::-1])
+    config = TrainConfig(output="unused", data=train_path, dev_data=dev_path, score_range=(0, 5))
+    evaluator = build_dev_evaluator(config.dev_settings(), load_training_data(train_path, score_range=(0, 5)), "fp32")
+    assert evaluator.primary_metric == "dev_spearman_cosine" and evaluator.texts == 10
+    ours = evaluator(tiny_model)
+    rows = load_training_data(dev_path, score_range=(0, 5)).dataset
+    theirs = EmbeddingSimilarityEvaluator(rows["sentence1"], rows["sentence2"], rows["label"], name="dev")(tiny_model)
+    assert set(ours) == {"dev_pearson_cosine", "dev_spearman_cosine"}
+    assert ours == pytest.approx({k: theirs[k] for k in ours}, abs=1e-5)
+
+    wrong = TrainConfig(output="unused", data=train_path, dev_data=dev_path, score_range=(0, 5), metric="ndcg@10")
+    with pytest.raises(SettingError, match="metric: 'ndcg@10' does not apply to scored pairs; use spearman or pearson"):
+        build_dev_evaluator(wrong.dev_settings(), load_training_data(train_path, score_range=(0, 5)), "fp32")
+
+
+def test_no_dev_set_without_dev_data_or_a_dev_split(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "a", "positive": "b"}) + "\n")
+    config = TrainConfig(output="unused", data=pairs)
+    assert build_dev_evaluator(config.dev_settings(), load_training_data(pairs), "fp32") is None
+    root = write_beir(tmp_path / "beir", qrels={"train": DEV_QRELS})
+    config = TrainConfig(output="unused", data=root)
+    assert build_dev_evaluator(config.dev_settings(), load_training_data(root), "fp32") is None
