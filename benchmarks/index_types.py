@@ -1,8 +1,8 @@
-"""Benchmark every FAISS index type of embedtune.ann at 100k and 1M vectors of the default model's dimension.
+"""Benchmark every FAISS index type of embedtune.index at 100k and 1M vectors of the default model's dimension.
 
 Per size and type: build time (training included), resident memory of the loaded index, size on disk,
 queries/s at batch 1 and batch 64, recall@10 against exact search at the knob value the build
-calibrated (embedtune.ann.calibrate, as ``embedtune index build`` does), and a sweep of the knob for
+calibrated (embedtune.index.calibrate, as ``embedtune index build`` does), and a sweep of the knob for
 the recall / queries-per-second plot.
 
 The vectors are synthetic and reproducible (seeded): a mixture of clusters, each a random

@@ -13,7 +13,7 @@ from pathlib import Path
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
 from embedtune.mining import MiningConfig, MiningReport, mine_to_file
-from embedtune.train import TrainConfig
+from embedtune.training import TrainConfig
 
 
 def mined_path(output: Path) -> Path:

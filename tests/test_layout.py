@@ -16,8 +16,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "embedtune"
 # The pipeline's stages, bottom first. A module may import its own stage's group and lower stages only;
 # two groups of one stage (index and training, mining and evaluate) do not import each other.
 STAGES: list[set[str]] = [
-    {"errors", "settings", "io", "plots"},
-    {"data", "training_data", "models", "metrics"},
+    {"errors"},
+    {"settings", "io"},
+    {"plots"},
+    {"data", "models", "metrics"},
+    {"training_data"},
     {"encoding"},
     {"index", "training"},
     {"retrieval"},

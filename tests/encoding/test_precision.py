@@ -7,7 +7,7 @@ import pytest
 from embedtune.encoding import Encoder, resolve_precision, resolve_training_precision
 from embedtune.encoding import precision as precision_policy
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
-from embedtune.train import TrainConfig
+from embedtune.training import TrainConfig
 
 
 def test_impossible_precisions_fall_back_with_a_warning(model, monkeypatch):
