@@ -71,6 +71,11 @@ def meta(field: dataclasses.Field) -> Meta | None:
     return field.metadata.get(_META)
 
 
+def meta_of(cls: type, name: str) -> Meta:
+    """The :class:`Meta` of setting ``name`` of dataclass ``cls``."""
+    return cls.__dataclass_fields__[name].metadata[_META]
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)

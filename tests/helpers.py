@@ -6,6 +6,7 @@ Tests import these from here (``from helpers import CORPUS``), never from ``conf
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -50,3 +51,23 @@ def write_beir(root: Path, corpus=CORPUS, queries=QUERIES, qrels=QRELS) -> Path:
         lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{d}\t1" for q, d in rows)]
         (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def run(*args: object, ok: bool = True, input: str | None = None):
+    """``embedtune ARGS`` through click's runner; with ``ok``, a non-zero exit fails the test."""
+    from click.testing import CliRunner
+
+    from embedtune.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    """A non-zero exit with exactly one ``Error:`` line matching ``pattern``, and no traceback."""
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), result.output
+    assert "Traceback" not in result.output

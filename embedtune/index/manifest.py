@@ -111,3 +111,36 @@ class Manifest:
     @property
     def disk_bytes(self) -> int:
         return sum(int(f["bytes"]) for f in self.files.values())
+
+    def describe_search(self) -> str:
+        """The index type, its calibrated search defaults and the recall they reach, in one line."""
+        knobs = ", ".join(f"{k}={v}" for k, v in self.search_defaults.items())
+        tuned = f", default {knobs}" if knobs else ""
+        recall = self.calibration.get("recall_at_10")
+        return f"{self.index_type}{tuned} (recall@10 vs exact on a corpus sample: {recall})"
+
+    def describe(self, path: Path, *, verified: bool = False) -> list[tuple[str, str]]:
+        """(label, text) rows saying what the index holds, which model made it, its type and why."""
+        params = ", ".join(f"{k}={v}" for k, v in self.index_params.items()) or "no parameters"
+        memory = self.spec.bytes_per_vector(self.dimension) * self.vectors
+        prompts = ", ".join(f"{k}={v!r}" for k, v in self.prompts.items()) or "none"
+        removed = f" ({self.tombstones:,} removed, filtered at search)" if self.tombstones else ""
+        trained = f" ({params}); trained on {self.train_size:,} vectors" if self.train_size else ""
+        return [
+            ("path", str(path)),
+            ("documents", f"{self.count:,}{removed}"),
+            ("type", f"{self.index_type}{trained}"),
+            ("why", self.choice),
+            ("search", self.describe_search()),
+            ("size", f"{self.disk_bytes / 1e6:,.1f} MB on disk, ~{memory / 1e6:,.1f} MB of vectors in memory"),
+            ("model", f"{self.model_path} (fingerprint {self.model_fingerprint[:12]})"),
+            (
+                "encoding",
+                f"{self.dimension} dims, {self.pooling} pooling, normalised, {self.max_seq_length} tokens, "
+                f"{self.precision}",
+            ),
+            ("prompts", f"{prompts}; queries use {self.query_prompt_name}, documents {self.document_prompt_name}"),
+            ("corpus", f"{self.corpus_path} (sha256 {self.corpus_sha256[:12]})"),
+            ("built", f"{self.created_at} by embedtune {self.embedtune_version}; {len(self.updates)} update(s) since"),
+            ("files", ", ".join(sorted(self.files)) + (" (SHA-256 verified)" if verified else "")),
+        ]

@@ -92,11 +92,12 @@ class TrainConfig:
     Hugging Face checkpoints, which have no pooling yet.
     """
 
-    output: Path = setting(help="Model directory to write (atomically, at the end).")
+    output: Path = setting(help="Model directory to write (atomically, at the end).", flag=("--output", "-o"))
     model: str = setting(
         "default",
         help="Base model: 'default' (bundled all-MiniLM-L6-v2), a sentence-transformers directory, or a Hugging "
         "Face encoder checkpoint directory (BERT, RoBERTa, DistilBERT, MPNet, ...) to which pooling is added.",
+        flag=("--model", "-m"),
     )
     data: Path = setting(
         default_factory=default_data_dir,

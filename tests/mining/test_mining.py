@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import QRELS, write_beir
-from test_cli import assert_one_line_error, run
+from helpers import QRELS, assert_one_line_error, run, write_beir
 
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.mining import (

@@ -1,0 +1,62 @@
+"""``embedtune cache``: inspect or empty the encoding cache."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from embedtune.cli.app import EmbedtuneGroup
+
+
+@click.group(cls=EmbedtuneGroup)
+def cache() -> None:
+    """Inspect or empty the encoding cache ($EMBEDTUNE_CACHE, default ~/.cache/embedtune/encodings).
+
+    \b
+    index build/add, eval --model and mine keep the vectors they encode there, one SQLite file per
+    vector space (model as loaded, precision, device type, prompt), so that unchanged texts are never
+    encoded twice. Nothing is evicted: clear it when it grows, at any time.
+    """
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def cache_info(as_json: bool) -> None:
+    """List the cached vector spaces: texts, size on disk, model, precision and prompt."""
+    import datetime
+
+    from embedtune.encoding import EncodingCache, default_cache_dir
+
+    spaces = EncodingCache(default_cache_dir()).spaces()
+    if as_json:
+        rows = [
+            {"path": str(s.path), "texts": s.texts, "disk_bytes": s.disk_bytes, "modified": s.modified} | s.description
+            for s in spaces
+        ]
+        click.echo(json.dumps({"directory": str(default_cache_dir()), "spaces": rows}, indent=2))
+        return
+    total = sum(s.disk_bytes for s in spaces)
+    click.echo(f"{default_cache_dir()}: {len(spaces)} vector space(s), {total / 1e6:,.1f} MB")
+    for s in spaces:
+        d = s.description
+        modified = datetime.datetime.fromtimestamp(s.modified).strftime("%Y-%m-%d %H:%M")
+        prompt = f", prompt {d['prompt']!r}" if d.get("prompt") else ""
+        click.echo(
+            f"  {s.path.name}  {s.texts:>10,} texts {s.disk_bytes / 1e6:>9,.1f} MB  {modified}  "
+            f"{d.get('source') or '?'} (fingerprint {str(d.get('model'))[:12]}), "
+            f"{d.get('precision')} on {d.get('device')}{prompt}"
+        )
+
+
+@cache.command("clear")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(yes: bool) -> None:
+    """Delete every cached vector (the next encoding of each text runs the model again)."""
+    from embedtune.encoding import EncodingCache, default_cache_dir
+
+    directory = default_cache_dir()
+    if not yes:
+        click.confirm(f"delete the encoding cache in {directory}?", abort=True)
+    spaces, freed = EncodingCache(directory).clear()
+    click.echo(f"{directory}: {spaces} vector space(s) deleted, {freed / 1e6:,.1f} MB freed")

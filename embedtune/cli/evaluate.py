@@ -1,0 +1,124 @@
+"""``embedtune eval``: BM25, models and indexes scored side by side on a BEIR-layout split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
+from embedtune.cli.options import given, options_from
+from embedtune.encoding import EncodeSettings
+from embedtune.io import write_bytes_atomic, write_text_atomic
+from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
+
+
+def _parse_ks(_ctx, _param, value: str) -> list[int]:
+    try:
+        ks = [int(k) for k in value.split(",") if k.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from e
+    if not ks or min(ks) <= 0:
+        raise click.BadParameter(f"k values must be positive integers, got '{value}'")
+    return ks
+
+
+@click.command("eval", cls=EmbedtuneCommand)
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    help="Model to evaluate with exact search over the whole corpus ('default' = bundled). Repeatable.",
+)
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    help="Index to evaluate with its own search and model (no corpus re-encoding). Repeatable.",
+)
+@click.option("--bm25", is_flag=True, help="Also evaluate BM25 (Lucene k1=1.2, b=0.75, English stemming).")
+@data_option
+@click.option("--split", default="test", show_default=True, help="Qrels split to evaluate on.")
+@click.option(
+    "--metrics",
+    default=",".join(DEFAULT_METRICS),
+    show_default=True,
+    help="Comma-separated metrics: recall, precision, mrr, ndcg, map, hit_rate; a bare name is "
+    "reported at every -k cut-off, name@k at that one only.",
+)
+@click.option(
+    "-k",
+    "ks",
+    default=",".join(map(str, DEFAULT_KS)),
+    show_default=True,
+    callback=_parse_ks,
+    help="Cut-offs for the bare metric names of --metrics.",
+)
+@click.option(
+    "--ignore-own-id",
+    is_flag=True,
+    help="Drop a document whose id is the query's id from its results (BEIR's rule for sets whose "
+    "queries are also corpus documents, e.g. ArguAna, data/stsb-retrieval).",
+)
+@indexes_dir_option
+@options_from(EncodeSettings)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+@click.option(
+    "--markdown-out", type=click.Path(path_type=Path), default=None, help="Also write the table as markdown here."
+)
+@click.option(
+    "--plot", type=click.Path(path_type=Path), default=None, help="Also draw a bar chart of the metrics to this PNG."
+)
+@click.option("--per-query", is_flag=True, help="Include every query's scores in the JSON output.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def eval_command(
+    models: tuple[str, ...],
+    indexes: tuple[str, ...],
+    bm25: bool,
+    data: Path,
+    split: str,
+    metrics: str,
+    ks: list[int],
+    ignore_own_id: bool,
+    indexes_dir: Path,
+    json_out: Path | None,
+    markdown_out: Path | None,
+    plot: Path | None,
+    per_query: bool,
+    as_json: bool,
+    **options,
+) -> None:
+    """Score BM25, models and/or indexes side by side on a BEIR-layout split.
+
+    Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
+    the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
+    """
+    from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results
+
+    settings = EvalSettings(
+        metrics=tuple(m for m in metrics.split(",") if m.strip()),
+        ks=tuple(ks),
+        ignore_own_id=ignore_own_id,
+        per_query=per_query,
+    )
+    results = evaluate(
+        data,
+        split,
+        models=models,
+        indexes=indexes,
+        bm25=bm25,
+        indexes_dir=indexes_dir,
+        settings=settings,
+        encoding=EncodeSettings(**given(EncodeSettings, options)),
+    )
+    payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    report = format_report(results)
+    if json_out is not None:
+        write_text_atomic(json_out, payload)
+    if markdown_out is not None:
+        write_text_atomic(markdown_out, report)
+    if plot is not None:
+        write_bytes_atomic(plot, plot_results(results))
+    click.echo(payload if as_json else report, nl=False)

@@ -1,0 +1,180 @@
+"""``embedtune index``: build, update and inspect FAISS indexes."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneGroup, index_argument, indexes_dir_option
+from embedtune.cli.options import given, options_from
+from embedtune.data import default_data_dir
+from embedtune.encoding import EncodeSettings
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.index import BuildSettings
+
+
+@click.group(cls=EmbedtuneGroup)
+def index() -> None:
+    """Build, update and inspect FAISS indexes (stored under --indexes-dir).
+
+    \b
+    An index is a folder: the FAISS vectors, a SQLite store of ids, texts and metadata looked up by
+    FAISS id, and a manifest binding both to the model and corpus. Every write produces a complete
+    new version before the old one is dropped, so a crash or kill never leaves a broken index.
+    """
+
+
+@index.command("build")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Model that encodes the corpus (and, later, the queries).",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=default_data_dir,
+    show_default="data/debian",
+    help="BEIR folder or corpus.jsonl[.gz] file (_id, title, text).",
+)
+@click.option(
+    "--name", default=None, help="Index name (default: the model directory's name, 'minilm' for the default model)."
+)
+@indexes_dir_option
+@options_from(EncodeSettings)
+@options_from(BuildSettings)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
+def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, **options) -> None:
+    """Encode a corpus into a FAISS index with a document store and a manifest."""
+    from embedtune.index import build_index
+    from embedtune.models import resolve_model_path
+
+    name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
+    manifest = build_index(
+        corpus,
+        name,
+        model=model,
+        build=BuildSettings(**given(BuildSettings, options)),
+        encode=EncodeSettings(**given(EncodeSettings, options)),
+        indexes_dir=indexes_dir,
+        overwrite=overwrite,
+    )
+    click.echo(
+        f"index '{name}' written to {Path(indexes_dir) / name}: {manifest.count} documents x {manifest.dimension} "
+        f"dims, encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}); {manifest.describe_search()}"
+    )
+
+
+@index.command("add")
+@index_argument
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="BEIR corpus.jsonl[.gz] (or folder) of new and changed documents; unchanged ones are skipped.",
+)
+@click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
+@indexes_dir_option
+@options_from(EncodeSettings, exclude=("precision", "max_seq_length"))
+def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, **options) -> None:
+    """Add new documents and replace changed ones (same id, new text) without a rebuild.
+
+    Documents whose id and text (SHA-256) are already indexed are not re-encoded.
+    """
+    from embedtune.index import add_documents
+
+    encode = EncodeSettings(**given(EncodeSettings, options))
+    result = add_documents(
+        index_name, corpus, indexes_dir=indexes_dir, model=model, batch_size=encode.batch_size, cache=encode.cache
+    )
+    click.echo(
+        f"index '{index_name}': {result.added} added, {result.replaced} replaced, {result.unchanged} unchanged"
+        + ("" if result.changed else " (nothing written)")
+    )
+
+
+@index.command("remove")
+@index_argument
+@click.argument("doc_ids", nargs=-1)
+@click.option(
+    "--ids-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="File with one document id per line (in addition to any DOC_IDS).",
+)
+@indexes_dir_option
+def index_remove(index_name: str, doc_ids: tuple[str, ...], ids_file: Path | None, indexes_dir: Path) -> None:
+    """Remove documents by id (DOC_IDS and/or --ids-file) without a rebuild."""
+    from embedtune.index import remove_documents
+
+    ids = list(doc_ids)
+    if ids_file is not None:
+        ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    result = remove_documents(index_name, ids, indexes_dir=indexes_dir)
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
+        warnings.warn(f"{len(result.missing)} id(s) not in the index: {shown}", EmbedtuneWarning, stacklevel=1)
+    click.echo(f"index '{index_name}': {result.removed} removed" + ("" if result.changed else " (nothing written)"))
+
+
+@index.command("info")
+@index_argument
+@indexes_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Also check both data files' SHA-256 against the manifest.")
+def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) -> None:
+    """Show what an index holds, which model made it, its type and why, and its search defaults."""
+    from dataclasses import asdict
+
+    from embedtune.index import Index
+
+    index = Index.load(index_name, indexes_dir, verify=verify)
+    m = index.manifest
+    if as_json:
+        click.echo(json.dumps(asdict(m) | {"path": str(index.path), "verified": verify}, indent=2))
+        return
+    rows = m.describe(index.path, verified=verify)
+    for key, value in rows:
+        click.echo(f"{key:>10}: {value}")
+
+
+@index.command("list")
+@indexes_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def index_list(indexes_dir: Path, as_json: bool) -> None:
+    """List the indexes under --indexes-dir with their type, size and model."""
+    from embedtune.index import list_indexes
+
+    found = list_indexes(indexes_dir)
+    rows = [
+        {"name": name, "error": str(m)}
+        if isinstance(m, EmbedtuneError)
+        else {
+            "name": name,
+            "type": m.index_type,
+            "documents": m.count,
+            "dimension": m.dimension,
+            "disk_bytes": m.disk_bytes,
+            "model": m.model_path,
+            "updated_at": m.updated_at,
+        }
+        for name, m in found
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no indexes in {indexes_dir}")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<20} unreadable: {r['error']}")
+        else:
+            click.echo(
+                f"{r['name']:<20} {r['type']:<9} {r['documents']:>10,} docs x {r['dimension']:<4} "
+                f"{r['disk_bytes'] / 1e6:>9,.1f} MB  {r['model']}"
+            )

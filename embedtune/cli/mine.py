@@ -1,0 +1,85 @@
+"""``embedtune mine``: hard negatives for the (query, positive) pairs of a BEIR split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
+from embedtune.cli.options import given, options_from
+from embedtune.encoding import EncodeSettings
+from embedtune.mining import RETRIEVERS, MiningConfig, MiningReport
+
+retriever_option = click.option(
+    "--retriever",
+    type=click.Choice(RETRIEVERS),
+    default="dense",
+    show_default=True,
+    help="dense = the mining model's embeddings (exact top-k, in chunks); bm25 = lexical BM25 (bm25s).",
+)
+
+
+def echo_mining(report: MiningReport, output: Path) -> None:
+    from embedtune.mining import report_paths
+
+    json_path, png_path = report_paths(output)
+    click.echo(report.summary())
+    click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
+
+
+@click.command(cls=EmbedtuneCommand)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Mined rows, .jsonl or .jsonl.gz (query, positive, negative_1..n, scores, ids); the report's "
+    "JSON and PNG are written beside it.",
+)
+@data_option
+@click.option("--split", default="train", show_default=True, help="Qrels split whose pairs get negatives.")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Embedder for --retriever dense (normally the model you will fine-tune).",
+)
+@click.option(
+    "--index",
+    "index_name",
+    default=None,
+    help="Mine with a built index of this corpus instead (its vectors and its model; no corpus re-encoding).",
+)
+@indexes_dir_option
+@retriever_option
+@options_from(MiningConfig)
+@options_from(EncodeSettings)
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def mine(output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, **options) -> None:
+    """Add hard negatives to the (query, positive) pairs of a BEIR split.
+
+    Retrieves the ranks --min-rank..--max-rank of the whole corpus for every query, drops every known
+    positive of the query and any document whose text equals a positive's (case and spacing ignored),
+    then the candidates that score too close to the row's positive (--relative-margin,
+    --absolute-margin) or too high (--max-score), and keeps --num-negatives of the rest. Each row keeps
+    the retriever's scores (positive first) for MarginMSE distillation; `embedtune train --data`
+    reads the output as is.
+    """
+    from embedtune.mining import mine_to_file
+
+    config = MiningConfig(**given(MiningConfig, options))
+    encoding = EncodeSettings(**given(EncodeSettings, options))
+    report = mine_to_file(
+        data,
+        output,
+        split=split,
+        retriever=retriever,
+        model=model,
+        index=index_name,
+        config=config,
+        encoding=encoding,
+        **options,
+    )
+    echo_mining(report, output)

@@ -1,0 +1,126 @@
+"""Command-line options generated from config dataclasses, so each setting is declared once.
+
+A field declared with :func:`embedtune.settings.setting` becomes ``--field-name`` (or its ``flag``),
+with the field's help, its choices and its default shown. Values are passed through as typed by click
+(int, float, text, path) and checked by the dataclass itself: the CLI, a YAML file and the Python API
+refuse a bad value with the same message. Options default to ``None`` so that only the options a user
+gave override a config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from embedtune.settings import field_type, meta
+
+
+def _parse_list(kind: type) -> Callable:
+    def parse(_ctx, param, value: str | None):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v) for v in value.split(",") if v.strip())
+        except ValueError as e:
+            raise click.BadParameter(f"expected comma-separated {kind.__name__} values, got '{value}'") from e
+
+    return parse
+
+
+class _OptionalFloat(click.ParamType):
+    """A float, or 'none' to switch a rule off (a setting whose default is a number but may be None)."""
+
+    name = "FLOAT|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() in ("none", "off"):
+            return _NONE
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected a number or 'none', got '{value}'", param, ctx)
+
+
+# An explicit 'none' on the command line, told apart from an option not given (None).
+_NONE = "none"
+
+
+def _shown_default(field: dataclasses.Field) -> str:
+    value = field.default
+    if value is dataclasses.MISSING or value is None or value is False:
+        return ""
+    if value is True:
+        return "on"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _declarations(field: dataclasses.Field) -> tuple[str, ...]:
+    flag = meta(field).flag
+    if flag is None:
+        return (f"--{field.name.replace('_', '-')}",)
+    return (flag,) if isinstance(flag, str) else tuple(flag)
+
+
+def option_for(cls: type, field: dataclasses.Field) -> Callable:
+    """The click option of one setting field (see the module docstring)."""
+    m = meta(field)
+    kind, optional = field_type(cls, field.name)
+    decls = _declarations(field)
+    shown = _shown_default(field)
+    # Defaults are shown in the help by hand: the options' own defaults are None (not given).
+    kwargs: dict[str, Any] = {"default": None, "help": m.help + (f"  [default: {shown}]" if shown else "")}
+    if m.choices is not None:
+        kwargs["metavar"] = "[" + "|".join(map(str, m.choices)) + "]"
+    if kind is bool:
+        negative_only = len(decls) == 1 and decls[0].startswith("--no-")
+        if negative_only:
+            kwargs |= {"flag_value": False, "help": m.help}
+        elif field.default is True and "/" not in decls[0]:
+            decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
+        else:
+            kwargs |= {"flag_value": True, "help": m.help}
+        return click.option(*decls, field.name, **kwargs)
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        items = typing.get_args(kind)
+        if len(items) == 2 and items[1] is not Ellipsis:
+            kwargs |= {"type": items, "metavar": " ".join(t.__name__.upper() for t in items)}
+        else:
+            kwargs |= {"callback": _parse_list(items[0]), "metavar": "A,B,..."}
+    elif kind is Path:
+        kwargs["type"] = click.Path(path_type=Path)
+    elif kind is float and optional and field.default is not None:
+        kwargs["type"] = _OptionalFloat()
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    return click.option(*decls, field.name, **kwargs)
+
+
+def options_from(cls: type, *, exclude: Iterable[str] = ()) -> Callable:
+    """A decorator adding one option per CLI setting of ``cls``, in field order."""
+    skip = set(exclude)
+    chosen = [f for f in dataclasses.fields(cls) if (m := meta(f)) is not None and m.cli and f.name not in skip]
+
+    def decorate(command: Callable) -> Callable:
+        for field in reversed(chosen):
+            command = option_for(cls, field)(command)
+        return command
+
+    return decorate
+
+
+def given(cls: type, options: dict[str, Any], *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """Pop ``cls``'s fields (but ``exclude``) out of a command's keyword arguments; keep those the user
+    gave (not None), with an explicit 'none' as None."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    picked = {name: options.pop(name) for name in list(options) if name in names}
+    return {name: None if value is _NONE else value for name, value in picked.items() if value is not None}

@@ -1,0 +1,97 @@
+"""``embedtune search``: the top-k documents of an index for one query or a file of queries."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand, indexes_dir_option
+from embedtune.encoding import PRECISIONS, EncodeSettings
+from embedtune.settings import meta_of
+
+
+@click.command(cls=EmbedtuneCommand)
+@click.argument("query", nargs=-1)
+@click.option("--index", "index_name", required=True, help="Index name (under --indexes-dir) or path.")
+@indexes_dir_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Search a batch: a .jsonl file of {'_id' or 'id', 'text'} objects, or plain text with one query per line.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Load the index's model from here instead (must be byte-identical to the one that built it).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for programs): one object per query, one per line in a batch."
+)
+@click.option(
+    "--show-text",
+    "--width",
+    "width",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Characters of document text shown per hit (0 = ids and scores only; with --json, 0 drops the text).",
+)
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF cells to scan (default: calibrated).")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width (default: calibrated).")
+@click.option(
+    "--precision",
+    metavar="[" + "|".join(PRECISIONS) + "]",
+    default=None,
+    help="Precision of the query encoding (default: the index's own, as 'index info' shows). "
+    + meta_of(EncodeSettings, "precision").help,
+)
+def search(
+    query: tuple[str, ...],
+    index_name: str,
+    indexes_dir: Path,
+    k: int,
+    queries_file: Path | None,
+    model: str | None,
+    as_json: bool,
+    width: int,
+    nprobe: int | None,
+    ef_search: int | None,
+    precision: str | None,
+) -> None:
+    """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
+    from embedtune.data import read_query_file
+    from embedtune.index import Searcher
+
+    if precision is not None:
+        EncodeSettings(precision=precision)  # refused as every command refuses it
+    if bool(query) == bool(queries_file):
+        raise click.UsageError("give either QUERY or --queries FILE")
+    queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
+    searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model, precision=precision)
+    results = searcher.search([text for _, text in queries], k, nprobe=nprobe, ef_search=ef_search)
+    for (query_id, text), hits in zip(queries, results, strict=True):
+        if as_json:
+            payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
+            payload["hits"] = [
+                {"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6)}
+                | ({"text": h.text} if width else {})
+                | ({"metadata": h.metadata} if h.metadata else {})
+                for h in hits
+            ]
+            click.echo(json.dumps(payload, ensure_ascii=False, indent=None if queries_file else 2))
+            continue
+        label = f"{query_id}: {text}" if query_id else text
+        click.echo(f"top {len(hits)} of {len(searcher.index)} documents in '{searcher.index.name}' for: {label}")
+        for h in hits:
+            click.echo(f"{h.rank:>3}. {h.score:.4f}  {h.doc_id}")
+            if width:
+                click.echo(
+                    f"     {textwrap.shorten(' '.join(h.text.split()), width=max(width, 5), placeholder=' ...')}"
+                )

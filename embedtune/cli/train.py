@@ -1,0 +1,81 @@
+"""``embedtune train``: its options are TrainConfig's settings (and MiningConfig's for ``--mine``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand
+from embedtune.cli.mine import echo_mining, retriever_option
+from embedtune.cli.options import given, options_from
+from embedtune.mining import MiningConfig
+from embedtune.training import TrainConfig, TrainResult
+
+
+def _describe(result: TrainResult) -> str:
+    from embedtune.training import metric_label
+
+    dev = ""
+    if result.metric and result.dev_after:
+        before = result.dev_before.get(result.metric, float("nan"))
+        dev = f"; dev {metric_label(result.metric)} {before:.4f} -> {result.dev_after[result.metric]:.4f}"
+    return (
+        f"trained {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s "
+        f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
+        f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
+    )
+
+
+@click.command(cls=EmbedtuneCommand)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML file of settings (names as below, with underscores); options given here override it. "
+    "The resolved config is saved with the model as train_config.yaml.",
+)
+@options_from(TrainConfig)
+@click.option(
+    "--mine",
+    "mine_first",
+    is_flag=True,
+    help="First mine hard negatives for the --data BEIR split with the base --model (options below; rows "
+    "and report go to OUTPUT.mined.jsonl.gz), then train on the mined n-tuples.",
+)
+@retriever_option
+@options_from(MiningConfig, exclude=("seed",))  # train --mine mines with the run's own seed
+def train(config_file: Path | None, mine_first: bool, retriever: str, **options) -> None:
+    """Fine-tune an encoder into a sentence embedder.
+
+    \b
+    Examples:
+      embedtune train -o models/mine                                # data/debian, MNRL
+      embedtune train -o models/sts --data sts-train.tsv --score-range 0 5 --dev-data sts-dev.tsv
+      embedtune train -o models/mined --data mined.jsonl --loss margin-mse
+      embedtune train -o models/hard --mine --num-negatives 3     # mine with the base model, then train
+      embedtune train --config run.yaml --lr 1e-5                   # file + override
+
+    Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
+    the best checkpoint by --metric is kept. The output holds the model, README.md (model card),
+    metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
+    """
+    from embedtune.training import train as run_training
+
+    selection = given(MiningConfig, options, exclude=("seed",))  # mining is seeded by the run's seed
+    settings = given(TrainConfig, options)
+    if config_file is not None:
+        config = TrainConfig.from_yaml(config_file, **settings)
+    elif "output" not in settings:
+        raise click.UsageError("give --output (or a --config file that names it)")
+    else:
+        config = TrainConfig(**settings)
+    if mine_first:
+        from embedtune.workflows import mine_for_training
+
+        config, report = mine_for_training(config, MiningConfig(**selection, seed=config.seed), retriever=retriever)
+        echo_mining(report, config.data)
+    elif selection or retriever != "dense":
+        raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
+    click.echo(_describe(run_training(config)))
