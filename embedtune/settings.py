@@ -186,5 +186,30 @@ def from_mapping(cls: type, values: dict[str, Any], source: str, **overrides: An
         raise SettingError(e.field, f"{e.reason} (in {source})") from e
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping, with ``1e-5`` read as the number it is.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-5``), so a plain ``1e-5`` would come
+    back as text and be refused; every other YAML tool reads it as a number, and so do we.
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    # Integers keep their own tag: the resolver above is consulted only after the built-in ones.
+    try:
+        values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Loader) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise EmbedtuneError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from e
+    if not isinstance(values, dict):
+        raise EmbedtuneError(f"{path}: expected a mapping of setting: value")
+    return values
+
+
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

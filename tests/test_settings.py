@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from embedtune.errors import EmbedtuneError
-from embedtune.settings import SettingError, from_mapping, setting, validate
+from embedtune.settings import SettingError, from_mapping, read_yaml_mapping, setting, validate
 
 
 @dataclass
@@ -60,3 +60,14 @@ def test_a_mapping_names_its_source_and_refuses_unknown_keys():
     with pytest.raises(EmbedtuneError, match=r"run\.yaml: 'output' is required"):
         from_mapping(Example, {}, "run.yaml")
     assert from_mapping(Example, {"batch_size": 8}, "run.yaml", output="o", batch_size=4).batch_size == 4
+
+
+def test_yaml_reads_exponent_numbers_as_numbers_and_keeps_integers(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text('learning_rate: 1e-5\nbatch_size: 16\nwarmup_ratio: .5\nquoted: "1e-5"\nname: e5\n')
+    values = read_yaml_mapping(path)
+    assert values == {"learning_rate": 1e-5, "batch_size": 16, "warmup_ratio": 0.5, "quoted": "1e-5", "name": "e5"}
+    assert isinstance(values["batch_size"], int)
+    path.write_text("- a list\n")
+    with pytest.raises(EmbedtuneError, match="expected a mapping"):
+        read_yaml_mapping(path)

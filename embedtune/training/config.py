@@ -230,15 +230,8 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
         """Read a YAML config; ``overrides`` (e.g. CLI options the user gave) win over the file."""
-        import yaml
-
         path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise EmbedtuneError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from e
-        if not isinstance(values, dict):
-            raise EmbedtuneError(f"{path}: expected a mapping of setting: value")
+        values = settings.read_yaml_mapping(path)
         if "output" not in values and "output" not in overrides:
             raise EmbedtuneError(f"{path}: no 'output' (give it in the file or as an override)")
         return settings.from_mapping(cls, values, str(path), **overrides)
