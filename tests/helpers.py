@@ -71,3 +71,11 @@ def assert_one_line_error(result, pattern: str) -> None:
     lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1 and re.search(pattern, lines[0]), result.output
     assert "Traceback" not in result.output
+
+
+def train_config(output: Path, model: object, data: object, **settings: object):
+    """A seeded, quiet TrainConfig for the tiny models; each test adds the settings it varies."""
+    from embedtune.training import TrainConfig
+
+    base = {"output": output, "model": str(model), "data": data, "seed": 0, "warmup_ratio": 0.0, "show_progress": False}
+    return TrainConfig(**{**base, **settings})

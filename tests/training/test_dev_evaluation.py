@@ -8,6 +8,7 @@ import pytest
 from helpers import write_beir
 
 from embedtune.data import RetrievalSplit, load_split
+from embedtune.encoding import EncodeSettings
 from embedtune.evaluate import EvalSettings, evaluate_model
 from embedtune.settings import SettingError
 from embedtune.training import TrainConfig
@@ -56,7 +57,8 @@ def test_dev_metrics_equal_embedtune_eval_on_the_same_sample(tmp_path, tiny_st, 
 
     names = {key: key.removeprefix("dev_cosine_").replace("accuracy", "hit_rate") for key in dev}
     settings = EvalSettings(metrics=tuple(names.values()), ks=(1,), show_progress=False)
-    result = evaluate_model(tiny_st, split, settings, batch_size=64, precision="fp32", cache=False)
+    encoding = EncodeSettings(batch_size=64, precision="fp32", cache=False)
+    result = evaluate_model(tiny_st, split, settings, encoding)
     for key, name in names.items():
         assert dev[key] == pytest.approx(result.metrics[name], abs=1e-6), key
     assert 0 < dev["dev_cosine_ndcg@10"] < 1  # the tiny model ranks neither perfectly nor hopelessly

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import train_config
 
 from embedtune.errors import EmbedtuneError
-from embedtune.training import LOSSES, TrainConfig, resolve_loss, train
+from embedtune.training import LOSSES, resolve_loss, train
 from embedtune.training_data import load_training_data
 
 TOPICS = ["web server", "text editor", "compression", "puzzle game", "secure shell", "database", "compiler", "mail"]
@@ -51,20 +52,8 @@ CASES = [
 
 @pytest.mark.parametrize(("loss", "kind", "extra"), CASES, ids=[f"{c[0]}-{c[1]}-{len(c[2])}" for c in CASES])
 def test_each_loss_lowers_its_loss(tmp_path, tiny_st, loss, kind, extra):
-    config = TrainConfig(
-        output=tmp_path / "model",
-        model=str(tiny_st),
-        data=_data(tmp_path, kind),
-        loss=loss,
-        max_steps=24,
-        batch_size=4,
-        learning_rate=2e-3,
-        warmup_ratio=0.0,
-        seed=0,
-        dev=False,
-        show_progress=False,
-        **extra,
-    )
+    settings = {"loss": loss, "max_steps": 24, "batch_size": 4, "learning_rate": 2e-3, "dev": False, **extra}
+    config = train_config(tmp_path / "model", tiny_st, _data(tmp_path, kind), **settings)
     result = train(config)
     record = json.loads((result.output / "embedtune_train.json").read_text())
     assert record["loss"] == loss

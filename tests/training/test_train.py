@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import train_config
 
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model
@@ -13,18 +14,8 @@ from embedtune.training import TRAIN_RECORD, TrainConfig, eval_interval, train
 
 
 def _config(tmp_path, model, data, **overrides):
-    options = dict(
-        output=tmp_path / "model",
-        model=str(model),
-        data=data,
-        max_steps=30,
-        batch_size=4,
-        learning_rate=1e-3,
-        warmup_ratio=0.0,
-        seed=0,
-        show_progress=False,
-    )
-    return TrainConfig(**{**options, **overrides})
+    settings = {"max_steps": 30, "batch_size": 4, "learning_rate": 1e-3, **overrides}
+    return train_config(tmp_path / "model", model, data, **settings)
 
 
 def test_plain_bert_checkpoint_trains_and_loss_falls(tmp_path, tiny_bert, beir_dir):

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import train_config
 
 from embedtune.errors import EmbedtuneError
 from embedtune.models import load_model
@@ -17,19 +18,8 @@ from embedtune.training import CONFIG_FILE, TrainConfig, checkpoints_dir, train
 
 
 def _config(tmp_path, model, data, name="model", **overrides) -> TrainConfig:
-    options = dict(
-        output=tmp_path / name,
-        model=str(model),
-        data=data,
-        max_steps=8,
-        batch_size=2,
-        learning_rate=1e-3,
-        seed=0,
-        dev=False,
-        checkpoint_steps=2,
-        show_progress=False,
-    )
-    return TrainConfig(**{**options, **overrides})
+    settings = {"max_steps": 8, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.1, "dev": False}
+    return train_config(tmp_path / name, model, data, **{**settings, "checkpoint_steps": 2, **overrides})
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
