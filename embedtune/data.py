@@ -139,8 +139,20 @@ def iter_corpus(path: Path) -> Iterator[CorpusRecord]:
     path = corpus_file(path)
     for line, obj in read_jsonl(path):
         doc_id = _string_field(path, line, obj, "_id")
-        metadata = {k: v for k, v in obj.items() if k not in ("_id", "text") and v not in ("", None, {}, [])}
-        yield CorpusRecord(line, doc_id, _document_text(path, line, obj), metadata)
+        yield CorpusRecord(line, doc_id, _document_text(path, line, obj), _metadata(obj))
+
+
+_EMPTY = ("", None, {}, [])
+
+
+def _metadata(obj: dict) -> dict:
+    """A document's fields other than ``_id``/``text``, flat: a BEIR ``metadata`` object's keys are
+    lifted to the top (beside ``title``, which wins a clash), not nested as ``{"metadata": {...}}``;
+    empty values are dropped."""
+    nested = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
+    top = {k: v for k, v in obj.items() if not (k == "metadata" and isinstance(v, dict))}
+    fields = {**nested, **{k: v for k, v in top.items() if v not in _EMPTY}}
+    return {k: v for k, v in fields.items() if k not in ("_id", "text") and v not in _EMPTY}
 
 
 def count_lines(path: Path) -> int:

@@ -6,6 +6,11 @@ loop, so evaluation scores the very search that mining and serving use. Metrics 
 :mod:`embedtune.metrics` (pytrec_eval, as BEIR and MTEB report), the same code training's dev
 evaluation scores with. Warnings go through ``warnings.warn`` (:class:`EmbedtuneWarning`) and are
 kept in each result for its JSON.
+
+With ``significance`` every system after the first is compared with the first, metric by metric,
+by a paired randomisation test over the per-query scores (:func:`embedtune.metrics.paired_p_values`);
+the p-values go into each result's JSON and mark the table. :func:`write_run_files` writes the
+rankings that were scored as TREC run files, so trec_eval or ranx users can check or extend the numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +29,17 @@ from embedtune.data import RetrievalSplit, load_split
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
-from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS, Run, compute_metrics, max_cutoff, metric_names
+from embedtune.io import write_text_atomic
+from embedtune.metrics import (
+    DEFAULT_KS,
+    DEFAULT_METRICS,
+    Run,
+    compute_metrics,
+    max_cutoff,
+    metric_names,
+    paired_p_values,
+    trec_run_lines,
+)
 from embedtune.models import load_model, resolve_model_path
 from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
 
@@ -44,6 +59,13 @@ class EvalResult:
     no_results: int = 0
     warnings: list[str] = field(default_factory=list)
     per_query: dict[str, dict[str, float]] | None = None
+    # p-value per metric against ``compared_with`` (the first system of the evaluation), when tested
+    p_values: dict[str, float] | None = None
+    compared_with: str | None = None
+    # The ranking that was scored ({qid: {doc_id: score}}, own ids already dropped) and every query's
+    # scores: for run files and significance tests, not part of the JSON.
+    run: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    query_scores: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         out = {
@@ -58,6 +80,12 @@ class EvalResult:
             "warnings": self.warnings,
             **self.details,
         }
+        if self.p_values is not None:
+            out["significance"] = {
+                "compared_with": self.compared_with,
+                "test": "paired randomisation",
+                "p_values": {k: round(v, 6) for k, v in self.p_values.items()},
+            }
         if self.per_query is not None:
             out["per_query"] = {q: {k: round(v, 6) for k, v in s.items()} for q, s in self.per_query.items()}
         return out
@@ -72,9 +100,13 @@ class EvalSettings:
     ignore_own_id: bool = False
     per_query: bool = False
     show_progress: bool = True
+    significance: bool = False  # p-values of every system against the first (paired randomisation test)
+    resamples: int = 10_000  # of the randomisation test
 
     def __post_init__(self) -> None:
         metric_names(self.metrics, self.ks)  # fail on a bad metric or k now, not after minutes of encoding
+        if self.resamples < 1:
+            raise EmbedtuneError(f"resamples must be at least 1, got {self.resamples}")
 
     @property
     def names(self) -> list[str]:
@@ -173,7 +205,43 @@ def _evaluate_systems(split: RetrievalSplit, systems: Sequence[_System], setting
             for qid, q_scores, q_rows in zip(data.query_ids, scores, rows, strict=True)
         }
         results.append(_score(system, split, run, len(ranker.doc_ids), settings, started, ranker.details))
+    if settings.significance:
+        add_significance(results, resamples=settings.resamples)
     return results
+
+
+def add_significance(results: Sequence[EvalResult], *, resamples: int = 10_000, seed: int = 0) -> None:
+    """Set ``p_values`` of every result after the first of its split: a paired randomisation test per
+    metric against the first system, over every judged query."""
+    first: dict[str, EvalResult] = {}
+    for result in results:
+        base = first.setdefault(result.split, result)
+        if base is result:
+            continue
+        result.p_values = paired_p_values(
+            base.query_scores, result.query_scores, result.metrics, resamples=resamples, seed=seed
+        )
+        result.compared_with = base.system
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip(".-") or "system"
+
+
+def write_run_files(results: Sequence[EvalResult], directory: str | Path) -> list[Path]:
+    """Write each result's ranking as a TREC run file (``qid Q0 docid rank score system``) into
+    ``directory``, named ``<position>-<system>.<split>.run`` (``2-my-model.debian-test.run``, a model by
+    its folder name); returns the paths. Scoring a file with trec_eval/pytrec_eval against the split's
+    qrels gives the result's metrics (queries without results count 0 here, as with trec_eval ``-c``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for position, result in enumerate(results, start=1):
+        name = Path(result.system).name if result.kind == "model" else result.system
+        path = directory / f"{position}-{_safe(name)}.{_safe(result.split)}.run"
+        write_text_atomic(path, "".join(trec_run_lines(result.run, result.system)))
+        paths.append(path)
+    return paths
 
 
 def _score(
@@ -207,6 +275,8 @@ def _score(
         no_results=len(scores.no_results),
         warnings=notes,
         per_query=scores.per_query if settings.per_query else None,
+        run={q: {d: s for d, s in docs.items() if not (settings.ignore_own_id and d == q)} for q, docs in run.items()},
+        query_scores=scores.per_query,
     )
 
 
@@ -264,14 +334,28 @@ def evaluate(
     return _evaluate_systems(data_split, systems, settings)
 
 
+def _marked(value: float, p_value: float | None) -> str:
+    """A metric cell: ``**`` when p < 0.01 against the first system, ``*`` when p < 0.05."""
+    mark = "" if p_value is None else "**" if p_value < 0.01 else "*" if p_value < 0.05 else ""
+    return f"{value:.4f}{mark}"
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
-    """A markdown table, one row per system, metrics as columns."""
+    """A markdown table, one row per system, metrics as columns; significance marks and a note when tested."""
     metric_names = list(results[0].metrics)
     header = ["system", *metric_names, "queries", "seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        cells = [r.system, *(f"{r.metrics[m]:.4f}" for m in metric_names), str(r.n_queries), f"{r.seconds:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        p = r.p_values or {}
+        cells = [r.system, *(_marked(r.metrics[m], p.get(m)) for m in metric_names)]
+        lines.append("| " + " | ".join([*cells, str(r.n_queries), f"{r.seconds:.0f}"]) + " |")
+    tested = [r for r in results if r.p_values is not None]
+    if tested:
+        lines += [
+            "",
+            f"\\* p < 0.05, \\*\\* p < 0.01 against {tested[0].compared_with} (two-sided paired randomisation "
+            "test over queries, per metric; not corrected for multiple comparisons).",
+        ]
     return "\n".join(lines)
 
 

@@ -13,11 +13,17 @@ code), the library BEIR and MTEB report with, so the numbers are theirs:
 Ranks follow trec_eval: by score, ties broken by document id (descending). A document is relevant
 when its qrels score is >= 1. Every query of the qrels counts: a query the system returned nothing
 for scores 0 (trec_eval's ``-c``) and is reported, where pytrec_eval alone would silently drop it.
+
+Two systems are compared query by query with a paired randomisation (permutation) test
+(:func:`paired_p_values`, scipy's ``permutation_test``): under the null hypothesis each query's
+pair of scores is exchangeable, so the p-value needs no normality assumption, unlike a t-test over
+per-query scores bounded in [0, 1]. A run is written in TREC format (:func:`trec_run_lines`:
+``qid Q0 docid rank score system``), which trec_eval, pytrec_eval and ranx read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,3 +140,54 @@ def compute_metrics(
     per_query = {qid: {name: value(evaluated.get(qid), name) for name in names} for qid in qrels}
     mean = {name: float(np.mean([scores[name] for scores in per_query.values()])) for name in names}
     return RunScores(mean, per_query, [qid for qid in qrels if qid not in trec_run])
+
+
+def paired_p_values(
+    a: Mapping[str, Mapping[str, float]],
+    b: Mapping[str, Mapping[str, float]],
+    names: Iterable[str],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Two-sided p-value per metric that systems ``a`` and ``b`` (per-query scores over the same queries)
+    have the same mean, by a paired randomisation test; exact when the queries are few (2^n <= resamples).
+
+    Identical scores give p = 1; a system better on every one of many queries gives p near 1/resamples.
+    """
+    from scipy.stats import permutation_test
+
+    queries = sorted(set(a) & set(b))
+    if len(queries) != len(a) or len(queries) != len(b):
+        raise EmbedtuneError("paired significance needs per-query scores of the same queries for both systems")
+    p_values = {}
+    for name in names:
+        x = np.array([a[q][name] for q in queries], dtype=np.float64)
+        y = np.array([b[q][name] for q in queries], dtype=np.float64)
+        if np.array_equal(x, y):  # every permutation gives the same statistic
+            p_values[name] = 1.0
+            continue
+        test = permutation_test(
+            (x, y),
+            lambda u, v, axis: np.mean(u - v, axis=axis),
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=resamples,
+            batch=1000,  # bounds memory to 1000 x queries values at a time
+            random_state=np.random.default_rng(seed),
+        )
+        p_values[name] = float(test.pvalue)
+    return p_values
+
+
+def trec_run_lines(run: Mapping[str, Mapping[str, float]], system: str) -> Iterator[str]:
+    """``run`` as TREC run lines ``qid Q0 docid rank score system``, ranked as trec_eval ranks (score
+    descending, ties by document id descending); scores written exactly (``repr``) so a reader scores
+    the same ranking."""
+    tag = "".join(c if not c.isspace() else "_" for c in system) or "system"
+    for qid, scores in run.items():
+        if any(c.isspace() for c in qid) or any(c.isspace() for d in scores for c in d):
+            raise EmbedtuneError(f"query '{qid}' or one of its document ids holds whitespace, which a TREC run cannot")
+        ranked = sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        for rank, (doc_id, score) in enumerate(ranked, start=1):
+            yield f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n"

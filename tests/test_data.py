@@ -83,3 +83,13 @@ def test_qrels_header_and_score_checked(beir_dir):
     (beir_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-ssh\topenssh\thigh\n")
     with pytest.raises(DataError, match=r"test\.tsv:2: field 'score': not an integer"):
         load_split(beir_dir, "test")
+
+
+def test_corpus_metadata_is_flat(tmp_path):
+    from embedtune.data import iter_corpus
+
+    row = {"_id": "0ad", "title": "", "text": "a game", "metadata": {"packages": ["0ad"], "section": "games"}}
+    (tmp_path / "corpus.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({"_id": "b", "text": "t", "x": 1}))
+    first, second = iter_corpus(tmp_path)
+    assert first.metadata == {"packages": ["0ad"], "section": "games"}  # not {"metadata": {...}}; empty title dropped
+    assert second.metadata == {"x": 1}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
 from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
+from embedtune.index.types import set_search_defaults
 from embedtune.io import file_sha256, fsync_path
 
 LOCK_FILE = ".lock"
@@ -36,9 +37,11 @@ class Generation:
         self.store_path = directory / store_file(generation)
 
     def commit(self, manifest: Manifest, faiss_index) -> Manifest:
-        """Write the FAISS file, record both files' sizes and hashes, then replace the manifest."""
+        """Write the FAISS file (carrying its calibrated search knob), record both files' sizes and hashes,
+        then replace the manifest."""
         import faiss
 
+        set_search_defaults(faiss_index, manifest.index_type, manifest.search_defaults)
         faiss.write_index(faiss_index, str(self.index_path))
         for path in (self.index_path, self.store_path):  # durable before the manifest names them
             fsync_path(path)

@@ -265,6 +265,17 @@ def search_parameters(spec_kind: str, knobs: dict[str, int], selector=None):
     return faiss.SearchParameters(sel=selector) if selector is not None else None
 
 
+def set_search_defaults(faiss_index, kind: str, knobs: dict[str, int]) -> None:
+    """Store the calibrated knob in the FAISS object, so that the written ``.faiss`` file alone, read by plain
+    ``faiss.read_index``, searches with the calibrated recall (not FAISS's nprobe 1 / efSearch 16)."""
+    import faiss
+
+    if kind in IVF_TYPES and "nprobe" in knobs:
+        faiss.extract_index_ivf(faiss_index).nprobe = int(knobs["nprobe"])
+    elif kind == "hnsw" and "ef_search" in knobs:
+        hnsw_of(faiss_index).hnsw.efSearch = int(knobs["ef_search"])
+
+
 def knob_name(kind: str) -> str | None:
     return "nprobe" if kind in IVF_TYPES else "ef_search" if kind == "hnsw" else None
 

@@ -27,7 +27,17 @@ from embedtune.settings import SettingError, setting
 from embedtune.training.losses import ALIASES, LOSSES
 
 # Fields that say how to run, not what to train: they may differ between a run and its resume.
-RUN_OPTIONS = ("output", "overwrite", "resume", "keep_checkpoints", "show_progress")
+RUN_OPTIONS = (
+    "output",
+    "overwrite",
+    "resume",
+    "keep_checkpoints",
+    "show_progress",
+    "report_to",
+    "license",
+    "dataset_ids",
+)
+REPORTERS = ("none", "tensorboard", "wandb")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial")
 POOLINGS = ("mean", "cls", "max")
 LOSS_NAMES = ("auto", *LOSSES, *ALIASES)
@@ -186,6 +196,18 @@ class TrainConfig:
     )
     keep_checkpoints: bool = setting(False, help="Keep <output>.checkpoints after a successful run.")
     show_progress: bool = setting(True, help="Show progress bars.", cli=False)
+    report_to: str = setting(
+        "none",
+        help="Experiment tracking: tensorboard writes event files into the model folder's runs/ (needs "
+        "tensorboardX: pip install 'embedtune[tensorboard]'); wandb logs to Weights & Biases (needs wandb).",
+        choices=REPORTERS,
+    )
+    license: str | None = setting(
+        None, help="License in the model card, e.g. apache-2.0 (default: the base model's, when its card names one)."
+    )
+    dataset_ids: tuple[str, ...] | None = setting(
+        None, help="Hub ids of the datasets the training data comes from, for the model card's front matter."
+    )
 
     def __post_init__(self) -> None:
         if self.precision in PRECISIONS and self.precision not in TRAIN_PRECISIONS:  # a clearer word than "not one of"

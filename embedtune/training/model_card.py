@@ -2,15 +2,25 @@
 
 The card is written from the run record rather than sentence-transformers' generic template so
 that it states what a reader needs to trust the model: the exact base model and data (with hashes),
-the loss and every hyper-parameter, and the dev metrics before and after training.
+the loss actually used (never ``auto``) and every hyper-parameter, and the dev metrics before and
+after training.
+
+It is ready for the Hugging Face Hub as it stands: the front matter (written by
+``huggingface_hub.ModelCardData``, so the Hub and ``ModelCard.load`` parse it) names the base model
+by its Hub id, the license and language inherited from the base model's card, the datasets, the
+pipeline and library, and a ``model-index`` of the dev results. The card names things relatively: the
+model by its final folder name (never the temporary folder it is written in), the base model by Hub
+id or folder name and the data files by name and SHA-256, never by paths of the machine that trained it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from embedtune.models import card_metadata, hub_model_id
 from embedtune.training.config import metric_label
 
 CARD = "README.md"
@@ -41,12 +51,89 @@ _CARD_FIELDS = (
 )
 
 
-def write_run_report(folder: Path, record: dict[str, Any], history: list[dict], before: dict[str, float]) -> None:
-    """Write README.md, metrics.jsonl and training.png into ``folder`` (the model directory)."""
+TAGS = ("sentence-transformers", "sentence-similarity", "feature-extraction", "embedtune")
+
+
+def card_facts(base_path: Path, license: str | None, datasets: Sequence[str] | None) -> dict[str, Any]:
+    """What the card says about where the model comes from, for the run record.
+
+    ``license`` wins over the base model's; without it the base card's ``license`` is inherited.
+    """
+    base_card = card_metadata(base_path)
+    hub_id = hub_model_id(base_path)
+    return {
+        "base_model": hub_id,
+        "base_model_name": hub_id or Path(base_path).name,
+        "license": license or base_card.get("license"),
+        "language": base_card.get("language"),
+        "datasets": list(datasets or ()),
+    }
+
+
+def write_run_report(
+    folder: Path, record: dict[str, Any], history: list[dict], before: dict[str, float], *, name: str
+) -> None:
+    """Write README.md, metrics.jsonl and training.png into ``folder``; ``name`` is the model's final
+    folder name (``folder`` may be the temporary directory it is written in)."""
     rows = ([{"step": 0, **before}] if before else []) + history
     (folder / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     plotted = _plot(folder / PLOT, rows, record.get("dev_metric"))
-    (folder / CARD).write_text(_card(folder.name, record, plotted), encoding="utf-8")
+    (folder / CARD).write_text(_front_matter(name, record) + _card(name, record, plotted), encoding="utf-8")
+
+
+def _front_matter(name: str, record: dict[str, Any]) -> str:
+    from huggingface_hub import ModelCardData
+
+    facts = record.get("card") or {}
+    data = ModelCardData(
+        model_name=name,
+        base_model=facts.get("base_model"),
+        license=facts.get("license"),
+        language=facts.get("language"),
+        datasets=facts.get("datasets") or None,
+        pipeline_tag="sentence-similarity",
+        library_name="sentence-transformers",
+        tags=[*TAGS, f"loss:{record['loss']}"],
+        eval_results=_eval_results(record) or None,
+    )
+    return f"---\n{data.to_yaml()}\n---\n\n"
+
+
+def _eval_results(record: dict[str, Any]) -> list:
+    """The kept checkpoint's dev metrics as Hub eval results (the ``model-index``)."""
+    from huggingface_hub import EvalResult
+
+    config, named = record["config"], (record.get("card") or {}).get("datasets") or []
+    dev_data = config.get("dev_data")
+    dataset = Path(dev_data or config["data"]).name.split(".")[0]
+    split = "dev" if dev_data else config.get("dev_split", "dev")
+    dataset_type = named[0] if named and not dev_data else dataset  # the Hub id when the dev set is its split
+    results = []
+    for key, value in (record.get("dev_after") or {}).items():
+        if not key.startswith("eval_dev_"):
+            continue
+        label = metric_label(key)
+        results.append(
+            EvalResult(
+                task_type="semantic-similarity" if label in ("spearman", "pearson") else "information-retrieval",
+                dataset_type=dataset_type,
+                dataset_name=dataset,
+                dataset_split=split,
+                metric_type=label,
+                metric_value=float(value),
+                metric_name=f"dev {label}",
+            )
+        )
+    return results
+
+
+def _relative(path: str, data: str) -> str:
+    """A data file named relative to the data folder it came from (``debian/qrels/train.tsv``)."""
+    root = Path(data)
+    try:
+        return (Path(root.name) / Path(path).relative_to(root)).as_posix() if root.is_dir() else Path(path).name
+    except ValueError:
+        return Path(path).name
 
 
 def _fmt(value: Any) -> str:
@@ -56,23 +143,22 @@ def _fmt(value: Any) -> str:
 
 
 def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
-    config = record["config"]
+    config = {**record["config"], "loss": record["loss"]}  # the loss used, not "auto"
+    base = (record.get("card") or {}).get("base_model_name") or Path(record["base_model_path"]).name
     lines = [
-        "---",
-        "library_name: sentence-transformers",
-        "tags: [sentence-transformers, sentence-similarity, embedtune]",
-        "---",
+        f"# {name}",
         "",
-        "# Fine-tuned sentence embedder",
-        "",
-        f"Trained with embedtune {record['embedtune_version']} from `{record['base_model_path']}` "
+        f"A sentence embedder trained with embedtune {record['embedtune_version']} from `{base}` "
         f"(sha256 `{record['base_model_fingerprint'][:16]}`) on {record['data']}.",
         "",
         "## Data",
         "",
         "| file | sha256 |",
         "|---|---|",
-        *(f"| `{path}` | `{digest[:16]}` |" for path, digest in record["data_files"].items()),
+        *(
+            f"| `{_relative(path, record['config']['data'])}` | `{digest}` |"
+            for path, digest in record["data_files"].items()
+        ),
         "",
         "## Training",
         "",

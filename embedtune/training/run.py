@@ -33,7 +33,7 @@ from embedtune.settings import SettingError
 from embedtune.training.config import TrainConfig
 from embedtune.training.dev import DevEvaluator, build_dev_evaluator, trainer_evaluator
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
-from embedtune.training.model_card import write_run_report
+from embedtune.training.model_card import card_facts, write_run_report
 from embedtune.training_data import TrainingData, load_training_data
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 TRAIN_RECORD = "embedtune_train.json"
 CONFIG_FILE = "train_config.yaml"
 BASELINE_FILE = "baseline_metrics.json"
+TENSORBOARD_DIR = "runs"  # where the trainer's TensorBoard callback writes, under the checkpoints folder
 CHECKPOINTS_SUFFIX = ".checkpoints"
 # By default dev evaluations may cost at most this share of the training compute.
 DEV_COST_SHARE = 0.1
@@ -221,7 +222,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         trainer.model.save(str(tmp))
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-        write_run_report(tmp, record, history, dev_before)
+        write_run_report(tmp, record, history, dev_before, name=config.output.name)
+        if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
+            shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
     if not config.keep_checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
     steps = record["steps"]
@@ -230,6 +233,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
 
 def _set_up(config: TrainConfig) -> _Setup:
     """Load and check the data, the loss, the base model and the dev set."""
+    check_reporter(config.report_to)
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
@@ -289,7 +293,7 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         load_best_model_at_end=dev is not None,
         metric_for_best_model=setup.metric,
         greater_is_better=True,
-        report_to="none",
+        report_to=config.report_to,
         disable_tqdm=not config.show_progress,
     )
 
@@ -330,7 +334,18 @@ def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint
         "dev_metric": setup.metric,
         "best_step": state.best_global_step,
         "python": platform.python_version(),
+        "card": card_facts(setup.base_path, config.license, config.dataset_ids),
     }
+
+
+def check_reporter(report_to: str) -> None:
+    """Refuse a tracker whose package is missing now, not after the model and data are loaded."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(report_to, ())
+    if needs and not any(importlib.util.find_spec(name) for name in needs):
+        extra = "pip install 'embedtune[tensorboard]'" if report_to == "tensorboard" else "pip install wandb"
+        raise SettingError("report_to", f"'{report_to}' needs the {' or '.join(needs)} package ({extra})")
 
 
 def _column_prompts(config: TrainConfig, text_columns: list[str]) -> dict[str, str] | None:

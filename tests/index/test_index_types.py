@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from helpers import CORPUS, write_beir
@@ -26,7 +27,7 @@ from embedtune.index import (
     remove_documents,
 )
 from embedtune.index.calibrate import calibrate, exact_scores, recall_at_k
-from embedtune.index.types import choose_spec, create_index, make_spec
+from embedtune.index.types import choose_spec, create_index, hnsw_of, make_spec
 
 WORDS = ["fast", "small", "secure", "graphical", "terminal", "network", "python", "audio"]
 THINGS = ["editor", "server", "library", "game", "compiler", "shell"]
@@ -41,7 +42,8 @@ def write_corpus(path: Path, docs: dict[str, str], **extra) -> Path:
 
 @pytest.fixture
 def big_corpus(tmp_path) -> Path:
-    return write_corpus(tmp_path / "corpus.jsonl", BIG_CORPUS, title="t")
+    # Metadata as the Debian corpus has it: a BEIR "metadata" object beside the title.
+    return write_corpus(tmp_path / "corpus.jsonl", BIG_CORPUS, title="t", metadata={"section": "utils"})
 
 
 def build(model, corpus, idx, kind: str, name: str = "tiny", **kwargs) -> Path:
@@ -77,6 +79,12 @@ def test_every_index_type_round_trips(tmp_path, tiny_st, big_corpus, kind):
     assert set(m.search_defaults) == (
         {"nprobe"} if kind.startswith("ivf") else {"ef_search"} if kind == "hnsw" else set()
     )
+    # The .faiss file alone, read by plain FAISS, searches with the calibrated knob.
+    plain = faiss.read_index(str(idx / "tiny" / "index.1.faiss"))
+    if kind.startswith("ivf"):
+        assert faiss.extract_index_ivf(plain).nprobe == m.search_defaults["nprobe"]
+    elif kind == "hnsw":
+        assert hnsw_of(plain).hnsw.efSearch == m.search_defaults["ef_search"]
 
     # The stored vectors answer like exact search (PQ approximately), loaded mapped or read.
     queries = list(BIG_CORPUS.values())[:12]
@@ -92,7 +100,7 @@ def test_every_index_type_round_trips(tmp_path, tiny_st, big_corpus, kind):
         # PQ keeps 4 bytes of the tiny model's near-identical vectors (cosines ~0.98): 4x better than chance.
         assert recall >= (0.4 if kind == "ivf-pq" else 0.9 if kind in ("sq8", "ivf-sq8") else 1.0), recall
         lookup = index.lookup([0])[0]
-        assert (lookup.doc_id, lookup.metadata) == ("pkg-fast-editor", {"title": "t"})
+        assert (lookup.doc_id, lookup.metadata) == ("pkg-fast-editor", {"title": "t", "section": "utils"})  # flat
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf-pq"])

@@ -157,3 +157,21 @@ def test_early_stopping_ends_the_run_when_the_dev_metric_stalls(tmp_path, tiny_s
     # With a zero learning rate the dev metric cannot improve: patience 1 stops at the second evaluation.
     result = train(_config(tmp_path, tiny_st, beir_dir, dev=True, learning_rate=0.0, early_stopping_patience=1))
     assert result.steps == 4
+
+
+def test_report_to_tensorboard_writes_event_files_into_the_model_folder(tmp_path, tiny_st, beir_dir):
+    pytest.importorskip("tensorboardX")
+    result = train(_config(tmp_path, tiny_st, beir_dir, max_steps=2, report_to="tensorboard"))
+    events = list((result.output / "runs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_a_missing_tracker_package_is_refused_before_loading(tmp_path, tiny_st, beir_dir, monkeypatch):
+    import importlib.util
+
+    from embedtune.settings import SettingError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(SettingError, match=r"^report_to: 'wandb' needs the wandb package"):
+        train(_config(tmp_path, tiny_st, beir_dir, report_to="wandb"))

@@ -1,0 +1,80 @@
+"""The model card a run writes is Hub-ready: parsed by huggingface_hub, relative names, resolved loss."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from helpers import hf_cache
+
+from embedtune.training import TrainConfig, train
+
+
+@pytest.fixture
+def cached_base(tmp_path, tiny_st, monkeypatch) -> str:
+    """The tiny model as the Hub id ``someone/tiny-st`` in a hand-made HF cache, with a card naming its license."""
+    model = tmp_path / "base"
+    shutil.copytree(tiny_st, model)
+    (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n\n# tiny\n")
+    hf_cache(tmp_path / "hub", "someone/tiny-st", model)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    return "someone/tiny-st"
+
+
+def _train(tmp_path, model, data, **overrides):
+    options = dict(
+        output=tmp_path / "m1",
+        model=model,
+        data=data,
+        max_steps=2,
+        batch_size=2,
+        seed=0,
+        dev=True,
+        dataset_ids=("someone/debian-retrieval",),
+        show_progress=False,
+    )
+    return train(TrainConfig(**{**options, **overrides}))
+
+
+def test_the_card_is_hub_ready_and_names_things_relatively(tmp_path, cached_base, beir_dir):
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+
+    result = _train(tmp_path, cached_base, beir_dir)
+    card = ModelCard.load(result.output / "README.md")
+    data = card.data.to_dict()
+    assert data["base_model"] == "someone/tiny-st"
+    assert data["license"] == "mit" and data["language"] == "en"  # inherited from the base model's card
+    assert data["datasets"] == ["someone/debian-retrieval"]
+    assert data["pipeline_tag"] == "sentence-similarity" and data["library_name"] == "sentence-transformers"
+    assert "sentence-transformers" in data["tags"] and "loss:mnrl" in data["tags"]
+    (entry,) = data["model-index"]
+    assert entry["name"] == "m1"
+    metrics = {m["type"]: m["value"] for r in entry["results"] for m in r["metrics"]}
+    assert metrics["ndcg@10"] == pytest.approx(result.dev_after["eval_dev_cosine_ndcg@10"])
+    assert entry["results"][0]["dataset"]["split"] == "dev"
+
+    text = card.text
+    assert 'SentenceTransformer("m1")' in text and ".tmp" not in text
+    assert "| loss | `mnrl` |" in text and "`auto`" not in text
+    assert str(tmp_path) not in card.content  # no paths of the machine that trained it
+    assert "`beir/qrels/train.tsv`" in text and "`beir/corpus.jsonl`" in text
+    model = SentenceTransformer(str(result.output), device="cpu")
+    assert model.encode(["a text"]).shape == (1, 32)
+
+
+def test_a_given_license_wins_over_the_base_models(tmp_path, cached_base, beir_dir):
+    from huggingface_hub import ModelCard
+
+    result = _train(tmp_path, cached_base, beir_dir, license="apache-2.0", dev=False, dataset_ids=None)
+    data = ModelCard.load(result.output / "README.md").data.to_dict()
+    assert data["license"] == "apache-2.0" and "datasets" not in data and "model-index" not in data
+
+
+def test_a_local_base_model_has_no_base_model_id(tmp_path, tiny_st, beir_dir):
+    from huggingface_hub import ModelCard
+
+    result = _train(tmp_path, str(tiny_st), beir_dir, dev=False)
+    card = ModelCard.load(result.output / "README.md")
+    assert "base_model" not in card.data.to_dict()
+    assert f"from `{tiny_st.name}`" in card.text
