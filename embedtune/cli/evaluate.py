@@ -72,6 +72,19 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     "--plot", type=click.Path(path_type=Path), default=None, help="Also draw a bar chart of the metrics to this PNG."
 )
 @click.option("--per-query", is_flag=True, help="Include every query's scores in the JSON output.")
+@click.option(
+    "--significance",
+    is_flag=True,
+    help="Test every system against the first, per metric (paired randomisation test over the queries): "
+    "p-values in the JSON, * (p < 0.05) and ** (p < 0.01) in the table.",
+)
+@click.option(
+    "--run-out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also write each system's ranking as a TREC run file (qid Q0 docid rank score system) into this folder, "
+    "for trec_eval or ranx.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def eval_command(
     models: tuple[str, ...],
@@ -87,6 +100,8 @@ def eval_command(
     markdown_out: Path | None,
     plot: Path | None,
     per_query: bool,
+    significance: bool,
+    run_out: Path | None,
     as_json: bool,
     **options,
 ) -> None:
@@ -95,13 +110,14 @@ def eval_command(
     Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
     the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
     """
-    from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results
+    from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results, write_run_files
 
     settings = EvalSettings(
         metrics=tuple(m for m in metrics.split(",") if m.strip()),
         ks=tuple(ks),
         ignore_own_id=ignore_own_id,
         per_query=per_query,
+        significance=significance,
     )
     results = evaluate(
         data,
@@ -121,4 +137,6 @@ def eval_command(
         write_text_atomic(markdown_out, report)
     if plot is not None:
         write_bytes_atomic(plot, plot_results(results))
+    if run_out is not None:
+        write_run_files(results, run_out)
     click.echo(payload if as_json else report, nl=False)

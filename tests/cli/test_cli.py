@@ -334,3 +334,17 @@ def test_cache_info_lists_each_vector_space_and_clear_empties_it(tmp_path, tiny_
     assert len(list(encoding_cache_dir.glob("*.sqlite"))) == 2
     assert "2 vector space(s) deleted" in run("cache", "clear", "--yes").output
     assert not list(encoding_cache_dir.iterdir())
+
+
+def test_eval_significance_and_run_files(tmp_path, tiny_st, beir_dir):
+    runs = tmp_path / "runs"
+    args = ("eval", "--bm25", "--model", tiny_st, "--data", beir_dir, "--significance", "--run-out", runs)
+    results = json.loads(run(*args, "--json").stdout)
+    assert "significance" not in results[0] and results[1]["significance"]["compared_with"] == "bm25"
+    assert set(results[1]["significance"]["p_values"]) == set(results[1]["metrics"])
+    files = sorted(p.name for p in runs.iterdir())
+    assert len(files) == 2 and all(f.endswith("-test.run") for f in files)
+    first = (runs / files[0]).read_text().splitlines()[0].split()
+    assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
+    table = run(*args).stdout
+    assert "p < 0.05" in table or "*" in table
