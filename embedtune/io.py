@@ -122,16 +122,15 @@ def make_temp_dir(target: Path, kind: str = "tmp") -> Path:
 
 
 @contextmanager
-def name_lock(target: Path) -> Iterator[None]:
-    """Hold ``.NAME.lock`` beside ``target``: one writer of a new output at a time, refused at once.
+def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively or fail at once with ``busy``; the lock file is removed on release.
 
-    The lock file is removed on release; a waiter that opened it before the removal notices (its
-    file is no longer the one at the path) and reports the conflict rather than holding a dead lock.
+    A waiter that opened the file before its removal notices (its file is no longer the one at the
+    path) and reports the conflict rather than holding a lock nobody else sees. A kill leaves the
+    file behind, unlocked: the next writer takes it and removes it.
     """
     import fcntl
 
-    target = Path(target)
-    lock_path = target.with_name(f".{target.name}.lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     try:
         try:
@@ -140,13 +139,22 @@ def name_lock(target: Path) -> Iterator[None]:
         except BlockingIOError:
             same = False
         if not same:
-            raise EmbedtuneError(f"{target}: another embedtune process is writing it; try again when it is done")
+            raise EmbedtuneError(busy)
         try:
             yield
         finally:
             os.unlink(lock_path)
     finally:
         os.close(fd)
+
+
+def name_lock(target: Path):
+    """Hold ``.NAME.lock`` beside ``target``: one writer of a new output at a time, refused at once."""
+    target = Path(target)
+    return exclusive_lock(
+        target.with_name(f".{target.name}.lock"),
+        f"{target}: another embedtune process is writing it; try again when it is done",
+    )
 
 
 @contextmanager
@@ -183,9 +191,12 @@ def atomic_file(path: Path) -> Iterator[Path]:
     Readers never see half a file, and a failed write leaves any previous ``path`` untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+    except OSError as e:
+        raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:

@@ -9,7 +9,6 @@ so two concurrent updates cannot lose one another's changes.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
 from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
-from embedtune.io import file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3
+from embedtune.io import exclusive_lock, file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3
 
 LOCK_FILE = ".lock"
 _DATA_FILE = re.compile(r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|index\.faiss|docs\.jsonl)$")  # incl. format 1
@@ -59,15 +58,9 @@ def file_record(path: Path) -> dict[str, object]:
     }
 
 
-@contextmanager
-def writer_lock(directory: Path) -> Iterator[None]:
+def writer_lock(directory: Path):
     """One writer per index at a time; a second gets a clear error rather than a lost update."""
-    with (directory / LOCK_FILE).open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise EmbedtuneError(f"{directory}: another embedtune process is updating this index") from e
-        yield
+    return exclusive_lock(directory / LOCK_FILE, f"{directory}: another embedtune process is updating this index")
 
 
 @contextmanager
