@@ -11,11 +11,13 @@ import csv
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedtune.errors import DataError, EmbedtuneError
+from embedtune.text import text_problem
 
 SPLITS = ("train", "dev", "test")
 
@@ -41,26 +43,41 @@ def default_data_dir() -> Path:
     )
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+_READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` of a (possibly gzipped) UTF-8 file, newline stripped.
+
+    Bytes are decoded line by line, so invalid UTF-8 is an error naming its line; a file named
+    ``.gz`` that is not gzip, or a truncated one, is a one-line error naming the file. A BOM at the
+    start of the file is dropped.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(path, f"invalid UTF-8 (byte {e.start + 1} of the line)", line=line_no) from e
+                yield line_no, text.rstrip("\r\n")
+    except _READ_ERRORS as e:
+        raise DataError(path, f"cannot read file ({e or type(e).__name__})") from e
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; malformed lines are located errors."""
-    try:
-        with _open_text(path) as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, f"invalid JSON ({e.msg})", line=line_no) from e
-                if not isinstance(obj, dict):
-                    raise DataError(path, "expected a JSON object", line=line_no)
-                yield line_no, obj
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read file ({e})") from e
+    for line_no, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"invalid JSON ({e.msg})", line=line_no) from e
+        if not isinstance(obj, dict):
+            raise DataError(path, "expected a JSON object", line=line_no)
+        yield line_no, obj
 
 
 def _string_field(path: Path, line: int, obj: dict, name: str, *, allow_empty: bool = False) -> str:
@@ -71,8 +88,9 @@ def _string_field(path: Path, line: int, obj: dict, name: str, *, allow_empty: b
         value = str(value)  # numeric ids are common in BEIR files
     if not isinstance(value, str):
         raise DataError(path, f"expected a string, got {type(value).__name__}", line=line, field=name)
-    if not allow_empty and not value.strip():
-        raise DataError(path, "empty", line=line, field=name)
+    problem = text_problem(value)
+    if problem is not None and (problem != "empty" or not allow_empty):
+        raise DataError(path, problem, line=line, field=name)
     return value
 
 
@@ -156,9 +174,17 @@ def _metadata(obj: dict) -> dict:
 
 
 def count_lines(path: Path) -> int:
-    """Lines in a (possibly gzipped) text file: a cheap total for a progress bar."""
-    with _open_text(Path(path)) as f:
-        return sum(1 for _ in f)
+    """Lines in a (possibly gzipped) text file: a cheap total for a progress bar.
+
+    Bytes are counted, not decoded (the validated reader locates bad text); a file that cannot be
+    read at all is a one-line :class:`DataError` here, before any work.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except _READ_ERRORS as e:
+        raise DataError(path, f"cannot read file ({e or type(e).__name__})") from e
 
 
 def load_queries(path: Path) -> dict[str, str]:
@@ -181,27 +207,26 @@ def load_qrels(
         raise EmbedtuneError(f"{path}: no such qrels file")
     qrels: dict[str, dict[str, int]] = {}
     unknown: dict[str, list[tuple[int, str]]] = {"query-id": [], "corpus-id": []}  # field -> (line, id)
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise DataError(path, "expected header 'query-id<TAB>corpus-id<TAB>score'", line=1)
-        for line, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 3:
-                raise DataError(path, f"expected 3 tab-separated columns, got {len(row)}", line=line)
-            qid, did, score_text = row[0].strip(), row[1].strip(), row[2].strip()
-            try:
-                score = int(score_text)
-            except ValueError as e:
-                raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from e
-            if query_ids is not None and qid not in query_ids:
-                unknown["query-id"].append((line, qid))
-            if doc_ids is not None and did not in doc_ids:
-                unknown["corpus-id"].append((line, did))
-            if score > 0:
-                qrels.setdefault(qid, {})[did] = score
+    reader = csv.reader((text for _, text in read_lines(path)), delimiter="\t")
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+        raise DataError(path, "expected header 'query-id<TAB>corpus-id<TAB>score'", line=1)
+    for line, row in enumerate(reader, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 3:
+            raise DataError(path, f"expected 3 tab-separated columns, got {len(row)}", line=line)
+        qid, did, score_text = row[0].strip(), row[1].strip(), row[2].strip()
+        try:
+            score = int(score_text)
+        except ValueError as e:
+            raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from e
+        if query_ids is not None and qid not in query_ids:
+            unknown["query-id"].append((line, qid))
+        if doc_ids is not None and did not in doc_ids:
+            unknown["corpus-id"].append((line, did))
+        if score > 0:
+            qrels.setdefault(qid, {})[did] = score
     if unknown["query-id"] or unknown["corpus-id"]:
         field_name = min(unknown, key=lambda f: unknown[f][0][0] if unknown[f] else float("inf"))
         line, bad_id = unknown[field_name][0]
@@ -256,10 +281,29 @@ def read_query_file(path: Path) -> list[tuple[str | None, str]]:
             text = row.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise DataError(path, "missing or empty", line=line, field="text")
+            if (problem := text_problem(text)) is not None:
+                raise DataError(path, problem, line=line, field="text")
             query_id = row.get("_id", row.get("id"))
             queries.append((None if query_id is None else str(query_id), text))
     else:
-        queries = [(None, line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        queries = [(None, text) for _, text in _plain_lines(path)]
     if not queries:
         raise DataError(path, "no queries")
     return queries
+
+
+def _plain_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a plain-text file, stripped and checked as texts."""
+    for line, text in read_lines(path):
+        if text.strip():
+            if (problem := text_problem(text)) is not None:
+                raise DataError(path, problem, line=line)
+            yield line, text.strip()
+
+
+def read_id_file(path: Path) -> list[str]:
+    """Document ids, one per line (blank lines skipped), from a (possibly gzipped) UTF-8 file."""
+    ids = [text for _, text in _plain_lines(Path(path))]
+    if not ids:
+        raise DataError(path, "no ids")
+    return ids

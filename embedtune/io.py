@@ -2,20 +2,27 @@
 fsync, content hashes that tie outputs to their inputs, and SQLite's variable limit.
 
 Every module that writes an output goes through here, so atomicity and durability are decided once.
+Outputs get the modes of any file the user creates (the umask), not the private 0600/0700 that
+``mkstemp``/``mkdtemp`` give temporaries. A temporary's name carries its host and process id, so
+the next write of the same output can remove what a killed run left behind without ever touching
+the temporary of a run still alive (:func:`remove_stale_temporaries`). :func:`check_writable` lets a
+command fail before its work, not after it, when an output cannot be written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from embedtune.errors import OutputExistsError
+from embedtune.errors import EmbedtuneError, OutputExistsError
 
 T = TypeVar("T")
 _READ_CHUNK = 1 << 20  # stream files: model weights can be GBs
@@ -26,6 +33,128 @@ def check_destination(target: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless asked to; call before the expensive work."""
     if target.exists() and not overwrite:
         raise OutputExistsError(target)
+
+
+def check_writable(path: Path, *, directory: bool = False) -> None:
+    """Fail now, with one line, if ``path`` (a file, or with ``directory`` a folder) could not be written.
+
+    The nearest existing ancestor must be a writable folder; an existing ``path`` must be of the
+    right kind. Nothing is created, so a refused command leaves no trace.
+    """
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() != directory:
+            raise EmbedtuneError(f"{path}: is {'not ' if directory else ''}a folder; cannot write it")
+        parent = path if directory else path.parent
+    else:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if not parent.is_dir():
+        raise EmbedtuneError(f"{path}: cannot be written ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EmbedtuneError(f"{path}: cannot be written ({parent} is not writable)")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(name: str, kind: str = "tmp") -> str:
+    """``.NAME.tmp-HOST-PID-``: who owns a temporary, for :func:`remove_stale_temporaries`."""
+    return f".{name}.{kind}-{_host_tag()}-{os.getpid()}-"
+
+
+_OWNER = re.compile(r"\.(?:tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^/]*$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete the temporaries of ``target`` (``.NAME.tmp-*``, ``.NAME.old-*``) whose writer is dead.
+
+    Only temporaries named by this module on this host are considered, and only those whose process
+    no longer exists, so a concurrent run's temporary is never deleted. Returns what was removed.
+    """
+    target = Path(target)
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        if not entry.name.startswith(f".{target.name}."):
+            continue
+        owner = _OWNER.match(entry.name[len(target.name) + 1 :])
+        if owner is None or owner["host"] != host or _alive(int(owner["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def make_temp_dir(target: Path, kind: str = "tmp") -> Path:
+    """A new empty folder beside ``target`` (same file system, so it can be renamed onto it), with the
+    mode a folder the user creates gets; stale temporaries of ``target`` are removed first."""
+    target = Path(target)
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target.name, kind), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively or fail at once with ``busy``; the lock file is removed on release.
+
+    A waiter that opened the file before its removal notices (its file is no longer the one at the
+    path) and reports the conflict rather than holding a lock nobody else sees. A kill leaves the
+    file behind, unlocked: the next writer takes it and removes it.
+    """
+    import fcntl
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            same = os.path.exists(lock_path) and os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except BlockingIOError:
+            same = False
+        if not same:
+            raise EmbedtuneError(busy)
+        try:
+            yield
+        finally:
+            os.unlink(lock_path)
+    finally:
+        os.close(fd)
+
+
+def name_lock(target: Path):
+    """Hold ``.NAME.lock`` beside ``target``: one writer of a new output at a time, refused at once."""
+    target = Path(target)
+    return exclusive_lock(
+        target.with_name(f".{target.name}.lock"),
+        f"{target}: another embedtune process is writing it; try again when it is done",
+    )
 
 
 @contextmanager
@@ -40,11 +169,11 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     target = Path(target)
     check_destination(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_temp_dir(target)
     try:
         yield tmp
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = make_temp_dir(target, "old")
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -62,8 +191,13 @@ def atomic_file(path: Path) -> Iterator[Path]:
     Readers never see half a file, and a failed write leaves any previous ``path`` untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+    except OSError as e:
+        raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -105,6 +239,37 @@ def update_from_file(digest: Any, path: Path) -> None:
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+def file_xxh3(path: Path) -> str:
+    """A fast (non-cryptographic) 128-bit digest of a whole file, for checking a file on every load."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES = 1024, 4096
+
+
+def sampled_xxh3(path: Path) -> str:
+    """A digest of ``SAMPLE_BLOCKS`` evenly spaced blocks of a file (and its size): reads at most 4 MiB.
+
+    For files too large to hash on every load; it catches damage in or near a sampled block (a
+    truncation, a zeroed page range, a half-copied file), not every flipped byte.
+    """
+    import xxhash
+
+    path = Path(path)
+    size = path.stat().st_size
+    digest = xxhash.xxh3_128(str(size).encode())
+    with path.open("rb") as f:
+        last = max(size - SAMPLE_BLOCK_BYTES, 0)
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(last * i // (SAMPLE_BLOCKS - 1))
+            digest.update(f.read(SAMPLE_BLOCK_BYTES))
     return digest.hexdigest()
 
 

@@ -193,10 +193,20 @@ def load_model(
             modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling or "mean")]
             st = SentenceTransformer(modules=[*modules, Normalize()] if normalize else modules, device=device)
     except (OSError, ValueError) as e:
-        raise EmbedtuneError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from e
+        raise EmbedtuneError(f"{path}: cannot load model ({_first_line(e)})") from e
+    except Exception as e:  # safetensors' SafetensorError (a damaged weights file) subclasses Exception only
+        if type(e).__name__ != "SafetensorError":
+            raise
+        weights = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "weights"
+        raise EmbedtuneError(f"{path / weights}: damaged or truncated weights file ({_first_line(e)})") from e
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
     return st
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def model_fingerprint(model: str | Path | None) -> str:

@@ -10,6 +10,7 @@ losses expect: ``anchor, positive, negative_1..n`` (or ``sentence1, sentence2``)
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from collections.abc import Iterable
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from embedtune.data import find_data_file, load_split, qrels_path, read_jsonl
+from embedtune.data import find_data_file, load_split, qrels_path, read_jsonl, read_lines
 from embedtune.errors import DataError, EmbedtuneError
+from embedtune.text import lone_surrogate
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -192,25 +194,63 @@ def _read_file(path: Path, score_range: tuple[float, float] | None) -> Dataset:
 
 
 def _read_tabular(path: Path, name: str) -> tuple[dict[str, list], dict[str, str], list[int]]:
+    if name.endswith((".csv", ".tsv")):
+        return _read_delimited(path, "\t" if name.endswith(".tsv") else ",")
+    if not name.endswith(".parquet"):
+        raise EmbedtuneError(f"{path}: unsupported file type (use one of {', '.join(SUFFIXES)})")
     from datasets import load_dataset
 
-    if name.endswith((".csv", ".tsv")):
-        # keep_default_na=False: an empty cell stays "" (reported as empty), not NaN.
-        builder, kwargs, first = "csv", {"sep": "\t" if name.endswith(".tsv") else ",", "keep_default_na": False}, 2
-    elif name.endswith(".parquet"):
-        builder, kwargs, first = "parquet", {}, 1  # "line" = row number for parquet
-    else:
-        raise EmbedtuneError(f"{path}: unsupported file type (use one of {', '.join(SUFFIXES)})")
     try:
-        dataset = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = load_dataset("parquet", data_files=str(path), split="train")
     except Exception as e:  # datasets wraps parser errors in several exception types
-        raise DataError(path, f"cannot parse as {builder}: {str(e).splitlines()[0]}") from e
+        raise DataError(path, f"cannot parse as parquet: {str(e).splitlines()[0]}") from e
     if len(dataset) == 0:
         raise DataError(path, "no rows")
     mapping = _map_columns(path, dataset.column_names)
     table = dataset.select_columns(list(mapping.values())).to_dict()
     rows = {canonical: table[column] for canonical, column in mapping.items()}
-    return rows, mapping, list(range(first, first + len(dataset)))
+    return rows, mapping, list(range(1, 1 + len(dataset)))  # "line" = row number for parquet
+
+
+def _read_delimited(path: Path, sep: str) -> tuple[dict[str, list], dict[str, str], list[int]]:
+    """Rows of a CSV/TSV file with a header, each located by the line it starts on.
+
+    Python's ``csv`` in strict mode, not a lenient parser: a quote left open to the end of the file
+    is an error at the line it opens, and a quoted field that runs over several lines whose later
+    lines hold the delimiter is refused as the unclosed quote it almost always is (it would
+    otherwise swallow the rows below it into one text). A row with more or fewer fields than the
+    header is an error at its own line.
+    """
+    what = "tab" if sep == "\t" else "comma"
+    reader = csv.reader((text + "\n" for _, text in read_lines(path)), delimiter=sep, strict=True)
+    header: list[str] | None = None
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row or (header is not None and not "".join(row).strip()):
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                continue
+            spanned = [f for f in row if "\n" in f and any(sep in part for part in f.split("\n")[1:])]
+            if spanned:
+                raise DataError(
+                    path,
+                    f"a quoted field runs over lines {line}-{reader.line_num} and holds {what}s: an unclosed quote?",
+                    line=line,
+                )
+            if len(row) != len(header):
+                raise DataError(path, f"expected {len(header)} {what}-separated fields, got {len(row)}", line=line)
+            records.append((line, row))
+    except csv.Error as e:
+        raise DataError(path, f"malformed {what}-separated row ({e}): an unclosed quote?", line=start) from e
+    if header is None or not records:
+        raise DataError(path, "no rows")
+    mapping = _map_columns(path, header)
+    rows = {canonical: [row[header.index(column)] for _, row in records] for canonical, column in mapping.items()}
+    return rows, mapping, [line for line, _ in records]
 
 
 def _validate(
@@ -227,6 +267,8 @@ def _validate(
             if not isinstance(value, str) or not value.strip():
                 problem = "empty" if isinstance(value, str) or value is None else f"not a string ({value!r})"
                 raise DataError(path, problem, line=line, field=mapping[canonical])
+            if (position := lone_surrogate(value)) is not None:
+                raise DataError(path, f"lone surrogate at character {position}", line=line, field=mapping[canonical])
     if "label" in rows:
         low, high = score_range or (0.0, 1.0)
         if not low < high:

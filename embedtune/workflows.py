@@ -12,8 +12,9 @@ from pathlib import Path
 
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
+from embedtune.io import check_destination, check_writable
 from embedtune.mining import MiningConfig, MiningReport, mine_to_file
-from embedtune.training import TrainConfig
+from embedtune.training import TrainConfig, checkpoints_dir
 
 
 def mined_path(output: Path) -> Path:
@@ -40,6 +41,13 @@ def mine_for_training(
     if config.resume:
         raise EmbedtuneError(
             "mining before training cannot be combined with resume: resume training on the mined file instead"
+        )
+    check_destination(config.output, config.overwrite)  # refused before the mining, not after it
+    check_writable(config.output, directory=True)
+    if checkpoints_dir(config.output).exists() and not config.overwrite:
+        raise EmbedtuneError(
+            f"{checkpoints_dir(config.output)}: checkpoints of an earlier run exist; "
+            "overwrite=True starts again (mining cannot be resumed)"
         )
     model = None
     if retriever == "dense":

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "embedtune"
 # two groups of one stage (index and training, mining and evaluate) do not import each other.
 STAGES: list[set[str]] = [
     {"errors"},
-    {"settings", "io"},
+    {"settings", "io", "text"},
     {"plots"},
     {"data", "models", "metrics"},
     {"training_data"},

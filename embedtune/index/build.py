@@ -24,10 +24,10 @@ from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.index.calibrate import Calibration, calibrate
 from embedtune.index.generations import new_generation
 from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
-from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, now
+from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, check_index_name, now
 from embedtune.index.store import DocStore
 from embedtune.index.types import BuildSettings, IndexSpec, create_index, training_sample
-from embedtune.io import check_destination, file_sha256
+from embedtune.io import check_destination, check_writable, file_sha256, name_lock
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 
@@ -79,12 +79,39 @@ def build_index(
     """
     settings = BuildSettings(index_type=build) if isinstance(build, str) else build
     encode = encode or EncodeSettings()
-    target = Path(indexes_dir) / name
+    target = Path(indexes_dir) / check_index_name(name)
+    check_writable(Path(indexes_dir), directory=True)
     check_destination(target, overwrite)  # before the minutes of encoding, not after
     model_path = resolve_model_path(model)
     source = corpus_file(Path(corpus))
     if not source.is_file():
         raise EmbedtuneError(f"{source}: no such corpus file")
+    Path(indexes_dir).mkdir(parents=True, exist_ok=True)
+    with name_lock(target):  # a second build of this name fails now, not after all its encoding
+        check_destination(target, overwrite)
+        _check_replaceable(target)
+        return _build(source, name, target, model_path, settings, encode, show_progress)
+
+
+def _check_replaceable(target: Path) -> None:
+    """Only an embedtune index (a folder with a manifest, even a damaged one) may be replaced."""
+    if target.exists() and not (target.is_dir() and (target / MANIFEST_FILE).is_file()):
+        raise EmbedtuneError(
+            f"{target}: is not an embedtune index (no {MANIFEST_FILE}); refusing to replace it: "
+            "choose another name or move it away"
+        )
+
+
+def _build(
+    source: Path,
+    name: str,
+    target: Path,
+    model_path: Path,
+    settings: BuildSettings,
+    encode: EncodeSettings,
+    show_progress: bool,
+) -> Manifest:
+    """The build itself, under the name's lock: encode, choose and fill the FAISS index, commit."""
     st = load_model(model_path, max_seq_length=encode.max_seq_length)
     encoder = Encoder(st, encode.precision, cache=encode.cache)
     dimension = int(st.get_embedding_dimension())
@@ -128,7 +155,7 @@ def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings,
             f"({', '.join(f'{k}={v}' for k, v in calibration.knobs.items()) or 'no knob'}), short of the "
             f"target {settings.target_recall}; a flat or IVF-flat index reaches it",
             EmbedtuneWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     seconds = round(time.perf_counter() - started, 2)
     return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)

@@ -9,11 +9,9 @@ so two concurrent updates cannot lose one another's changes.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,7 +20,7 @@ from pathlib import Path
 from embedtune.errors import EmbedtuneError
 from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
 from embedtune.index.types import set_search_defaults
-from embedtune.io import file_sha256, fsync_path
+from embedtune.io import exclusive_lock, file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3
 
 LOCK_FILE = ".lock"
 _DATA_FILE = re.compile(r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|index\.faiss|docs\.jsonl)$")  # incl. format 1
@@ -45,24 +43,27 @@ class Generation:
         faiss.write_index(faiss_index, str(self.index_path))
         for path in (self.index_path, self.store_path):  # durable before the manifest names them
             fsync_path(path)
-        files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in (self.index_path, self.store_path)
-        }
+        files = {p.name: file_record(p) for p in (self.index_path, self.store_path)}
         manifest = replace(manifest, generation=self.generation, files=files, updated_at=now())
         manifest.write(self.dir)
         fsync_path(self.dir)  # the rename itself
         return manifest
 
 
-@contextmanager
-def writer_lock(directory: Path) -> Iterator[None]:
+def file_record(path: Path) -> dict[str, object]:
+    """What the manifest says of a data file: its size, SHA-256 (``verify``), and the fast digests that
+    every load checks (:func:`embedtune.index.reader.check_files`)."""
+    return {
+        "bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "xxh3_128": file_xxh3(path),
+        "sampled_xxh3": sampled_xxh3(path),
+    }
+
+
+def writer_lock(directory: Path):
     """One writer per index at a time; a second gets a clear error rather than a lost update."""
-    with (directory / LOCK_FILE).open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise EmbedtuneError(f"{directory}: another embedtune process is updating this index") from e
-        yield
+    return exclusive_lock(directory / LOCK_FILE, f"{directory}: another embedtune process is updating this index")
 
 
 @contextmanager
@@ -75,7 +76,7 @@ def new_generation(target: Path) -> Iterator[Generation]:
     """
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = make_temp_dir(target)  # also removes the temporaries of killed builds of this name
         try:
             yield Generation(tmp, 1)
             os.rename(tmp, target)  # fails, rather than merging, if the target appeared meanwhile

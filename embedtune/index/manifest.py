@@ -30,6 +30,29 @@ MANIFEST_FILE = "manifest.json"
 FORMAT = 2
 
 
+def check_index_name(name: str) -> str:
+    """``name`` if it can name a folder directly under the indexes folder, else a one-line error.
+
+    A name is one path component: not empty, no ``/`` or ``\\`` (``a/b`` would make an index that
+    listings never show, ``../x`` one outside the indexes folder), not starting with ``.`` (hidden,
+    and the prefix of temporaries), printable, at most 200 characters.
+    """
+    problem = None
+    if not isinstance(name, str) or not name.strip():
+        problem = "is empty"
+    elif "/" in name or "\\" in name or "\0" in name:
+        problem = "holds a path separator (an index name is one folder name)"
+    elif name.startswith("."):
+        problem = "starts with '.' (reserved for temporaries)"
+    elif not name.isprintable() or name != name.strip():
+        problem = "holds control characters or surrounding spaces"
+    elif len(name) > 200:
+        problem = "is longer than 200 characters"
+    if problem is not None:
+        raise EmbedtuneError(f"index name {name!r} {problem}")
+    return name
+
+
 def index_file(generation: int) -> str:
     return f"index.{generation}.faiss"
 

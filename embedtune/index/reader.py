@@ -1,9 +1,14 @@
 """Reading an index: find it by name or path, load and cross-check its files, list and describe indexes.
 
 A load checks that the manifest, the FAISS file and the document store agree (file sizes, vector
-count, dimension, document count; with ``verify`` also the SHA-256 of both files), so a damaged or
-half-copied index is an error at load time, not a wrong answer later. A model is accepted for an
-index only when its content fingerprint equals the one that built it.
+count, dimension, document count) and that neither file changed since it was written: a fast
+digest of the whole file (xxh3) for files up to ``FULL_CHECK_BYTES``, of evenly spaced blocks for
+larger ones, whose full read would cost more than the load itself; ``verify`` also checks the
+SHA-256 of both. Random bytes written inside a FAISS file keep its size but not its digest, and
+would otherwise be served as hits scored 1e36. As a last line for what sampling misses, a search
+that returns a score no normalised vector pair can have is refused. So a damaged or half-copied
+index is an error at load time, not a wrong answer later. A model is accepted for an index only
+when its content fingerprint equals the one that built it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from embedtune.errors import EmbedtuneError
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, store_file
 from embedtune.index.store import DocStore, StoredDoc
 from embedtune.index.types import knob_name, search_parameters
-from embedtune.io import file_sha256
+from embedtune.io import file_sha256, file_xxh3, sampled_xxh3
 from embedtune.models import model_fingerprint, resolve_model_path
+
+FULL_CHECK_BYTES = 1 << 30  # files up to 1 GiB are hashed whole on every load (xxh3 reads GB/s)
+MAX_SCORE = 1.5  # inner products of unit vectors are <= 1; quantised codes overshoot by far less
 
 
 def resolve_index_path(index: str | Path, indexes_dir: Path = DEFAULT_INDEXES_DIR) -> Path:
@@ -151,7 +159,19 @@ class Index:
         if k == 0:
             return np.zeros((len(vectors), 0), dtype=np.float32), np.zeros((len(vectors), 0), dtype=np.int64)
         params = search_parameters(self.manifest.index_type, self._knobs(nprobe, ef_search), self._selector)
-        return self.faiss_index.search(vectors, k, params=params)
+        scores, fids = self.faiss_index.search(vectors, k, params=params)
+        self._check_scores(scores, fids)
+        return scores, fids
+
+    def _check_scores(self, scores: np.ndarray, fids: np.ndarray) -> None:
+        """Refuse results no intact index of unit vectors can give (damage the load checks missed)."""
+        found = scores[fids >= 0]
+        if found.size and not (np.isfinite(found).all() and np.abs(found).max() <= MAX_SCORE):
+            worst = found[~np.isfinite(found)][0] if not np.isfinite(found).all() else np.abs(found).max()
+            raise EmbedtuneError(
+                f"{self.path}: search returned the score {worst:.3g}, impossible for normalised vectors: "
+                "the FAISS file is damaged; rebuild the index"
+            )
 
     def _knobs(self, nprobe: int | None, ef_search: int | None) -> dict[str, int]:
         """The calibrated search knobs, overridden by those given (which must suit the index type)."""
@@ -197,7 +217,7 @@ class Index:
 
 
 def _check_files(path: Path, manifest: Manifest, verify: bool) -> None:
-    """Both data files the manifest names exist with its sizes (and, with ``verify``, its SHA-256)."""
+    """Both data files the manifest names exist with its sizes and digests (with ``verify``, SHA-256 too)."""
     expected = {index_file(manifest.generation), store_file(manifest.generation)}
     if set(manifest.files) != expected:
         raise EmbedtuneError(f"{path}: manifest names files {sorted(manifest.files)}, expected {sorted(expected)}")
@@ -206,11 +226,30 @@ def _check_files(path: Path, manifest: Manifest, verify: bool) -> None:
         if not file.is_file():
             raise EmbedtuneError(f"{path}: index is incomplete (no {name}); rebuild it")
         size = file.stat().st_size
-        if size != info["bytes"] or (verify and file_sha256(file) != info["sha256"]):
-            what = f"is {size} bytes, the manifest says {info['bytes']}" if size != info["bytes"] else "SHA-256 differs"
+        if size != info["bytes"]:
+            what = f"is {size} bytes, the manifest says {info['bytes']}"
+        elif verify and file_sha256(file) != info["sha256"]:
+            what = "SHA-256 differs"
+        else:
+            what = _digest_mismatch(file, size, info)
+        if what:
             raise EmbedtuneError(
                 f"{file}: does not match the manifest ({what}): damaged or changed outside embedtune; rebuild it"
             )
+
+
+def _digest_mismatch(file: Path, size: int, info: dict) -> str | None:
+    """The load-time check: the whole file's xxh3 when small enough, else sampled blocks'.
+
+    Manifests written before these digests existed fall back to SHA-256 for small files.
+    """
+    if size <= FULL_CHECK_BYTES:
+        if "xxh3_128" in info:
+            return "checksum differs" if file_xxh3(file) != info["xxh3_128"] else None
+        return "SHA-256 differs" if file_sha256(file) != info["sha256"] else None
+    if "sampled_xxh3" in info and sampled_xxh3(file) != info["sampled_xxh3"]:
+        return "checksum of sampled blocks differs"
+    return None
 
 
 def _read_faiss(file: Path, mmap: bool):

@@ -19,6 +19,17 @@ from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR
 from embedtune.index.reader import Index
 from embedtune.models import load_model
+from embedtune.text import text_problem
+
+
+def check_queries(queries: list[str]) -> None:
+    """Refuse an empty or whitespace-only query (it would return arbitrary hits) and one that is not
+    valid Unicode text (it cannot be tokenized), naming the query by its position."""
+    for i, query in enumerate(queries, start=1):
+        problem = text_problem(query) if isinstance(query, str) else f"not a string ({type(query).__name__})"
+        if problem is not None:
+            which = "the query" if len(queries) == 1 else f"query {i}"
+            raise EmbedtuneError(f"{which} is {problem}" if problem == "empty" else f"{which}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class Searcher:
         """
         if not queries:
             return []
+        check_queries(queries)
         self._warn_truncated(queries)
         if k > len(self.index):
             warnings.warn(

@@ -71,7 +71,13 @@ class DocStore:
         self.conn.close()
 
     def __len__(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+        return self._scalar("SELECT COUNT(*) FROM docs")
+
+    def _scalar(self, sql: str):
+        try:
+            return self.conn.execute(sql).fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise EmbedtuneError(f"{self.path}: damaged document store ({e}); rebuild the index") from e
 
     def next_fid(self) -> int:
         """One past the largest FAISS id ever used here (tombstoned ids stay taken)."""
@@ -111,10 +117,13 @@ class DocStore:
         """The stored documents of ``fids`` (missing ids are simply absent from the result)."""
         fids = [int(f) for f in fids]
         found: dict[int, StoredDoc] = {}
-        for chunk in sqlite_chunks(fids):
-            sql = f"SELECT fid, doc_id, text, metadata FROM docs WHERE fid IN ({_marks(chunk)})"
-            for fid, doc_id, text, meta in self.conn.execute(sql, chunk):
-                found[fid] = StoredDoc(fid, doc_id, text, json.loads(meta) if meta else {})
+        try:
+            for chunk in sqlite_chunks(fids):
+                sql = f"SELECT fid, doc_id, text, metadata FROM docs WHERE fid IN ({_marks(chunk)})"
+                for fid, doc_id, text, meta in self.conn.execute(sql, chunk):
+                    found[fid] = StoredDoc(fid, doc_id, text, json.loads(meta) if meta else {})
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+            raise EmbedtuneError(f"{self.path}: damaged document store ({e}); rebuild the index") from e
         return found
 
     def iter_column(self, column: str) -> Iterator:
@@ -129,7 +138,10 @@ class DocStore:
         yield from self.conn.execute("SELECT fid, doc_id FROM docs ORDER BY fid")
 
     def tombstones(self) -> list[int]:
-        return [f for (f,) in self.conn.execute("SELECT fid FROM tombstones")]
+        try:
+            return [f for (f,) in self.conn.execute("SELECT fid FROM tombstones")]
+        except sqlite3.DatabaseError as e:
+            raise EmbedtuneError(f"{self.path}: damaged document store ({e}); rebuild the index") from e
 
 
 def _marks(chunk: list) -> str:

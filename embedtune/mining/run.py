@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_file, check_destination, write_text_atomic
+from embedtune.io import atomic_file, check_destination, check_writable, write_text_atomic
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
@@ -75,6 +75,7 @@ def mine_to_file(
     if not output.name.endswith((".jsonl", ".jsonl.gz")):
         raise EmbedtuneError(f"{output}: the mined file must end in .jsonl or .jsonl.gz")
     check_destination(output, overwrite)
+    check_writable(output)
     if retriever not in RETRIEVERS:
         raise EmbedtuneError(f"unknown retriever '{retriever}' (choose from {', '.join(RETRIEVERS)})")
     inputs = load_mining_input(Path(data), split)

@@ -43,6 +43,7 @@ POOLINGS = ("mean", "cls", "max")
 LOSS_NAMES = ("auto", *LOSSES, *ALIASES)
 
 DEV_NAME = "dev"
+DEFAULT_DEV_SPLIT = "dev"
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
 SIMILARITY_METRICS = ("spearman", "pearson")
 _IR_METRIC = re.compile(r"^(ndcg|mrr|map|recall|precision|accuracy)@(\d+)$")
@@ -165,7 +166,7 @@ class TrainConfig:
     dev_data: Path | None = setting(
         None, help="Dev set (BEIR folder or pair/scored-pair file); default: the dev split of a BEIR data folder."
     )
-    dev_split: str = setting("dev", help="Qrels split used as the dev set.")
+    dev_split: str = setting(DEFAULT_DEV_SPLIT, help="Qrels split used as the dev set.")
     dev_queries: int = setting(500, help="Dev queries sampled (seeded) for each evaluation.", min=1)
     dev_corpus: int = setting(
         5000, help="Documents in the dev corpus: the sampled queries' relevant documents plus random others.", min=1

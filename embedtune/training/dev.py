@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +26,10 @@ import numpy as np
 
 from embedtune.data import load_split, qrels_path
 from embedtune.encoding import Encoder, prompt_names
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.metrics import compute_metrics, max_cutoff
-from embedtune.training.config import DEV_NAME, DevSettings, parse_metric
+from embedtune.settings import SettingError
+from embedtune.training.config import DEFAULT_DEV_SPLIT, DEV_NAME, DevSettings, parse_metric
 from embedtune.training_data import TrainingData, is_beir_folder, load_training_data
 
 if TYPE_CHECKING:
@@ -177,7 +179,10 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
     """
     source = settings.dev_data
     if source is None:
-        if not is_beir_folder(settings.data) or not qrels_path(settings.data, settings.dev_split).is_file():
+        if not is_beir_folder(settings.data):
+            return None
+        if not qrels_path(settings.data, settings.dev_split).is_file():
+            _missing_split(settings)
             return None
         source = settings.data
     source = Path(source)
@@ -192,6 +197,24 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
         return SimilarityDevEvaluator(dev, name, precision)
     family, k = parse_metric(settings.metric, scored=False)
     return RetrievalDevEvaluator(_pairs_as_retrieval(dev), family, k, precision)
+
+
+def _missing_split(settings: DevSettings) -> None:
+    """A dev split that is not there: an error when it was asked for by name, a warning for the default.
+
+    Training on silently without the dev set the user named would pick no checkpoint by the metric
+    they chose and report no dev score, with no word why.
+    """
+    folder = qrels_path(settings.data, settings.dev_split).parent
+    found = sorted(p.stem for p in folder.glob("*.tsv")) if folder.is_dir() else []
+    there = f"splits there: {', '.join(found)}" if found else "it has no splits"
+    if settings.dev_split != DEFAULT_DEV_SPLIT:
+        raise SettingError("dev_split", f"no split '{settings.dev_split}' in {folder} ({there})")
+    warnings.warn(
+        f"no '{settings.dev_split}' split in {folder} ({there}): training without dev evaluation",
+        EmbedtuneWarning,
+        stacklevel=3,
+    )
 
 
 def sample_split(root: Path, settings: DevSettings) -> DevSplit:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from embedtune import __version__
 from embedtune.encoding import resolve_training_precision
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_directory, check_destination, file_sha256, write_text_atomic
+from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
 from embedtune.models import freeze_layers, load_model, model_fingerprint, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training.config import TrainConfig
@@ -199,13 +199,15 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     if not config.resume:
         check_destination(config.output, config.overwrite)
+    check_writable(config.output, directory=True)
     setup = _set_up(config)
     run_dir, checkpoint = _prepare_run_dir(config)
     fingerprint = _check_base_model(config, setup.base_path, run_dir)
     dev_before = _baseline(setup.dev, setup.model, run_dir) if setup.dev is not None else {}
     trainer = _trainer(config, setup, run_dir, callbacks)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not _restore_finished(trainer, setup, checkpoint):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
     losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
@@ -229,6 +231,27 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         shutil.rmtree(run_dir, ignore_errors=True)
     steps = record["steps"]
     return TrainResult(config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric)
+
+
+def _restore_finished(trainer: SentenceTransformerTrainer, setup: _Setup, checkpoint: Path | None) -> bool:
+    """Resuming a run that was killed after its last step (while writing the output): take the
+    trainer's state and the kept model from the checkpoints instead of training again.
+
+    The Hugging Face trainer, resumed from a checkpoint at the final step, runs one step more than
+    the uninterrupted run did, so its weights would differ. Returns whether the run was finished.
+    """
+    if checkpoint is None:
+        return False
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    if state.global_step < state.max_steps:
+        return False
+    best = Path(state.best_model_checkpoint) if setup.dev is not None and state.best_model_checkpoint else None
+    kept = best if best is not None and best.is_dir() else checkpoint
+    trainer.model = load_model(kept, device=str(setup.model.device))
+    trainer.state = state
+    return True
 
 
 def _set_up(config: TrainConfig) -> _Setup:

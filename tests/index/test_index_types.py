@@ -134,7 +134,6 @@ def test_add_and_remove_without_rebuild(tmp_path, tiny_st, big_corpus, kind, mon
     assert (result.removed, result.missing) == (2, ["never-there"])
     index = Index.load("tiny", idx)
     assert len(index) == len(BIG_CORPUS) - 1 and sorted(p.name for p in index.path.iterdir()) == [
-        ".lock",
         "docs.3.sqlite",
         "index.3.faiss",
         "manifest.json",
@@ -196,7 +195,6 @@ def test_kill_during_build_or_update_leaves_previous_index_usable(tmp_path, tiny
     # The next write succeeds and clears what the killed ones left behind.
     add_documents("tiny", write_corpus(tmp_path / "add.jsonl", {"x": "new text"}), indexes_dir=idx, show_progress=False)
     assert sorted(p.name for p in (idx / "tiny").iterdir()) == [
-        ".lock",
         "docs.2.sqlite",
         "index.2.faiss",
         "manifest.json",
