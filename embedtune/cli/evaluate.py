@@ -10,7 +10,7 @@ import click
 from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
 from embedtune.cli.options import given, options_from
 from embedtune.encoding import EncodeSettings
-from embedtune.io import write_bytes_atomic, write_text_atomic
+from embedtune.io import check_writable, write_bytes_atomic, write_text_atomic
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
 
 
@@ -112,6 +112,11 @@ def eval_command(
     """
     from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results, write_run_files
 
+    for path in (json_out, markdown_out, plot):  # fail before minutes of encoding, not after
+        if path is not None:
+            check_writable(path)
+    if run_out is not None:
+        check_writable(run_out, directory=True)
     settings = EvalSettings(
         metrics=tuple(m for m in metrics.split(",") if m.strip()),
         ks=tuple(ks),
@@ -131,6 +136,7 @@ def eval_command(
     )
     payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
     report = format_report(results)
+    click.echo(payload if as_json else report, nl=False)  # the results first: a failed write loses nothing
     if json_out is not None:
         write_text_atomic(json_out, payload)
     if markdown_out is not None:
@@ -139,4 +145,3 @@ def eval_command(
         write_bytes_atomic(plot, plot_results(results))
     if run_out is not None:
         write_run_files(results, run_out)
-    click.echo(payload if as_json else report, nl=False)

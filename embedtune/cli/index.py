@@ -54,7 +54,8 @@ def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, o
     from embedtune.index import build_index
     from embedtune.models import resolve_model_path
 
-    name = name or ("minilm" if model == "default" else resolve_model_path(model).name)
+    if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
+        name = "minilm" if model == "default" else resolve_model_path(model).name
     manifest = build_index(
         corpus,
         name,
@@ -110,11 +111,12 @@ def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Pat
 @indexes_dir_option
 def index_remove(index_name: str, doc_ids: tuple[str, ...], ids_file: Path | None, indexes_dir: Path) -> None:
     """Remove documents by id (DOC_IDS and/or --ids-file) without a rebuild."""
+    from embedtune.data import read_id_file
     from embedtune.index import remove_documents
 
     ids = list(doc_ids)
     if ids_file is not None:
-        ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        ids += read_id_file(ids_file)
     result = remove_documents(index_name, ids, indexes_dir=indexes_dir)
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")

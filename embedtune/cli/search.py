@@ -11,6 +11,7 @@ import click
 from embedtune.cli.app import EmbedtuneCommand, indexes_dir_option
 from embedtune.encoding import PRECISIONS, EncodeSettings
 from embedtune.settings import meta_of
+from embedtune.text import terminal_safe
 
 
 @click.command(cls=EmbedtuneCommand)
@@ -87,11 +88,11 @@ def search(
             ]
             click.echo(json.dumps(payload, ensure_ascii=False, indent=None if queries_file else 2))
             continue
-        label = f"{query_id}: {text}" if query_id else text
+        # Texts come from files and users: shown with control characters escaped, never run by the terminal.
+        label = terminal_safe(f"{query_id}: {text}" if query_id else text)
         click.echo(f"top {len(hits)} of {len(searcher.index)} documents in '{searcher.index.name}' for: {label}")
         for h in hits:
-            click.echo(f"{h.rank:>3}. {h.score:.4f}  {h.doc_id}")
+            click.echo(f"{h.rank:>3}. {h.score:.4f}  {terminal_safe(h.doc_id)}")
             if width:
-                click.echo(
-                    f"     {textwrap.shorten(' '.join(h.text.split()), width=max(width, 5), placeholder=' ...')}"
-                )
+                shown = textwrap.shorten(" ".join(h.text.split()), width=max(width, 5), placeholder=" ...")
+                click.echo(f"     {terminal_safe(shown)}")

@@ -198,8 +198,16 @@ CASES = [
         "index build -m {w}/nomodel --corpus {beir} --name x --indexes-dir {idx}",
         r"nomodel: no such model directory",
     ),
-    ("build-bad-type", f"{BUILD} --corpus {{beir}} --name x --type ivf", r"Invalid value for '--type'"),
-    ("build-batch-size-0", f"{BUILD} --corpus {{beir}} --name x --batch-size 0", r"Invalid value for '--batch-size'"),
+    (
+        "build-bad-type",
+        f"{BUILD} --corpus {{beir}} --name x --type ivf",
+        r"--type \(index_type: 'ivf' is not one of auto, flat",
+    ),
+    (
+        "build-batch-size-0",
+        f"{BUILD} --corpus {{beir}} --name x --batch-size 0",
+        r"--batch-size \(batch_size: must be at least 1, got 0\)",
+    ),
     ("build-nlist-too-large", f"{BUILD} --corpus {{beir}} --name x --type ivf-flat --nlist 1000", r"nlist"),
     # index add
     (
@@ -418,7 +426,13 @@ CASES = [
         "train -o {w}/out/model -m {w}/truncated-model --data {beir} --max-steps 2",
         r"model\.safetensors: damaged or truncated",
     ),
-    ("train-batch-size-1", f"{TRAIN} --data {{beir}} --batch-size 1", r"Invalid value for '--batch-size'"),
+    ("train-batch-size-1", f"{TRAIN} --data {{beir}} --batch-size 1", r"--batch-size \(batch_size: .* batches of 1"),
+    ("build-empty-name", f"{BUILD} --corpus {{beir}} --name ''", r"index name"),
+    (
+        "remove-ids-file-invalid-utf8",
+        "index remove good --indexes-dir {idx} --ids-file {w}/ids_utf8.txt",
+        r"ids_utf8\.txt:2",
+    ),
 ]
 
 

@@ -348,3 +348,11 @@ def test_eval_significance_and_run_files(tmp_path, tiny_st, beir_dir):
     assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
     table = run(*args).stdout
     assert "p < 0.05" in table or "*" in table
+
+
+def test_search_shows_control_characters_escaped(tmp_path, tiny_st, beir_dir):
+    idx = tmp_path / "idx"
+    run("index", "build", "-m", tiny_st, "--corpus", beir_dir, "--name", "t", "--indexes-dir", idx)
+    out = run("search", "\x1b[2Jred\x07 alert", "--index", "t", "--indexes-dir", idx, "-k", 1).output
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2Jred\\x07 alert" in out
