@@ -27,7 +27,8 @@ STAGES: list[set[str]] = [
     {"mining", "evaluate"},
     {"workflows"},
     {"serve"},
-    {"cli", "__main__"},
+    {"cli"},
+    {"__main__"},
 ]
 
 
