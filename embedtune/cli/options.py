@@ -49,7 +49,7 @@ class _OptionalFloat(click.ParamType):
 
 
 # An explicit 'none' on the command line, told apart from an option not given (None).
-_NONE = "none"
+_NONE = object()
 
 
 def _shown_default(field: dataclasses.Field) -> str:
