@@ -20,6 +20,7 @@ from embedtune.retrieval import RetrievalInput
 from embedtune.settings import setting, validate
 
 SAMPLINGS = ("top", "random")
+SHORT_ROWS = ("pad", "pair", "drop")
 
 
 @dataclass
@@ -32,7 +33,10 @@ class MiningConfig:
     """
 
     num_negatives: int = setting(
-        5, help="Negatives per (query, positive) row; rows with fewer survivors are left out and counted.", min=1
+        5,
+        help="Negatives per (query, positive) row; a row with fewer survivors is searched deeper, then handled as "
+        "short_rows says.",
+        min=1,
     )
     min_rank: int = setting(
         1, help="First rank (1 = best) of the retriever's ranking that may become a negative.", min=1
@@ -53,6 +57,18 @@ class MiningConfig:
     absolute_margin: float | None = setting(None, help="Drop candidates scoring above pos - margin.")
     max_score: float | None = setting(
         None, help="Drop candidates scoring above this (scale of the retriever: cosine, or raw BM25)."
+    )
+    widen_max_rank: int = setting(
+        1000,
+        help="Rows with fewer survivors than num_negatives are searched again with the window's end doubled, "
+        "down to this rank at most (or the corpus); at or below max_rank, no row is searched again.",
+        min=1,
+    )
+    short_rows: str = setting(
+        "pad",
+        help="Rows still short of negatives: pad = keep them, their lowest-scored negative repeated (a row with "
+        "none as a plain pair); pair = keep them as plain pairs; drop = leave them out.",
+        choices=SHORT_ROWS,
     )
     seed: int = setting(42, help="Seed of random sampling.")
     chunk_size: int = setting(2048, help="Queries retrieved at a time (bounds the candidates in memory).", min=1)

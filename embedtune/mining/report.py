@@ -19,10 +19,17 @@ from embedtune.errors import EmbedtuneWarning
 class MiningReport:
     """What happened to every candidate, for the user to judge the mined data before training on it.
 
-    ``candidates_seen`` counts (row, candidate) slots in the rank window; ``filtered`` counts each
-    removed candidate once, under the first rule that removed it; ``rows_short`` rows had fewer than
-    ``num_negatives`` survivors and were dropped (``available`` = how many rows had 0, 1, ... survivors,
-    capped at ``num_negatives``).
+    ``candidates_seen`` counts (row, candidate) slots examined, in the rank window and in the ranks
+    added by widening; ``filtered`` counts each removed candidate once, under the first rule that
+    removed it. ``rows_widened`` rows were searched again deeper (down to rank ``widened_to``) and
+    ``rows_widened_filled`` of them found all their negatives there. ``rows_short`` rows still had
+    fewer than ``num_negatives`` survivors (``available`` = how many rows had 0, 1, ... survivors,
+    capped at ``num_negatives``): ``rows_padded`` were kept with their own lowest-scored negative
+    repeated, ``rows_as_pairs`` as plain pairs, ``rows_dropped`` were left out (``short_rows``).
+    ``negatives_written`` counts mined negatives, not the repeats that fill a row.
+    ``shared_text_queries`` query ids share their (normalised) text with another id, and so their
+    positives; ``shared_positives_removed`` candidates were removed only for being a positive (or a
+    copy of one) of such a twin (counted within ``known_positive`` / ``positive_duplicate``).
     """
 
     retriever: str
@@ -36,6 +43,14 @@ class MiningReport:
     negatives_written: int = 0
     rows_written: int = 0
     rows_short: int = 0
+    rows_widened: int = 0
+    rows_widened_filled: int = 0
+    widened_to: int = 0
+    rows_padded: int = 0
+    rows_as_pairs: int = 0
+    rows_dropped: int = 0
+    shared_text_queries: int = 0
+    shared_positives_removed: int = 0
     available: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -57,8 +72,19 @@ class MiningReport:
             f"negatives each ({self.retriever}, ranks {self.window[0]}..{self.window[1]} "
             f"of {self.documents} documents)",
             f"candidates seen {self.candidates_seen}; removed: {filtered}",
-            f"rows with fewer than {self.config['num_negatives']} negatives (dropped): {self.rows_short}",
+            f"rows searched again to rank {self.widened_to} for want of negatives: {self.rows_widened} "
+            f"({self.rows_widened_filled} filled)"
+            if self.rows_widened
+            else "rows searched again for want of negatives: 0",
+            f"rows with fewer than {self.config['num_negatives']} negatives: {self.rows_short} (padded with their "
+            f"lowest-scored negative {self.rows_padded}, as plain pairs {self.rows_as_pairs}, "
+            f"dropped {self.rows_dropped})",
         ]
+        if self.shared_text_queries:
+            lines.append(
+                f"query ids sharing their text with another: {self.shared_text_queries} (their positives are "
+                f"shared; {self.shared_positives_removed} candidates removed as a twin's positive)"
+            )
         return "\n".join(lines)
 
 

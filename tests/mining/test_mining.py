@@ -97,11 +97,15 @@ def test_margins_are_measured_against_each_rows_own_positive():
     _, report = mine(data, retriever, config(relative_margin=None, absolute_margin=0.05), show_progress=False)
     assert report.filtered["absolute_margin"] == 2 and report.filtered["relative_margin"] == 0
     # pos - 0.25: 0.65 and 0.55. Lighttpd and caddy go from both rows, both squids from apache's too.
-    mined, report = mine(data, retriever, config(relative_margin=None, absolute_margin=0.25), show_progress=False)
-    assert report.filtered["absolute_margin"] == 2 + 4
-    # Apache's row has only gzip left (one survivor of two): it is left out and counted.
-    assert report.rows_short == 1 and report.available == [0, 1, 1]
-    assert negatives(data, mined) == [["squid", "gzip"]]
+    # Short rows used to be left out: that is now short_rows="drop"; the default (pad) keeps the row
+    # with its one negative repeated (tests/mining/test_short_rows.py).
+    for short_rows, kept in (("drop", [["squid", "gzip"]]), ("pad", [["squid", "gzip"], ["gzip", "gzip"]])):
+        settings = config(relative_margin=None, absolute_margin=0.25, short_rows=short_rows)
+        mined, report = mine(data, retriever, settings, show_progress=False)
+        assert report.filtered["absolute_margin"] == 2 + 4
+        # Apache's row has only gzip left (one survivor of two): it is counted (and left out under drop).
+        assert report.rows_short == 1 and report.available == [0, 1, 1]
+        assert negatives(data, mined) == kept
 
 
 def test_max_score_and_no_filters():
@@ -135,9 +139,11 @@ def test_rank_window_and_random_sampling():
 
 
 def test_short_rows_are_an_error_when_they_are_most_of_the_data():
+    # Only when they are to be dropped (short_rows="drop"; before, short rows were always dropped):
+    # by default they are kept (tests/mining/test_short_rows.py).
     data, retriever = handmade()
     with pytest.raises(EmbedtuneError, match=r"2 of 2 rows \(100.0%\) have fewer than 3 negatives"):
-        mine(data, retriever, config(num_negatives=3, min_rank=6), show_progress=False)
+        mine(data, retriever, config(num_negatives=3, min_rank=6, short_rows="drop"), show_progress=False)
 
 
 @pytest.mark.parametrize(
