@@ -114,7 +114,7 @@ def _load_by_id(path: Path, stem: str, what: str, text_of) -> dict[str, str]:
             raise DataError(path, f"duplicate {what} id '{record_id}'", line=line, field="_id")
         records[record_id] = text_of(path, line, obj)
     if not records:
-        raise DataError(path, f"no {what}s")
+        raise DataError(path, "no queries" if what == "query" else f"no {what}s")
     return records
 
 
@@ -259,14 +259,30 @@ def qrels_path(root: Path, split: str) -> Path:
     return Path(root) / "qrels" / f"{split}.tsv"
 
 
+def require_dataset_folder(root: Path) -> Path:
+    """``root`` if it is a folder; else an error that, for a file, says what a pairs file needs.
+
+    A pairs file passed where a BEIR folder is expected is a common mistake; "no such folder" would
+    send the user looking for a path that is right there.
+    """
+    root = Path(root)
+    if root.is_file():
+        raise EmbedtuneError(
+            f"{root}: a file, not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); a pairs file "
+            "(.jsonl/.csv/.tsv/.parquet with query and positive columns) must first become one "
+            "(embedtune.splits.pairs_to_beir)"
+        )
+    if not root.is_dir():
+        raise EmbedtuneError(f"{root}: no such dataset folder")
+    return root
+
+
 def load_split(root: Path, split: str, corpus: dict[str, str] | None = None) -> RetrievalSplit:
     """Load ``root``'s corpus, queries and ``qrels/{split}.tsv``, keeping only the split's queries.
 
     ``corpus`` may be passed in when the caller already has it (an index's stored texts).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise EmbedtuneError(f"{root}: no such dataset folder")
+    root = require_dataset_folder(root)
     queries = load_queries(root)
     corpus = load_corpus(root) if corpus is None else corpus
     qrels = load_qrels(qrels_path(root, split), query_ids=queries, doc_ids=corpus)

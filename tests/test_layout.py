@@ -21,6 +21,7 @@ STAGES: list[set[str]] = [
     {"plots"},
     {"data", "models", "metrics"},
     {"training_data"},
+    {"splits"},
     {"encoding"},
     {"index", "training"},
     {"retrieval"},

@@ -12,9 +12,10 @@ from embedtune.cli.evaluate import eval_command
 from embedtune.cli.index import index
 from embedtune.cli.mine import mine
 from embedtune.cli.search import search
+from embedtune.cli.split import split
 from embedtune.cli.train import train
 
-for command in (train, mine, index, search, eval_command, cache):
+for command in (train, mine, index, search, eval_command, cache, split):
     main.add_command(command)
 
 __all__ = ["main"]

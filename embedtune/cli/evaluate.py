@@ -9,6 +9,7 @@ import click
 
 from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
 from embedtune.cli.options import given, options_from
+from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.io import check_writable, write_bytes_atomic, write_text_atomic
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
@@ -107,6 +108,10 @@ def eval_command(
 ) -> None:
     """Score BM25, models and/or indexes side by side on a BEIR-layout split.
 
+    --data may also be a pairs file (query and positive columns): its queries, with the pairs'
+    positives as their relevant documents, are then the evaluated split, over a corpus of the file's
+    positives and negatives.
+
     Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
     the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
     """
@@ -124,16 +129,17 @@ def eval_command(
         per_query=per_query,
         significance=significance,
     )
-    results = evaluate(
-        data,
-        split,
-        models=models,
-        indexes=indexes,
-        bm25=bm25,
-        indexes_dir=indexes_dir,
-        settings=settings,
-        encoding=EncodeSettings(**given(EncodeSettings, options)),
-    )
+    with dataset_folder(data, split, uses=f"every pair is evaluated, as split '{split}'") as folder:
+        results = evaluate(
+            folder,
+            split,
+            models=models,
+            indexes=indexes,
+            bm25=bm25,
+            indexes_dir=indexes_dir,
+            settings=settings,
+            encoding=EncodeSettings(**given(EncodeSettings, options)),
+        )
     payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
     report = format_report(results)
     click.echo(payload if as_json else report, nl=False)  # the results first: a failed write loses nothing

@@ -8,6 +8,7 @@ import click
 
 from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
 from embedtune.cli.options import given, options_from
+from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.mining import RETRIEVERS, MiningConfig, MiningReport
 
@@ -65,21 +66,24 @@ def mine(output: Path, data: Path, split: str, model: str, index_name: str | Non
     then the candidates that score too close to the row's positive (--relative-margin,
     --absolute-margin) or too high (--max-score), and keeps --num-negatives of the rest. Each row keeps
     the retriever's scores (positive first) for MarginMSE distillation; `embedtune train --data`
-    reads the output as is.
+    reads the output as is. --data may also be a pairs file (query and positive columns): its pairs
+    get negatives from a corpus of the file's positives and negatives.
     """
     from embedtune.mining import mine_to_file
 
     config = MiningConfig(**given(MiningConfig, options))
     encoding = EncodeSettings(**given(EncodeSettings, options))
-    report = mine_to_file(
-        data,
-        output,
-        split=split,
-        retriever=retriever,
-        model=model,
-        index=index_name,
-        config=config,
-        encoding=encoding,
-        **options,
-    )
+    uses = f"every pair is in split '{split}' and gets its negatives from these documents"
+    with dataset_folder(data, split, uses=uses) as folder:
+        report = mine_to_file(
+            folder,
+            output,
+            split=split,
+            retriever=retriever,
+            model=model,
+            index=index_name,
+            config=config,
+            encoding=encoding,
+            **options,
+        )
     echo_mining(report, output)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries, qrels_path
+from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries, qrels_path, require_dataset_folder
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.retrieval import RetrievalInput
 from embedtune.settings import setting, validate
@@ -126,9 +126,7 @@ def load_mining_input(root: Path, split: str = "train") -> MiningInput:
     Qrels that point at documents missing from the corpus, and queries judged with no relevant
     document, are counted and warned about; if they are most of the split, it is an error.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise EmbedtuneError(f"{root}: no such dataset folder")
+    root = require_dataset_folder(root)
     corpus = load_corpus(find_data_file(root, "corpus.jsonl"))
     queries = load_queries(find_data_file(root, "queries.jsonl"))
     path = qrels_path(root, split)

@@ -1,0 +1,62 @@
+"""``embedtune split``: train/dev/test qrels from a BEIR folder or a pairs file; and the one place the
+CLI turns a pairs file given as ``--data`` into a (temporary) BEIR folder for ``eval`` and ``mine``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand
+from embedtune.cli.options import given, options_from
+from embedtune.splits import SplitSettings
+
+
+@contextmanager
+def dataset_folder(data: Path, split: str, *, uses: str) -> Iterator[Path]:
+    """``data`` itself when it is a folder; a pairs file converted (every pair in ``split``) otherwise,
+    said on stderr with what ``uses`` (the command's reading of the pairs) makes of it."""
+    from embedtune.splits import pairs_as_beir
+
+    if not Path(data).is_file():
+        yield data
+        return
+    with pairs_as_beir(data, split) as report:
+        click.echo(
+            f"{data}: pairs file read as a BEIR folder: {report.pairs:,} pairs, {report.queries:,} queries, "
+            f"{report.documents:,} documents (its positives and negatives); {uses}",
+            err=True,
+        )
+        yield report.output
+
+
+@click.command("split", cls=EmbedtuneCommand)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, exists=True))
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="The new BEIR folder to write.")
+@options_from(SplitSettings)
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+def split(input_path: Path, output: Path, overwrite: bool, as_json: bool, **options) -> None:
+    """Write train/dev/test qrels (7:2:1 by default, seeded) from INPUT into a new BEIR folder.
+
+    INPUT is a BEIR folder (its qrels are pooled, or --source-split names one) or a pairs file
+    (.jsonl/.csv/.tsv/.parquet with query/anchor and positive columns, negatives optional), whose
+    distinct query and document texts get ids hashed from their text. Queries are assigned whole;
+    queries with the same text (case, spacing and punctuation ignored) always land on one side, and
+    queries sharing a relevant document too, as far as the ratios allow. The report says how many
+    queries were kept together and how many documents still serve queries on two sides.
+    """
+    from embedtune.splits import pairs_to_beir, split_beir
+    from embedtune.training_data import is_beir_folder
+
+    settings = SplitSettings(**given(SplitSettings, options))
+    if is_beir_folder(input_path):
+        report = split_beir(input_path, output, settings, overwrite=overwrite)
+    else:
+        if settings.source_split is not None:
+            raise click.UsageError("--source-split names a qrels split of a BEIR folder; INPUT is a pairs file")
+        report = pairs_to_beir(input_path, output, settings, overwrite=overwrite)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
