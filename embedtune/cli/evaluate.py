@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
+from embedtune.cli.app import (
+    EmbedtuneCommand,
+    data_option,
+    document,
+    indexes_dir_option,
+    json_option,
+    note,
+    show_progress,
+)
 from embedtune.cli.options import given, options_from
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
@@ -65,7 +73,12 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
 )
 @indexes_dir_option
 @options_from(EncodeSettings)
-@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON here.")
+@click.option(
+    "--json-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results as JSON here (the document --json prints).",
+)
 @click.option(
     "--markdown-out", type=click.Path(path_type=Path), default=None, help="Also write the table as markdown here."
 )
@@ -86,7 +99,7 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     help="Also write each system's ranking as a TREC run file (qid Q0 docid rank score system) into this folder, "
     "for trec_eval or ranx.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@json_option("Print JSON instead of the table (schema embedtune.eval/1: {data, split, results: [one per system]}).")
 def eval_command(
     models: tuple[str, ...],
     indexes: tuple[str, ...],
@@ -128,7 +141,10 @@ def eval_command(
         ignore_own_id=ignore_own_id,
         per_query=per_query,
         significance=significance,
+        show_progress=show_progress(),
     )
+    if models or indexes:
+        note(f"loading {', '.join([*models, *(f'index:{i}' for i in indexes)])} ...")
     with dataset_folder(data, split, uses=f"every pair is evaluated, as split '{split}'") as folder:
         results = evaluate(
             folder,
@@ -140,7 +156,8 @@ def eval_command(
             settings=settings,
             encoding=EncodeSettings(**given(EncodeSettings, options)),
         )
-    payload = json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    results_doc = document("eval", {"data": data, "split": split, "results": [r.to_dict() for r in results]})
+    payload = json.dumps(results_doc, indent=2, ensure_ascii=False) + "\n"
     report = format_report(results)
     click.echo(payload if as_json else report, nl=False)  # the results first: a failed write loses nothing
     if json_out is not None:

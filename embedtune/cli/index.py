@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneGroup, index_argument, indexes_dir_option
+from embedtune.cli.app import (
+    EmbedtuneGroup,
+    emit,
+    index_argument,
+    indexes_dir_option,
+    json_option,
+    note,
+    show_progress,
+)
 from embedtune.cli.options import given, options_from
 from embedtune.data import default_data_dir
 from embedtune.encoding import EncodeSettings
@@ -49,13 +57,17 @@ def index() -> None:
 @options_from(EncodeSettings)
 @options_from(BuildSettings)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
-def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, **options) -> None:
+@json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
+def index_build(
+    model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, as_json: bool, **options
+) -> None:
     """Encode a corpus into a FAISS index with a document store and a manifest."""
     from embedtune.index import build_index
     from embedtune.models import resolve_model_path
 
     if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
         name = "minilm" if model == "default" else resolve_model_path(model).name
+    note(f"loading model {model} ...")
     manifest = build_index(
         corpus,
         name,
@@ -64,7 +76,25 @@ def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, o
         encode=EncodeSettings(**given(EncodeSettings, options)),
         indexes_dir=indexes_dir,
         overwrite=overwrite,
+        show_progress=show_progress(),
     )
+    if as_json:
+        emit(
+            "index.build",
+            {
+                "index": name,
+                "path": Path(indexes_dir) / name,
+                "documents": manifest.count,
+                "dimension": manifest.dimension,
+                "precision": manifest.precision,
+                "index_type": manifest.index_type,
+                "search_defaults": manifest.search_defaults,
+                "encode_seconds": manifest.encode_seconds,
+                "build_seconds": manifest.build_seconds,
+                "manifest": asdict(manifest),
+            },
+        )
+        return
     click.echo(
         f"index '{name}' written to {Path(indexes_dir) / name}: {manifest.count} documents x {manifest.dimension} "
         f"dims, encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}); {manifest.describe_search()}"
@@ -82,7 +112,8 @@ def index_build(model: str, corpus: Path, name: str | None, indexes_dir: Path, o
 @click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
 @indexes_dir_option
 @options_from(EncodeSettings, exclude=("precision", "max_seq_length"))
-def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, **options) -> None:
+@json_option("Print the result as one JSON document (schema embedtune.index.add/1).")
+def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, as_json: bool, **options) -> None:
     """Add new documents and replace changed ones (same id, new text) without a rebuild.
 
     Documents whose id and text (SHA-256) are already indexed are not re-encoded.
@@ -90,9 +121,23 @@ def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Pat
     from embedtune.index import add_documents
 
     encode = EncodeSettings(**given(EncodeSettings, options))
+    note(f"loading index {index_name} and its model ...")
     result = add_documents(
-        index_name, corpus, indexes_dir=indexes_dir, model=model, batch_size=encode.batch_size, cache=encode.cache
+        index_name,
+        corpus,
+        indexes_dir=indexes_dir,
+        model=model,
+        batch_size=encode.batch_size,
+        cache=encode.cache,
+        show_progress=show_progress(),
     )
+    if as_json:
+        counts = {"added": result.added, "replaced": result.replaced, "unchanged": result.unchanged}
+        emit(
+            "index.add",
+            {"index": index_name, **counts, "changed": result.changed, "encode_seconds": result.encode_seconds},
+        )
+        return
     click.echo(
         f"index '{index_name}': {result.added} added, {result.replaced} replaced, {result.unchanged} unchanged"
         + ("" if result.changed else " (nothing written)")
@@ -109,7 +154,10 @@ def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Pat
     help="File with one document id per line (in addition to any DOC_IDS).",
 )
 @indexes_dir_option
-def index_remove(index_name: str, doc_ids: tuple[str, ...], ids_file: Path | None, indexes_dir: Path) -> None:
+@json_option("Print the result as one JSON document (schema embedtune.index.remove/1, with the ids not found).")
+def index_remove(
+    index_name: str, doc_ids: tuple[str, ...], ids_file: Path | None, indexes_dir: Path, as_json: bool
+) -> None:
     """Remove documents by id (DOC_IDS and/or --ids-file) without a rebuild."""
     from embedtune.data import read_id_file
     from embedtune.index import remove_documents
@@ -121,24 +169,26 @@ def index_remove(index_name: str, doc_ids: tuple[str, ...], ids_file: Path | Non
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
         warnings.warn(f"{len(result.missing)} id(s) not in the index: {shown}", EmbedtuneWarning, stacklevel=1)
+    if as_json:
+        payload = {"index": index_name, "removed": result.removed, "missing": list(result.missing)}
+        emit("index.remove", payload | {"changed": result.changed})
+        return
     click.echo(f"index '{index_name}': {result.removed} removed" + ("" if result.changed else " (nothing written)"))
 
 
 @index.command("info")
 @index_argument
 @indexes_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@json_option("Print the manifest as one JSON document (schema embedtune.index.info/1; the manifest's own keys).")
 @click.option("--verify", is_flag=True, help="Also check both data files' SHA-256 against the manifest.")
 def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) -> None:
     """Show what an index holds, which model made it, its type and why, and its search defaults."""
-    from dataclasses import asdict
-
     from embedtune.index import Index
 
     index = Index.load(index_name, indexes_dir, verify=verify)
     m = index.manifest
     if as_json:
-        click.echo(json.dumps(asdict(m) | {"path": str(index.path), "verified": verify}, indent=2))
+        emit("index.info", asdict(m) | {"path": index.path, "verified": verify})
         return
     rows = m.describe(index.path, verified=verify)
     for key, value in rows:
@@ -147,7 +197,7 @@ def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) 
 
 @index.command("list")
 @indexes_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+@json_option("Print one JSON document (schema embedtune.index.list/1: {indexes_dir, indexes: [...]}).")
 def index_list(indexes_dir: Path, as_json: bool) -> None:
     """List the indexes under --indexes-dir with their type, size and model."""
     from embedtune.index import list_indexes
@@ -168,7 +218,7 @@ def index_list(indexes_dir: Path, as_json: bool) -> None:
         for name, m in found
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit("index.list", {"indexes_dir": indexes_dir, "indexes": rows})
         return
     if not rows:
         click.echo(f"no indexes in {indexes_dir}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, data_option, indexes_dir_option
+from embedtune.cli.app import EmbedtuneCommand, data_option, emit, indexes_dir_option, json_option, note, show_progress
 from embedtune.cli.options import given, options_from
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
@@ -27,6 +27,14 @@ def echo_mining(report: MiningReport, output: Path) -> None:
     json_path, png_path = report_paths(output)
     click.echo(report.summary())
     click.echo(f"mined rows written to {output}; report: {json_path}, {png_path}")
+
+
+def mining_payload(report: MiningReport, output: Path) -> dict:
+    """``mine --json``'s fields: where the rows and the report went, and the report itself."""
+    from embedtune.mining import report_paths
+
+    json_path, png_path = report_paths(output)
+    return {"output": output, "report_json": json_path, "report_png": png_path, "report": report.to_dict()}
 
 
 @click.command(cls=EmbedtuneCommand)
@@ -58,7 +66,10 @@ def echo_mining(report: MiningReport, output: Path) -> None:
 @options_from(MiningConfig)
 @options_from(EncodeSettings)
 @click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-def mine(output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, **options) -> None:
+@json_option("Print the result as one JSON document (schema embedtune.mine/1: the files written and the report).")
+def mine(
+    output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, as_json: bool, **options
+) -> None:
     """Add hard negatives to the (query, positive) pairs of a BEIR split.
 
     Retrieves the ranks --min-rank..--max-rank of the whole corpus for every query, drops every known
@@ -73,6 +84,8 @@ def mine(output: Path, data: Path, split: str, model: str, index_name: str | Non
 
     config = MiningConfig(**given(MiningConfig, options))
     encoding = EncodeSettings(**given(EncodeSettings, options))
+    if retriever == "dense":  # BM25 loads no model
+        note(f"loading model {model} ..." if index_name is None else f"loading index {index_name} and its model ...")
     uses = f"every pair is in split '{split}' and gets its negatives from these documents"
     with dataset_folder(data, split, uses=uses) as folder:
         report = mine_to_file(
@@ -84,6 +97,10 @@ def mine(output: Path, data: Path, split: str, model: str, index_name: str | Non
             index=index_name,
             config=config,
             encoding=encoding,
+            show_progress=show_progress(),
             **options,
         )
-    echo_mining(report, output)
+    if as_json:
+        emit("mine", mining_payload(report, output))
+    else:
+        echo_mining(report, output)

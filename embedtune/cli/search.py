@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, indexes_dir_option
+from embedtune.cli.app import EmbedtuneCommand, emit, indexes_dir_option, json_option, note, show_progress
 from embedtune.encoding import PRECISIONS, EncodeSettings
 from embedtune.settings import meta_of
 from embedtune.text import terminal_safe
@@ -32,8 +31,9 @@ from embedtune.text import terminal_safe
     default=None,
     help="Load the index's model from here instead (must be byte-identical to the one that built it).",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON (for programs): one object per query, one per line in a batch."
+@json_option(
+    "Print JSON for programs (schema embedtune.search/1): one object for QUERY; for a --queries batch, "
+    "JSON Lines: one object per query per line, each with its schema field."
 )
 @click.option(
     "--show-text",
@@ -75,8 +75,11 @@ def search(
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")
     queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
+    note(f"loading index {index_name} and its model ...")
     searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model, precision=precision)
-    results = searcher.search([text for _, text in queries], k, nprobe=nprobe, ef_search=ef_search)
+    progress = show_progress() and queries_file is not None  # one query is over before a bar could help
+    texts = [text for _, text in queries]
+    results = searcher.search(texts, k, nprobe=nprobe, ef_search=ef_search, show_progress=progress)
     for (query_id, text), hits in zip(queries, results, strict=True):
         if as_json:
             payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
@@ -86,7 +89,7 @@ def search(
                 | ({"metadata": h.metadata} if h.metadata else {})
                 for h in hits
             ]
-            click.echo(json.dumps(payload, ensure_ascii=False, indent=None if queries_file else 2))
+            emit("search", payload, indent=None if queries_file else 2)
             continue
         # Texts come from files and users: shown with control characters escaped, never run by the terminal.
         label = terminal_safe(f"{query_id}: {text}" if query_id else text)

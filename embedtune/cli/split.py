@@ -3,14 +3,13 @@ CLI turns a pairs file given as ``--data`` into a (temporary) BEIR folder for ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option
 from embedtune.cli.options import given, options_from
 from embedtune.splits import SplitSettings
 
@@ -38,7 +37,7 @@ def dataset_folder(data: Path, split: str, *, uses: str) -> Iterator[Path]:
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="The new BEIR folder to write.")
 @options_from(SplitSettings)
 @click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@json_option()
 def split(input_path: Path, output: Path, overwrite: bool, as_json: bool, **options) -> None:
     """Write train/dev/test qrels (7:2:1 by default, seeded) from INPUT into a new BEIR folder.
 
@@ -59,4 +58,7 @@ def split(input_path: Path, output: Path, overwrite: bool, as_json: bool, **opti
         if settings.source_split is not None:
             raise click.UsageError("--source-split names a qrels split of a BEIR folder; INPUT is a pairs file")
         report = pairs_to_beir(input_path, output, settings, overwrite=overwrite)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    if as_json:
+        emit("split", report.to_dict())
+    else:
+        click.echo(report.summary())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand
-from embedtune.cli.mine import echo_mining, retriever_option
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_progress
+from embedtune.cli.mine import echo_mining, mining_payload, retriever_option
 from embedtune.cli.options import given, options_from
 from embedtune.mining import MiningConfig
 from embedtune.training import TrainConfig, TrainResult
@@ -25,6 +25,27 @@ def _describe(result: TrainResult) -> str:
         f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
         f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
     )
+
+
+def _payload(result: TrainResult) -> dict:
+    """``train --json``'s fields; dev metrics by their short names (``ndcg@10``), as the text output names them."""
+    from embedtune.training import metric_label
+
+    def dev(metrics: dict[str, float]) -> dict[str, float]:
+        return {metric_label(k): v for k, v in metrics.items() if k != metric_label(k)}  # not runtime, epoch...
+
+    return {
+        "output": result.output,
+        "steps": result.steps,
+        "rows": result.pairs,
+        "seconds": round(result.seconds, 2),
+        "mean_loss_first_20pct": result.mean_loss(0, 0.2),
+        "mean_loss_last_20pct": result.mean_loss(0.8, 1),
+        "losses": [{"step": step, "loss": loss} for step, loss in result.losses],
+        "metric": metric_label(result.metric) if result.metric else None,
+        "dev_before": dev(result.dev_before),
+        "dev_after": dev(result.dev_after),
+    }
 
 
 @click.command(cls=EmbedtuneCommand)
@@ -46,7 +67,10 @@ def _describe(result: TrainResult) -> str:
 )
 @retriever_option
 @options_from(MiningConfig, exclude=("seed",))  # train --mine mines with the run's own seed
-def train(config_file: Path | None, mine_first: bool, retriever: str, **options) -> None:
+@json_option(
+    "Print the result as one JSON document (schema embedtune.train/1; with --mine, its report under 'mining')."
+)
+def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: bool, **options) -> None:
     """Fine-tune an encoder into a sentence embedder.
 
     \b
@@ -64,18 +88,27 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
     from embedtune.training import train as run_training
 
     selection = given(MiningConfig, options, exclude=("seed",))  # mining is seeded by the run's seed
-    settings = given(TrainConfig, options)
+    settings = given(TrainConfig, options) | {"show_progress": show_progress()}
     if config_file is not None:
         config = TrainConfig.from_yaml(config_file, **settings)
     elif "output" not in settings:
         raise click.UsageError("give --output (or a --config file that names it)")
     else:
         config = TrainConfig(**settings)
+    mining = None
     if mine_first:
         from embedtune.workflows import mine_for_training
 
+        note(f"loading model {config.model} to mine with ...")
         config, report = mine_for_training(config, MiningConfig(**selection, seed=config.seed), retriever=retriever)
-        echo_mining(report, config.data)
+        mining = mining_payload(report, config.data)
+        if not as_json:
+            echo_mining(report, config.data)
     elif selection or retriever != "dense":
         raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
-    click.echo(_describe(run_training(config)))
+    note(f"loading model {config.model} and the training data ...")
+    result = run_training(config)
+    if as_json:
+        emit("train", _payload(result) | ({"mining": mining} if mining else {}))
+    else:
+        click.echo(_describe(result))

@@ -3,12 +3,14 @@
 :mod:`~embedtune.encoding.precision` says what each precision means on a device,
 :mod:`~embedtune.encoding.kernels` prepares the model copy that runs (the only home of private torch
 ops), :mod:`~embedtune.encoding.encoder` holds :class:`Encoder`, :mod:`~embedtune.encoding.cache`
-the disk cache of vectors, and :mod:`~embedtune.encoding.config` the settings every stage shares.
+the disk cache of vectors, :mod:`~embedtune.encoding.config` the settings every stage shares, and
+:mod:`~embedtune.encoding.files` the encoding of a file of texts into a file of vectors.
 """
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir
 from embedtune.encoding.config import EncodeSettings
 from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names
+from embedtune.encoding.files import EncodedFile, encode_file, read_texts, write_vectors
 from embedtune.encoding.precision import (
     PRECISIONS,
     TRAIN_PRECISIONS,
@@ -23,11 +25,15 @@ __all__ = [
     "CacheOption",
     "EncodeSettings",
     "EncodeStats",
+    "EncodedFile",
     "Encoder",
     "EncodingCache",
     "cpu_has_amx_bf16",
     "default_cache_dir",
+    "encode_file",
     "prompt_names",
+    "read_texts",
     "resolve_precision",
     "resolve_training_precision",
+    "write_vectors",
 ]

@@ -136,10 +136,13 @@ class Encoder:
         batch_size: int = 32,
         show_progress: bool = True,
         prompt_name: str | None = None,
+        desc: str = "encoding",
     ) -> np.ndarray:
         """L2-normalised float32 vectors of shape ``(len(texts), dim)``, in the order of ``texts``.
 
         ``prompt_name`` selects one of the model's prompts (e.g. ``"query"``), prepended to every text.
+        ``desc`` labels the progress bar, so that a run with several encodings tells them apart
+        (``"encoding corpus (default)"``, ``"encoding queries (index:x)"``).
         """
         if batch_size < 1:
             raise EmbedtuneError(f"batch size must be positive, got {batch_size}")
@@ -156,7 +159,7 @@ class Encoder:
             vectors[i] = cached[keys[i]]
         missing = [i for i in range(len(distinct)) if i not in hit]
         if missing:
-            vectors[missing] = self._run([distinct[i] for i in missing], prompt, batch_size, show_progress)
+            vectors[missing] = self._run([distinct[i] for i in missing], prompt, batch_size, show_progress, desc)
             self._cache_put(prompt, [keys[i] for i in missing] if keys else [], vectors[missing])
         self.stats.texts += len(texts)
         self.stats.encoded += len(missing)
@@ -212,7 +215,7 @@ class Encoder:
 
     # --- running the model ----------------------------------------------------------------------
 
-    def _run(self, texts: list[str], prompt: str, batch_size: int, show_progress: bool) -> np.ndarray:
+    def _run(self, texts: list[str], prompt: str, batch_size: int, show_progress: bool, desc: str) -> np.ndarray:
         """Encode ``texts`` (all distinct, none cached) in batches of similar token counts."""
         import torch
         from tqdm.auto import tqdm
@@ -223,7 +226,7 @@ class Encoder:
             order = np.argsort(-self._token_lengths(texts, prompt), kind="stable")
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         result = np.empty((len(texts), self.dimension), dtype=np.float32)
-        progress = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
+        progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress)
         with progress, torch.inference_mode():
             for rows, features in self._batches(texts, prompt, batches):
                 embeddings = self.model(features)["sentence_embedding"].float()

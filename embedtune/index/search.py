@@ -121,7 +121,10 @@ class Searcher:
     def encode_queries(self, queries: list[str], *, show_progress: bool = False) -> np.ndarray:
         """Query vectors as the index expects them: its model, precision and query prompt."""
         return self.encoder.encode(
-            queries, show_progress=show_progress, prompt_name=self.index.manifest.query_prompt_name
+            queries,
+            show_progress=show_progress,
+            prompt_name=self.index.manifest.query_prompt_name,
+            desc=f"encoding queries (index:{self.index.name})",
         )
 
     def _warn_truncated(self, queries: list[str]) -> None:

@@ -69,6 +69,7 @@ class DenseRetriever:
 
         ``encoding`` says how (precision, batch size, token limit, and whether the encoding cache spares
         re-encoding a corpus this model has encoded before); the search runs in the encoder's precision.
+        The progress bars are labelled with ``name`` (``encoding corpus (default)``).
         """
         from embedtune.encoding import Encoder, EncodeSettings, prompt_names
         from embedtune.models import load_model, resolve_model_path
@@ -84,8 +85,11 @@ class DenseRetriever:
         encoder = Encoder(model, encoding.precision, cache=encoding.cache)
         query_prompt, document_prompt = prompt_names(model)
         batch = {"batch_size": encoding.batch_size, "show_progress": show_progress}
-        docs = encoder.encode(data.doc_texts, prompt_name=document_prompt, **batch)
-        queries = encoder.encode(data.query_texts, prompt_name=query_prompt, **batch)
+        label = name.removeprefix("dense:")
+        docs = encoder.encode(data.doc_texts, prompt_name=document_prompt, desc=f"encoding corpus ({label})", **batch)
+        queries = encoder.encode(
+            data.query_texts, prompt_name=query_prompt, desc=f"encoding queries ({label})", **batch
+        )
         retriever = cls(docs, queries, name, encoder.precision)
         retriever.encoded_in = encoder.precision
         return retriever

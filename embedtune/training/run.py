@@ -326,9 +326,10 @@ def _trainer(
 ) -> SentenceTransformerTrainer:
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import PrinterCallback
 
     stoppers = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
-    return SentenceTransformerTrainer(
+    trainer = SentenceTransformerTrainer(
         model=setup.model,
         args=_training_args(config, setup, run_dir),
         train_dataset=setup.dataset,
@@ -336,6 +337,10 @@ def _trainer(
         evaluator=trainer_evaluator(setup.dev) if setup.dev is not None else None,
         callbacks=[*stoppers, *callbacks],
     )
+    # Without bars the trainer prints each log dict on stdout instead, which is a program's result channel
+    # (``train --json``); the logs are kept in metrics.jsonl either way.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from embedtune.cli import main
         ["index", "list"],
         ["search"],
         ["eval"],
+        ["encode"],
     ],
 )
 def test_help_explains_every_command(command):
@@ -79,7 +80,7 @@ def test_train_index_search_eval(tmp_path, tiny_bert, beir_dir):
         json_out,
     ).output
     assert "| system | recall@1 | recall@10 | mrr@1 | mrr@10 | ndcg@10 |" in out
-    results = json.loads(json_out.read_text())
+    results = json.loads(json_out.read_text())["results"]  # the document eval --json prints
     assert [r["kind"] for r in results] == ["model", "index"] and results[1]["n_queries"] == 2
 
 
@@ -157,7 +158,7 @@ def test_index_update_inspect_and_batch_search(tmp_path, tiny_st, beir_dir):
     assert "why: chosen explicitly (type hnsw)" in info and "2 update(s)" in info
     manifest = json.loads(run("index", "info", "t", "--indexes-dir", idx, "--json").output)
     assert manifest["index_type"] == "hnsw" and manifest["count"] == 8 and manifest["pooling"] == "mean"
-    listed = json.loads(run("index", "list", "--indexes-dir", idx, "--json").output)
+    listed = json.loads(run("index", "list", "--indexes-dir", idx, "--json").output)["indexes"]
     assert [(r["name"], r["type"], r["documents"]) for r in listed] == [("t", "hnsw", 8)]
 
     queries = tmp_path / "queries.jsonl"
@@ -214,7 +215,7 @@ def test_eval_writes_json_markdown_and_chart(tmp_path, tiny_st, beir_dir):
     header = "| system | ndcg@10 | recall@1 | recall@100 | map@5 | precision@1 | hit_rate@3 | queries | seconds |"
     assert header in result.stdout and "| bm25 |" in result.stdout
     assert (out / "eval.md").read_text() == result.stdout
-    results = json.loads((out / "eval.json").read_text())
+    results = json.loads((out / "eval.json").read_text())["results"]
     assert [r["kind"] for r in results] == ["bm25", "model"]
     assert set(results[0]["per_query"]) == {"q-ssh", "q-db"}
     assert results[0]["metrics"]["recall@100"] == 1.0  # every relevant document shares a term with its query
@@ -284,7 +285,7 @@ def test_precision_and_cache_options_of_every_encoding_command(tmp_path, tiny_st
     assert len(json.loads(result.stdout)["hits"]) == len(hits) == 3
 
     report = json.loads(run("eval", "--model", tiny_st, "--data", beir_dir, "--precision", "int8", "--json").stdout)
-    assert report[0]["precision"] == "int8"
+    assert report["results"][0]["precision"] == "int8"
     out = tmp_path / "mined.jsonl"
     run(
         "mine",
@@ -339,7 +340,7 @@ def test_cache_info_lists_each_vector_space_and_clear_empties_it(tmp_path, tiny_
 def test_eval_significance_and_run_files(tmp_path, tiny_st, beir_dir):
     runs = tmp_path / "runs"
     args = ("eval", "--bm25", "--model", tiny_st, "--data", beir_dir, "--significance", "--run-out", runs)
-    results = json.loads(run(*args, "--json").stdout)
+    results = json.loads(run(*args, "--json").stdout)["results"]
     assert "significance" not in results[0] and results[1]["significance"]["compared_with"] == "bm25"
     assert set(results[1]["significance"]["p_values"]) == set(results[1]["metrics"])
     files = sorted(p.name for p in runs.iterdir())

@@ -27,7 +27,7 @@ def test_split_a_beir_folder_and_a_pairs_file(tmp_path, beir_dir):
     assert "BEIR folder, qrels train+dev+test" in text and "kept together:" in text
     assert "  test: 1 query (14.3%), 1 qrels" in text
     report = json.loads(run("split", _pairs(tmp_path / "p.jsonl"), "-o", tmp_path / "p", "--json", "--seed", 5).stdout)
-    assert report["schema"] == 1 and report["source"] == "pairs" and report["settings"]["seed"] == 5
+    assert report["schema"] == "embedtune.split/1" and report["source"] == "pairs" and report["settings"]["seed"] == 5
     assert {s: v["queries"] for s, v in report["splits"].items()} == {"train": 14, "dev": 4, "test": 2}
     assert len(load_split(tmp_path / "p", "dev").queries) == 4
     assert "--ratios A,B,..." in run("split", "--help").stdout
