@@ -58,8 +58,10 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
       embedtune train --config run.yaml --lr 1e-5                   # file + override
 
     Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
-    the best checkpoint by --metric is kept. The output holds the model, README.md (model card),
-    metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
+    the best checkpoint by --metric is kept; without a dev split a slice of the training queries is
+    held out as one (--dev-split none: no dev set). What was chosen from the data (token lengths, dev
+    set, loss) is said on stderr, in embedtune_train.json and on the model card. The output holds the
+    model, README.md (model card), metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
     """
     from embedtune.training import train as run_training
 
@@ -78,4 +80,5 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, **options)
         echo_mining(report, config.data)
     elif selection or retriever != "dense":
         raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
-    click.echo(_describe(run_training(config)))
+    result = run_training(config, log=lambda line: click.echo(f"chose {line}", err=True))
+    click.echo(_describe(result))
