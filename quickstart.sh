@@ -23,7 +23,8 @@ step() {  # step NAME COMMAND...: run and report wall time
 
 step setup bash scripts/setup.sh
 source .venv/bin/activate
-step train embedtune train --output "models/debian-$mode" --max-seq-length "$msl" "${train_size[@]}" --overwrite
+step train embedtune train --output "models/debian-$mode" --max-seq-length "$msl" --inference-max-seq-length "$msl" \
+  "${train_size[@]}" --overwrite
 step index embedtune index build --model "models/debian-$mode" --name "debian-$mode" --overwrite
 step search embedtune search "tiling window manager for X11" --index "debian-$mode" -k 3
 step eval embedtune eval --model default --index "debian-$mode" --split test --max-seq-length "$msl" \

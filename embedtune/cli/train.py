@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -45,6 +46,8 @@ def _payload(result: TrainResult) -> dict:
         "metric": metric_label(result.metric) if result.metric else None,
         "dev_before": dev(result.dev_before),
         "dev_after": dev(result.dev_after),
+        "choices": {name: asdict(choice) for name, choice in result.choices.items()},
+        "worse_than_base": result.worse_than_base,
     }
 
 
@@ -82,8 +85,10 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: b
       embedtune train --config run.yaml --lr 1e-5                   # file + override
 
     Batches never hold the same text twice (a text is never a negative of its twin). With a dev set
-    the best checkpoint by --metric is kept. The output holds the model, README.md (model card),
-    metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
+    the best checkpoint by --metric is kept; without a dev split a slice of the training queries is
+    held out as one (--dev-split none: no dev set). What was chosen from the data (token lengths, dev
+    set, loss) is said on stderr, in embedtune_train.json and on the model card. The output holds the
+    model, README.md (model card), metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
     """
     from embedtune.training import train as run_training
 
@@ -107,7 +112,7 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: b
     elif selection or retriever != "dense":
         raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
     note(f"loading model {config.model} and the training data ...")
-    result = run_training(config)
+    result = run_training(config, log=lambda line: note(f"chose {line}"))
     if as_json:
         emit("train", _payload(result) | ({"mining": mining} if mining else {}))
     else:

@@ -9,30 +9,30 @@ The modules, from the bottom up:
 * :mod:`~embedtune.training.losses` — the losses by name, matched to the data formats they fit;
 * :mod:`~embedtune.training.config` — :class:`TrainConfig`, every setting declared once and checked
   at construction, and :class:`DevSettings`, the part of it the dev evaluation reads;
+* :mod:`~embedtune.training.choices` — what a run resolves from the data (the training and inference
+  lengths), each as a :class:`Choice` with its reason;
 * :mod:`~embedtune.training.dev` — the dev evaluator (scored with ``embedtune eval``'s metrics);
+* :mod:`~embedtune.training.holdout` — which dev set: ``dev_data``, the dev split, or a held-out slice
+  of the training queries;
 * :mod:`~embedtune.training.model_card` — the card, ``metrics.jsonl`` and the plot beside the model;
-* :mod:`~embedtune.training.run` — :func:`train`: checkpoints, resume and the trainer.
+* :mod:`~embedtune.training.checkpoints` — the checkpoints folder and what a resume must match;
+* :mod:`~embedtune.training.run` — :func:`train`: the trainer, and the record of the run.
 
 Importing this package loads neither torch nor sentence-transformers; :func:`train` does.
 """
 
+from embedtune.training.checkpoints import CONFIG_FILE, checkpoints_dir, last_good_checkpoint
+from embedtune.training.choices import Choice
 from embedtune.training.config import RUN_OPTIONS, DevSettings, TrainConfig, metric_label
 from embedtune.training.losses import LOSSES, LossParams, LossSpec, build_loss, describe_losses, resolve_loss
-from embedtune.training.run import (
-    CONFIG_FILE,
-    TRAIN_RECORD,
-    TrainResult,
-    checkpoints_dir,
-    eval_interval,
-    last_good_checkpoint,
-    train,
-)
+from embedtune.training.run import TRAIN_RECORD, TrainResult, eval_interval, train
 
 __all__ = [
     "CONFIG_FILE",
     "LOSSES",
     "RUN_OPTIONS",
     "TRAIN_RECORD",
+    "Choice",
     "DevSettings",
     "LossParams",
     "LossSpec",

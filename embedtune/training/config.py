@@ -43,7 +43,9 @@ POOLINGS = ("mean", "cls", "max")
 LOSS_NAMES = ("auto", *LOSSES, *ALIASES)
 
 DEV_NAME = "dev"
-DEFAULT_DEV_SPLIT = "dev"
+DEFAULT_DEV_SPLIT = "dev"  # the split dev_split="auto" looks for
+AUTO_DEV = "auto"  # the dev split when there is one, else a held-out slice of the training queries
+NO_DEV = "none"  # no dev set from the training data (dev_data still counts)
 IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
 SIMILARITY_METRICS = ("spearman", "pearson")
 _IR_METRIC = re.compile(r"^(ndcg|mrr|map|recall|precision|accuracy)@(\d+)$")
@@ -90,6 +92,13 @@ class DevSettings:
     metric: str
     seed: int
     score_range: tuple[float, float] | None
+    dev_holdout: float = 0.1
+    split: str = "train"  # the training split, from which a held-out dev slice comes
+
+    @property
+    def split_name(self) -> str:
+        """The qrels split to read: ``auto`` looks for ``dev``."""
+        return DEFAULT_DEV_SPLIT if self.dev_split == AUTO_DEV else self.dev_split
 
 
 @dataclass
@@ -157,7 +166,19 @@ class TrainConfig:
     warmup_ratio: float = setting(0.1, help="Fraction of steps of warm-up.", min=0, below=1)
     weight_decay: float = setting(0.01, help="AdamW weight decay.", min=0)
     max_grad_norm: float = setting(1.0, help="Clip gradients to this norm (0 = no clipping).", min=0)
-    max_seq_length: int | None = setting(128, help="Tokens kept per text (saved as the model's limit).", min=8)
+    max_seq_length: int | None = setting(
+        None,
+        help="Tokens kept per text in training (default: from the data: the 95th percentile of the token lengths "
+        "of a seeded sample of queries and of documents, rounded up to a multiple of 8, at least 32, at most the "
+        "base model's limit). The saved model keeps its own limit: inference_max_seq_length.",
+        min=8,
+    )
+    inference_max_seq_length: int | None = setting(
+        None,
+        help="Token limit saved with the model, used by index build, search and the dev evaluation "
+        "(default: the base model's limit, or max_seq_length when that is larger).",
+        min=8,
+    )
     freeze_embeddings: bool = setting(False, help="Do not train the token embeddings.")
     freeze_layers: int = setting(0, help="Do not train the lowest N transformer layers.", min=0)
     dev: bool = setting(
@@ -166,7 +187,18 @@ class TrainConfig:
     dev_data: Path | None = setting(
         None, help="Dev set (BEIR folder or pair/scored-pair file); default: the dev split of a BEIR data folder."
     )
-    dev_split: str = setting(DEFAULT_DEV_SPLIT, help="Qrels split used as the dev set.")
+    dev_split: str = setting(
+        AUTO_DEV,
+        help="Qrels split used as the dev set. auto: the 'dev' split of a BEIR folder, else a held-out slice of "
+        "the training queries (dev_holdout); none: no dev set from the training data.",
+    )
+    dev_holdout: float = setting(
+        0.1,
+        help="Share of the training queries held out (seeded, whole queries with all their positives, at most "
+        "dev_queries) as the dev set when the data has no dev split; too few queries for 5: none held out.",
+        min=0,
+        below=1,
+    )
     dev_queries: int = setting(500, help="Dev queries sampled (seeded) for each evaluation.", min=1)
     dev_corpus: int = setting(
         5000, help="Documents in the dev corpus: the sampled queries' relevant documents plus random others.", min=1
@@ -227,6 +259,8 @@ class TrainConfig:
             parse_metric(self.metric, scored=False)
         if self.early_stopping_patience is not None and not self.dev:
             raise SettingError("early_stopping_patience", "needs the dev evaluation (dev=True)")
+        if self.early_stopping_patience is not None and self.dev_split == NO_DEV and self.dev_data is None:
+            raise SettingError("early_stopping_patience", "needs a dev set: dev_split='none' and no dev_data")
         loss = LOSSES.get(ALIASES.get(self.loss, self.loss))  # None for auto: mnrl or cosent, both in-batch
         if self.batch_size < 2 and (loss is None or loss.in_batch):
             raise SettingError(
@@ -248,6 +282,8 @@ class TrainConfig:
             self.metric,
             self.seed,
             self.score_range,
+            self.dev_holdout,
+            self.split,
         )
 
     @classmethod

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedtune.data import load_split, qrels_path
+from embedtune.data import RetrievalSplit, load_split, qrels_path
 from embedtune.encoding import Encoder, prompt_names
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.metrics import compute_metrics, max_cutoff
 from embedtune.settings import SettingError
-from embedtune.training.config import DEFAULT_DEV_SPLIT, DEV_NAME, DevSettings, parse_metric
+from embedtune.training.config import AUTO_DEV, DEV_NAME, NO_DEV, DevSettings, parse_metric
 from embedtune.training_data import TrainingData, is_beir_folder, load_training_data
 
 if TYPE_CHECKING:
@@ -56,21 +56,28 @@ class DevEvaluator:
 
     ``primary_metric`` is the key (without the trainer's ``eval_`` prefix) that picks the kept
     checkpoint; ``texts`` (how many texts one evaluation encodes) lets the trainer space evaluations
-    by their cost. :func:`trainer_evaluator` hands it to the sentence-transformers trainer.
+    by their cost. ``max_seq_length``, when set, is the token limit texts are encoded with: the one
+    the saved model will search with, not the (maybe shorter) training length, so that the dev
+    metric measures the model as it will be used. :func:`trainer_evaluator` hands it to the
+    sentence-transformers trainer.
     """
 
     def __init__(self, precision: str, primary_metric: str, texts: int) -> None:
         self.precision = precision
         self.primary_metric = primary_metric
         self.texts = texts
+        self.max_seq_length: int | None = None
 
     def __call__(self, model: SentenceTransformer) -> dict[str, float]:
-        training = model.training
-        model.eval()  # no dropout while encoding; the trainer's own mode is restored after
+        training, length = model.training, model.max_seq_length
+        model.eval()  # no dropout while encoding; the trainer's own mode and length are restored after
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
         try:
             return self.score(Encoder(model, self.precision, cache=None))
         finally:
             model.train(training)
+            model.max_seq_length = length
 
     def score(self, encoder: Encoder) -> dict[str, float]:
         raise NotImplementedError
@@ -175,13 +182,14 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
     """The dev evaluator for this run, or None when there is no dev set.
 
     Dev data is ``settings.dev_data`` when given, else the ``dev_split`` of a BEIR training folder;
-    training from a file without ``dev_data`` has no dev set.
+    training from a file without ``dev_data`` has none here (:func:`embedtune.training.holdout.choose_dev`
+    then holds out a slice of the training queries).
     """
     source = settings.dev_data
     if source is None:
-        if not is_beir_folder(settings.data):
+        if not is_beir_folder(settings.data) or settings.dev_split == NO_DEV:
             return None
-        if not qrels_path(settings.data, settings.dev_split).is_file():
+        if not qrels_path(settings.data, settings.split_name).is_file():
             _missing_split(settings)
             return None
         source = settings.data
@@ -196,7 +204,7 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
         name, _ = parse_metric(settings.metric, scored=True)
         return SimilarityDevEvaluator(dev, name, precision)
     family, k = parse_metric(settings.metric, scored=False)
-    return RetrievalDevEvaluator(_pairs_as_retrieval(dev), family, k, precision)
+    return RetrievalDevEvaluator(pairs_as_retrieval(dev), family, k, precision)
 
 
 def _missing_split(settings: DevSettings) -> None:
@@ -205,24 +213,34 @@ def _missing_split(settings: DevSettings) -> None:
     Training on silently without the dev set the user named would pick no checkpoint by the metric
     they chose and report no dev score, with no word why.
     """
-    folder = qrels_path(settings.data, settings.dev_split).parent
-    found = sorted(p.stem for p in folder.glob("*.tsv")) if folder.is_dir() else []
-    there = f"splits there: {', '.join(found)}" if found else "it has no splits"
-    if settings.dev_split != DEFAULT_DEV_SPLIT:
+    folder = qrels_path(settings.data, settings.split_name).parent
+    there = splits_there(folder)
+    if settings.dev_split != AUTO_DEV:
         raise SettingError("dev_split", f"no split '{settings.dev_split}' in {folder} ({there})")
     warnings.warn(
-        f"no '{settings.dev_split}' split in {folder} ({there}): training without dev evaluation",
+        f"no '{settings.split_name}' split in {folder} ({there}): training without dev evaluation",
         EmbedtuneWarning,
         stacklevel=3,
     )
 
 
+def splits_there(folder: Path) -> str:
+    """The qrels splits in ``folder``, in words, for a message about a split that is not there."""
+    found = sorted(p.stem for p in folder.glob("*.tsv")) if folder.is_dir() else []
+    return f"splits there: {', '.join(found)}" if found else "it has no splits"
+
+
 def sample_split(root: Path, settings: DevSettings) -> DevSplit:
     """A seeded sample of the dev split: ``dev_queries`` queries and a corpus of ``dev_corpus`` documents
     that holds every relevant document of those queries."""
-    split = load_split(root, settings.dev_split)
+    return sample_queries(load_split(root, settings.split_name), None, settings)
+
+
+def sample_queries(split: RetrievalSplit, qids: list[str] | None, settings: DevSettings) -> DevSplit:
+    """``qids`` of ``split`` (default: all its queries), sampled down to ``dev_queries``, with a seeded
+    corpus of ``dev_corpus`` documents that holds every relevant document of the queries kept."""
     rng = random.Random(settings.seed)
-    qids = sorted(split.qrels)
+    qids = sorted(split.qrels if qids is None else qids)
     if len(qids) > settings.dev_queries:
         qids = sorted(rng.sample(qids, settings.dev_queries))
     qrels = {q: dict(split.qrels[q]) for q in qids}
@@ -234,8 +252,11 @@ def sample_split(root: Path, settings: DevSettings) -> DevSplit:
     return DevSplit({q: split.queries[q] for q in qids}, corpus, qrels)
 
 
-def _pairs_as_retrieval(dev: TrainingData) -> DevSplit:
-    """Turn (query, positive[, negatives]) rows into a retrieval set: every distinct text gets an id."""
+def pairs_as_retrieval(dev: TrainingData, others: list[str] = ()) -> DevSplit:
+    """Turn (query, positive[, negatives]) rows into a retrieval set: every distinct text gets an id.
+
+    ``others`` (documents of other rows) are added to the corpus as distractors.
+    """
     queries: dict[str, str] = {}
     corpus: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
@@ -248,4 +269,6 @@ def _pairs_as_retrieval(dev: TrainingData) -> DevSplit:
         qrels.setdefault(qid, {})[doc_id(row["positive"])] = 1
         for column in dev.text_columns[2:]:
             doc_id(row[column])
+    for text in others:
+        doc_id(text)
     return DevSplit({v: k for k, v in queries.items()}, {v: k for k, v in corpus.items()}, qrels)

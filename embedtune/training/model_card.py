@@ -3,7 +3,9 @@
 The card is written from the run record rather than sentence-transformers' generic template so
 that it states what a reader needs to trust the model: the exact base model and data (with hashes),
 the loss actually used (never ``auto``) and every hyper-parameter, and the dev metrics before and
-after training.
+after training. A "Choices" table says what the run resolved for the user (the training and the
+inference token limits, the dev set, the loss) and why, and the card says so when the model scores
+below its base model on dev.
 
 It is ready for the Hugging Face Hub as it stands: the front matter (written by
 ``huggingface_hub.ModelCardData``, so the Hub and ``ModelCard.load`` parse it) names the base model
@@ -41,6 +43,7 @@ _CARD_FIELDS = (
     "weight_decay",
     "max_grad_norm",
     "max_seq_length",
+    "inference_max_seq_length",
     "pooling",
     "normalize",
     "query_prompt",
@@ -107,6 +110,10 @@ def _eval_results(record: dict[str, Any]) -> list:
     dev_data = config.get("dev_data")
     dataset = Path(dev_data or config["data"]).name.split(".")[0]
     split = "dev" if dev_data else config.get("dev_split", "dev")
+    if record.get("dev_held_out_queries"):
+        split = f"{config.get('split', 'train')} (held-out queries)"
+    elif split == "auto":
+        split = "dev"
     dataset_type = named[0] if named and not dev_data else dataset  # the Hub id when the dev set is its split
     results = []
     for key, value in (record.get("dev_after") or {}).items():
@@ -143,7 +150,10 @@ def _fmt(value: Any) -> str:
 
 
 def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
-    config = {**record["config"], "loss": record["loss"]}  # the loss used, not "auto"
+    choices = record.get("choices") or {}
+    # The values used, not "auto" or None: the resolved loss and token limits.
+    config = {**record["config"], **{k: c["value"] for k, c in choices.items() if k in _CARD_FIELDS}}
+    config["loss"] = record["loss"]
     base = (record.get("card") or {}).get("base_model_name") or Path(record["base_model_path"]).name
     lines = [
         f"# {name}",
@@ -168,6 +178,7 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
         f"| precision | {record['precision']} on {record['device']} |",
         f"| steps | {record['steps']} ({record['rows']:,} rows, {record['train_seconds']} s) |",
         "",
+        *_choices(choices),
     ]
     before, after = record.get("dev_before") or {}, record.get("dev_after") or {}
     if after:
@@ -177,6 +188,11 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
             "",
             f"Kept checkpoint: step {record['best_step']}, chosen by dev {metric_label(metric)}.",
             "",
+            *(
+                [f"**Below the base model on dev {metric_label(metric)}**: the base model is better on this data.", ""]
+                if record.get("worse_than_base")
+                else []
+            ),
             "| metric | before | after |",
             "|---|---|---|",
             *(
@@ -201,6 +217,25 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _choices(choices: dict[str, dict[str, Any]]) -> list[str]:
+    """The "Choices" section: each resolved setting, where it came from and why."""
+    if not choices:
+        return []
+    rows = [
+        f"| {name} | {_fmt(c['value'])} | {c['source']} | {c['why'].replace('|', '/')} |" for name, c in choices.items()
+    ]
+    return [
+        "## Choices",
+        "",
+        "What the run chose, and why.",
+        "",
+        "| setting | value | from | why |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _plot(path: Path, rows: list[dict], metric: str | None) -> bool:

@@ -6,6 +6,10 @@ batches without duplicate texts (a text must never be an in-batch negative of it
 evaluation with the best checkpoint kept, checkpoints that survive a kill and ``resume`` that refuses
 a different run, bf16 autocast where the CPU/GPU has native bf16 units, an atomic output directory,
 and a record of the run (resolved config, model card, ``metrics.jsonl``, a PNG of the curves).
+What follows the data is resolved here and said (:mod:`embedtune.training.choices`): the training
+token length, the limit the saved model keeps (its base model's, not the training length), the dev
+set (a held-out slice of the training queries when the data has none, :mod:`embedtune.training.holdout`)
+and the loss; a kept model worse than its base on dev is written with a warning.
 
 Gradient accumulation averages gradients over several batches but does not add in-batch negatives:
 each query still competes only with its own batch. For more negatives per query use a larger batch
@@ -19,19 +23,23 @@ import math
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
 from embedtune.encoding import resolve_training_precision
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneWarning
 from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
-from embedtune.models import freeze_layers, load_model, model_fingerprint, resolve_model_path
+from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
-from embedtune.training.config import TrainConfig
-from embedtune.training.dev import DevEvaluator, build_dev_evaluator, trainer_evaluator
+from embedtune.training.checkpoints import CONFIG_FILE, check_base_model, prepare_run_dir
+from embedtune.training.choices import Choice, as_record, base_limit, check_same_choices, choose_lengths
+from embedtune.training.config import NO_DEV, TrainConfig, metric_label
+from embedtune.training.dev import DevEvaluator, trainer_evaluator
+from embedtune.training.holdout import DevPlan, choose_dev
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
 from embedtune.training.model_card import card_facts, write_run_report
 from embedtune.training_data import TrainingData, load_training_data
@@ -47,10 +55,8 @@ if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainerState
 
 TRAIN_RECORD = "embedtune_train.json"
-CONFIG_FILE = "train_config.yaml"
 BASELINE_FILE = "baseline_metrics.json"
 TENSORBOARD_DIR = "runs"  # where the trainer's TensorBoard callback writes, under the checkpoints folder
-CHECKPOINTS_SUFFIX = ".checkpoints"
 # By default dev evaluations may cost at most this share of the training compute.
 DEV_COST_SHARE = 0.1
 
@@ -65,6 +71,14 @@ class TrainResult:
     dev_before: dict[str, float] = field(default_factory=dict)
     dev_after: dict[str, float] = field(default_factory=dict)
     metric: str | None = None
+    choices: dict[str, Choice] = field(default_factory=dict)  # what was resolved for the user, and why
+
+    @property
+    def worse_than_base(self) -> bool:
+        """Whether the kept model scores below the base model on the dev metric."""
+        if not self.metric or self.metric not in self.dev_after or self.metric not in self.dev_before:
+            return False
+        return self.dev_after[self.metric] < self.dev_before[self.metric]
 
     def mean_loss(self, start: float, end: float) -> float:
         """Mean logged loss over steps in ``(start, end]`` (fractions of the run).
@@ -74,59 +88,6 @@ class TrainResult:
         """
         window = [loss for step, loss in self.losses if start * self.steps < step <= end * self.steps]
         return sum(window) / len(window) if window else float("nan")
-
-
-def checkpoints_dir(output: Path) -> Path:
-    """Where a run keeps its checkpoints: beside the output, which only appears once training is done."""
-    output = Path(output)
-    return output.with_name(output.name + CHECKPOINTS_SUFFIX)
-
-
-def last_good_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that was completely written; incomplete ones (a kill mid-save) are removed.
-
-    The Hugging Face trainer writes ``trainer_state.json`` last, so a checkpoint is complete when
-    that file parses.
-    """
-    good: list[tuple[int, Path]] = []
-    for path in run_dir.glob("checkpoint-*"):
-        try:
-            step = int(path.name.rsplit("-", 1)[1])
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            shutil.rmtree(path, ignore_errors=True)
-            continue
-        good.append((step, path))
-    return max(good)[1] if good else None
-
-
-def _prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
-    """Create or reopen the checkpoints folder; return it and the checkpoint to resume from."""
-    run_dir = checkpoints_dir(config.output)
-    saved = run_dir / CONFIG_FILE
-    if config.resume:
-        if not saved.is_file():
-            raise EmbedtuneError(f"{run_dir}: no run to resume (start one with resume=False)")
-        before = TrainConfig.from_yaml(saved).identity()
-        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.identity().items() if before.get(k) != v]
-        if changed:
-            raise EmbedtuneError(f"{run_dir}: cannot resume a different run ({'; '.join(changed)})")
-        checkpoint = last_good_checkpoint(run_dir)
-        if checkpoint is None:
-            raise EmbedtuneError(
-                f"{run_dir}: no complete checkpoint to resume from yet (start again with overwrite=True)"
-            )
-        return run_dir, checkpoint
-    if run_dir.exists():
-        if not config.overwrite:
-            raise EmbedtuneError(
-                f"{run_dir}: checkpoints of an earlier run exist; "
-                "resume=True continues that run, overwrite=True starts again"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    write_text_atomic(saved, config.to_yaml())
-    return run_dir, None
 
 
 def _planned_steps(config: TrainConfig, rows: int) -> int:
@@ -156,17 +117,6 @@ def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int 
     return max(1, math.ceil(steps / parts))
 
 
-def _check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:
-    """Fingerprint the base model; on resume it must be the model the checkpoints were made from."""
-    fingerprint = model_fingerprint(base_path)
-    marker = run_dir / "base_model.sha256"
-    if config.resume and marker.is_file() and marker.read_text().strip() != fingerprint:
-        raise EmbedtuneError(f"{base_path}: the checkpoints in {run_dir} were trained from a different model")
-    if not marker.is_file():
-        write_text_atomic(marker, fingerprint + "\n")
-    return fingerprint
-
-
 @dataclass
 class _Setup:
     """What a run is made of, loaded and checked before any checkpoint folder is touched."""
@@ -179,6 +129,8 @@ class _Setup:
     base_path: Path
     precision: str
     dev: DevEvaluator | None
+    choices: dict[str, Choice]  # what was resolved for the user: lengths, dev set, loss
+    held_out: list[str]  # the held-out dev query texts, if the dev set is a slice of the training data
 
     @property
     def metric(self) -> str | None:
@@ -186,12 +138,21 @@ class _Setup:
         return f"eval_{self.dev.primary_metric}" if self.dev is not None else None
 
 
-def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+def train(
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write the model to ``config.output``.
 
     The output appears only once training has finished; until then the previous contents (if any)
     stay in place, and checkpoints accumulate in ``<output>.checkpoints`` so that a killed run can
     be continued with ``resume=True``. ``callbacks`` are extra Hugging Face trainer callbacks.
+    ``log`` gets one line per choice the run made for the user (training and inference length,
+    dev set, loss) before training starts; the same choices are in the result, the run record and
+    the model card. A kept model that scores below the base model on dev is written with an
+    :class:`~embedtune.errors.EmbedtuneWarning` that gives both numbers.
     """
     from transformers.utils import logging as hf_logging
 
@@ -201,8 +162,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
         check_destination(config.output, config.overwrite)
     check_writable(config.output, directory=True)
     setup = _set_up(config)
-    run_dir, checkpoint = _prepare_run_dir(config)
-    fingerprint = _check_base_model(config, setup.base_path, run_dir)
+    for name, choice in setup.choices.items() if log is not None else ():
+        log(choice.line(name))
+    run_dir, checkpoint = prepare_run_dir(config)
+    fingerprint = check_base_model(config, setup.base_path, run_dir)
+    check_same_choices(run_dir, setup.choices, setup.held_out, config.resume)
     dev_before = _baseline(setup.dev, setup.model, run_dir) if setup.dev is not None else {}
     trainer = _trainer(config, setup, run_dir, callbacks)
     started = time.perf_counter()
@@ -212,14 +176,22 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
     history = trainer.state.log_history
     losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
     dev_after = _best_eval(history, setup.metric, trainer.state.best_global_step) if setup.dev is not None else {}
+    steps = int(trainer.state.global_step)
+    result = TrainResult(
+        config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric, setup.choices
+    )
+    if result.worse_than_base:
+        _warn_worse(result)
     record = {
         **_record(config, setup, trainer.state, fingerprint),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_seconds": round(seconds, 1),
         "dev_before": dev_before,
         "dev_after": dev_after,
+        "worse_than_base": result.worse_than_base,
         "losses": losses,
     }
+    trainer.model.max_seq_length = setup.choices["inference_max_seq_length"].value  # the limit it searches with
     with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
         trainer.model.save(str(tmp))
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -229,8 +201,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> 
             shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
     if not config.keep_checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
-    steps = record["steps"]
-    return TrainResult(config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric)
+    return result
+
+
+def _warn_worse(result: TrainResult) -> None:
+    label, metric = metric_label(result.metric or ""), result.metric or ""
+    warnings.warn(
+        f"the trained model scores below its base model on the dev set ({label} {result.dev_after[metric]:.4f} "
+        f"after training, {result.dev_before[metric]:.4f} before): it is written, but the base model is better "
+        "on this data (try a lower learning_rate or fewer epochs)",
+        EmbedtuneWarning,
+        stacklevel=3,
+    )
 
 
 def _restore_finished(trainer: SentenceTransformerTrainer, setup: _Setup, checkpoint: Path | None) -> bool:
@@ -255,31 +237,43 @@ def _restore_finished(trainer: SentenceTransformerTrainer, setup: _Setup, checkp
 
 
 def _set_up(config: TrainConfig) -> _Setup:
-    """Load and check the data, the loss, the base model and the dev set."""
+    """Load and check the data, the loss, the base model and the dev set; resolve what follows the data."""
     check_reporter(config.report_to)
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
     base_path = resolve_model_path(config.model)
-    model = load_model(
-        base_path, max_seq_length=config.max_seq_length, pooling=config.pooling, normalize=config.normalize
-    )
+    model = load_model(base_path, pooling=config.pooling, normalize=config.normalize)
+    limit = base_limit(model)  # read before the training length replaces it
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     loss = build_loss(spec, model, params)
     precision = resolve_training_precision(config.precision, str(model.device))
+    plan = (
+        choose_dev(config.dev_settings(), data, precision)
+        if config.dev
+        else DevPlan(None, data, Choice(NO_DEV, "given", "dev=False: no dev evaluation, no checkpoint choice"))
+    )
+    if plan.evaluator is None and config.early_stopping_patience is not None:
+        raise SettingError(
+            "early_stopping_patience",
+            "needs a dev set: give dev_data, a BEIR folder with a dev split, or data with enough queries to "
+            "hold out (dev_holdout)",
+        )
+    data = plan.data  # without the held-out dev queries
+    choices = choose_lengths(config, model, data, limit)
+    model.max_seq_length = choices["max_seq_length"].value
+    if plan.evaluator is not None:  # dev metrics at the length the model will be used with
+        plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
+    reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
+    choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
     dataset = (
         data.dataset
         if spec.uses_label or "label" not in data.dataset.column_names
         else data.dataset.remove_columns("label")
     )
-    dev = build_dev_evaluator(config.dev_settings(), data, precision) if config.dev else None
-    if dev is None and config.early_stopping_patience is not None:
-        raise SettingError(
-            "early_stopping_patience", "needs a dev set: give dev_data, or train on a BEIR folder with a dev_split"
-        )
-    return _Setup(data, dataset, spec, loss, model, base_path, precision, dev)
+    return _Setup(data, dataset, spec, loss, model, base_path, precision, plan.evaluator, choices, plan.held_out)
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
@@ -360,6 +354,8 @@ def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint
         "rows": len(setup.dataset),
         "steps": int(state.global_step),
         "dev_metric": setup.metric,
+        "choices": as_record(setup.choices),
+        "dev_held_out_queries": setup.held_out,
         "best_step": state.best_global_step,
         "python": platform.python_version(),
         "card": card_facts(setup.base_path, config.license, config.dataset_ids),

@@ -1,0 +1,85 @@
+"""Where a run keeps its checkpoints, and what makes a resume continue the same run and nothing else.
+
+Checkpoints accumulate beside the output (``<output>.checkpoints``), which itself appears only once
+training is done. A resume must be the run that was killed: the same config (:meth:`TrainConfig.identity`),
+the same base model (by fingerprint), and a complete checkpoint to continue from; a checkpoint cut
+short by a kill mid-save is removed rather than loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from embedtune.errors import EmbedtuneError
+from embedtune.io import write_text_atomic
+from embedtune.models import model_fingerprint
+from embedtune.training.config import TrainConfig
+
+CONFIG_FILE = "train_config.yaml"
+CHECKPOINTS_SUFFIX = ".checkpoints"
+
+
+def checkpoints_dir(output: Path) -> Path:
+    """Where a run keeps its checkpoints: beside the output, which only appears once training is done."""
+    output = Path(output)
+    return output.with_name(output.name + CHECKPOINTS_SUFFIX)
+
+
+def last_good_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that was completely written; incomplete ones (a kill mid-save) are removed.
+
+    The Hugging Face trainer writes ``trainer_state.json`` last, so a checkpoint is complete when
+    that file parses.
+    """
+    good: list[tuple[int, Path]] = []
+    for path in run_dir.glob("checkpoint-*"):
+        try:
+            step = int(path.name.rsplit("-", 1)[1])
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        good.append((step, path))
+    return max(good)[1] if good else None
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    """Create or reopen the checkpoints folder; return it and the checkpoint to resume from."""
+    run_dir = checkpoints_dir(config.output)
+    saved = run_dir / CONFIG_FILE
+    if config.resume:
+        if not saved.is_file():
+            raise EmbedtuneError(f"{run_dir}: no run to resume (start one with resume=False)")
+        before = TrainConfig.from_yaml(saved).identity()
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.identity().items() if before.get(k) != v]
+        if changed:
+            raise EmbedtuneError(f"{run_dir}: cannot resume a different run ({'; '.join(changed)})")
+        checkpoint = last_good_checkpoint(run_dir)
+        if checkpoint is None:
+            raise EmbedtuneError(
+                f"{run_dir}: no complete checkpoint to resume from yet (start again with overwrite=True)"
+            )
+        return run_dir, checkpoint
+    if run_dir.exists():
+        if not config.overwrite:
+            raise EmbedtuneError(
+                f"{run_dir}: checkpoints of an earlier run exist; "
+                "resume=True continues that run, overwrite=True starts again"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    write_text_atomic(saved, config.to_yaml())
+    return run_dir, None
+
+
+def check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:
+    """Fingerprint the base model; on resume it must be the model the checkpoints were made from."""
+    fingerprint = model_fingerprint(base_path)
+    marker = run_dir / "base_model.sha256"
+    if config.resume and marker.is_file() and marker.read_text().strip() != fingerprint:
+        raise EmbedtuneError(f"{base_path}: the checkpoints in {run_dir} were trained from a different model")
+    if not marker.is_file():
+        write_text_atomic(marker, fingerprint + "\n")
+    return fingerprint
