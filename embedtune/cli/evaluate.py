@@ -100,6 +100,7 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     "for trec_eval or ranx.",
 )
 @json_option("Print JSON instead of the table (schema embedtune.eval/1: {data, split, results: [one per system]}).")
+# The body is short; the signature is long: click passes every option of the command as a parameter.
 def eval_command(
     models: tuple[str, ...],
     indexes: tuple[str, ...],

@@ -150,6 +150,7 @@ def _fmt(value: Any) -> str:
 
 
 def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
+    # Long because it is the card's template: one section after another, in the order they appear.
     choices = record.get("choices") or {}
     # The values used, not "auto" or None: the resolved loss and token limits.
     config = {**record["config"], **{k: c["value"] for k, c in choices.items() if k in _CARD_FIELDS}}

@@ -192,16 +192,21 @@ def train(
         "losses": losses,
     }
     trainer.model.max_seq_length = setup.choices["inference_max_seq_length"].value  # the limit it searches with
+    _write_output(config, trainer.model, run_dir, record, history, dev_before)
+    if not config.keep_checkpoints:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
+    """The model, its record, config, card and plots, written to a temporary folder renamed to the output."""
     with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
-        trainer.model.save(str(tmp))
+        model.save(str(tmp))
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
         write_run_report(tmp, record, history, dev_before, name=config.output.name)
         if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
             shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
-    if not config.keep_checkpoints:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return result
 
 
 def _warn_worse(result: TrainResult) -> None:
