@@ -24,6 +24,9 @@ Failures designed out:
   AMX (:func:`~embedtune.encoding.precision.cpu_has_amx_bf16`); elsewhere the model runs in f32, and
   the encoder reports ``fp32``. int8 needs a calibration set and a quality gate (not offered here):
   asked for, it falls back to the backend's ``auto`` choice with a warning, as impossible precisions do.
+
+OpenVINO runs on its own thread pool (one thread per physical core by default), which
+``torch.set_num_threads`` does not limit.
 """
 
 from __future__ import annotations
