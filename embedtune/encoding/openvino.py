@@ -169,6 +169,7 @@ class OpenVINOTransformer:
 
     def _read(self) -> Any | None:
         """The cached converted model, or None (absent or unreadable: it is converted again and replaced)."""
+        self._stale = self.path.exists()  # a folder without a readable model: replaced after conversion
         if not (self.path / _MODEL_FILE).is_file():
             return None
         try:
@@ -188,7 +189,9 @@ class OpenVINOTransformer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = make_temp_dir(self.path)
             ov.save_model(converted, str(tmp / _MODEL_FILE), compress_to_fp16=False)
-            if self.path.exists():  # an unreadable one, or another process's that finished meanwhile
+            if self.path.exists():
+                if not self._stale:
+                    return  # another process's conversion, finished meanwhile: the same model, kept
                 shutil.rmtree(self.path, ignore_errors=True)
             os.replace(tmp, self.path)
         except (OSError, RuntimeError) as e:
