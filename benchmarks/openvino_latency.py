@@ -107,7 +107,7 @@ def measure(documents: int, queries: int, repeats: int, precision: str) -> dict:
             "documents": round(float(cosine_docs.min()), 5),
             "queries": round(float(cosine_queries.min()), 5),
         },
-        "command": "python benchmarks/openvino_latency.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/openvino_latency.py", *sys.argv[1:]]),
     }
 
 
