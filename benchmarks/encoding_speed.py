@@ -22,7 +22,9 @@ AMX CPU: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's ow
 the A/B for packing), ``int8``, and ``bf16-compiled``: the unpacked bf16 encoder with its transformer
 replaced by ``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that
 embedtune does not use because its gain (a few %) does not repay its ~30 s compile (the row shows
-whether that still holds). On a GPU:
+whether that still holds), and ``openvino`` (``auto``'s precision through the OpenVINO backend;
+only where openvino is installed; its first calls include the conversion in the first process that
+meets an empty converted-model folder). On a GPU:
 ``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
 """
 
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +49,9 @@ from common import RESULTS, machine  # noqa: E402
 
 DATA = ROOT / "data" / "debian"
 BATCH, SAMPLE, QUICK_SAMPLE, LATENCY_QUERIES, SEED = 32, 2000, 64, 200, 0
-CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "bf16-unpacked", "int8", "bf16-compiled")
+CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "bf16-unpacked", "int8", "bf16-compiled") + (
+    ("openvino",) if find_spec("openvino") else ()
+)
 GPU_VARIANTS = ("st-fp32", "st-fp16", "fp32", "fp16", "bf16")
 KINDS = ("documents", "queries")
 
@@ -69,6 +74,9 @@ def _encode_fn(variant: str):
         if variant == "st-fp16":
             model = model.half()
         return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
+    if variant == "openvino":
+        encoder = Encoder(model, "auto", cache=None, backend="openvino")
+        return lambda texts: encoder.encode(texts, batch_size=BATCH, show_progress=False)
     precision, _, kind = variant.partition("-")
     # compiling packs the Linear weights itself (freezing), so it starts from PyTorch's own modules
     encoder = Encoder(model, precision, cache=None, pack=not kind)

@@ -111,7 +111,7 @@ def index_build(
 )
 @click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
 @indexes_dir_option
-@options_from(EncodeSettings, exclude=("precision", "max_seq_length"))
+@options_from(EncodeSettings, exclude=("precision", "max_seq_length", "backend"))
 @json_option("Print the result as one JSON document (schema embedtune.index.add/1).")
 def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Path, as_json: bool, **options) -> None:
     """Add new documents and replace changed ones (same id, new text) without a rebuild.

@@ -3,12 +3,13 @@
 :mod:`~embedtune.encoding.precision` says what each precision means on a device,
 :mod:`~embedtune.encoding.kernels` prepares the model copy that runs (the only home of private torch
 ops), :mod:`~embedtune.encoding.encoder` holds :class:`Encoder`, :mod:`~embedtune.encoding.cache`
-the disk cache of vectors, :mod:`~embedtune.encoding.config` the settings every stage shares, and
+the disk cache of vectors, :mod:`~embedtune.encoding.config` the settings every stage shares,
+:mod:`~embedtune.encoding.openvino` the optional OpenVINO backend, and
 :mod:`~embedtune.encoding.files` the encoding of a file of texts into a file of vectors.
 """
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir
-from embedtune.encoding.config import EncodeSettings
+from embedtune.encoding.config import BACKENDS, EncodeSettings
 from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names
 from embedtune.encoding.files import EncodedFile, encode_file, read_texts, write_vectors
 from embedtune.encoding.precision import (
@@ -20,6 +21,7 @@ from embedtune.encoding.precision import (
 )
 
 __all__ = [
+    "BACKENDS",
     "PRECISIONS",
     "TRAIN_PRECISIONS",
     "CacheOption",

@@ -1,4 +1,4 @@
-"""The encoding options every stage shares (precision, batch size, token limit, cache), declared once.
+"""The encoding options every stage shares (backend, precision, batch size, token limit, cache), declared once.
 
 :class:`EncodeSettings` is the one declaration of these options for index build, search, evaluation
 and mining: each field carries the help, choices and range that the CLI options and config keys are
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from embedtune.encoding.precision import PRECISIONS
 from embedtune.settings import setting, validate
 
+BACKENDS: tuple[str, ...] = ("torch", "openvino")
+
 
 @dataclass
 class EncodeSettings:
@@ -23,6 +25,12 @@ class EncodeSettings:
         help="Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, fp16 on other GPUs, "
         "else fp32; int8 = dynamically quantised Linear layers (CPU; never chosen by auto: slower than bf16 on AMX).",
         choices=PRECISIONS,
+    )
+    backend: str = setting(
+        "torch",
+        help="What runs the model: torch, or openvino (CPU; the optional extra embedtune[openvino]): the "
+        "transformer converted once and cached beside the encoding cache, checked against PyTorch at conversion.",
+        choices=BACKENDS,
     )
     batch_size: int = setting(
         32, help="Texts per encoding batch (texts are sorted by length, so batches pad little).", min=1

@@ -20,13 +20,17 @@ reaches every stage. What it does beyond ``SentenceTransformer.encode``:
   for its AMX kernels, with the feed-forward GELU fused in
   (:class:`~embedtune.encoding.kernels.PackedLinear`).
 
+* **Another runtime.** ``backend="openvino"`` runs the transformer converted to OpenVINO
+  (:mod:`embedtune.encoding.openvino`, the optional extra ``embedtune[openvino]``), converted once
+  per model and cached on disk; everything else here (sorting, deduplication, the cache, pooling in
+  the model's own modules) is the same. Its vectors differ from PyTorch's by rounding, so the cache
+  keys them apart.
+
 Not done, because it measured no faster here: ``torch.compile`` (frozen weights; a gain of a few
 percent over eager bf16 does not repay its compile time in every process: the ``bf16-compiled`` row
-of ``benchmarks/results/encoding_speed.md``), eager instead of SDPA attention (slower). OpenVINO
-(``openvino.convert_model`` of the transformer) and ONNX Runtime were faster at batch 1 but not for
-documents (ONNX Runtime's int8 fell well behind bf16), so neither is a dependency: converting costs
-seconds in every process, and sentence-transformers' route to OpenVINO (optimum-intel) pins older
-transformers and pulls torchvision.
+of ``benchmarks/results/encoding_speed.md``), eager instead of SDPA attention (slower), ONNX Runtime
+(its int8 fell well behind bf16). sentence-transformers' own route to OpenVINO (optimum-intel) pins
+older transformers and pulls torchvision, so the backend converts the transformer itself.
 
 Threads are left as torch sets them (one per physical core), which is what suits a CPU that runs
 nothing else; a caller that shards a corpus over processes sets ``torch.set_num_threads`` per process.
@@ -37,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,10 +49,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from embedtune.encoding.cache import CacheOption, EncodingCache, warn_unusable
+from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir, warn_unusable
+from embedtune.encoding.config import BACKENDS
 from embedtune.encoding.kernels import can_pack, prepared_model
 from embedtune.encoding.precision import resolve_precision
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -100,6 +106,10 @@ class Encoder:
     ``pack=False`` keeps PyTorch's own bf16 Linear layers instead of oneDNN's pre-packed ones (see
     :class:`~embedtune.encoding.kernels.PackedLinear`): the same vectors up to rounding, slower; it
     is there for A/B benchmarks.
+
+    ``backend="openvino"`` runs the transformer through OpenVINO on the CPU (converted on first use and
+    kept in the ``openvino`` folder of the cache folder, or of the default one without a cache). On a
+    GPU it falls back to torch with a warning, as precisions the device cannot run do.
     """
 
     def __init__(
@@ -109,21 +119,45 @@ class Encoder:
         *,
         cache: CacheOption = None,
         pack: bool = True,
+        backend: str = "torch",
     ):
+        if backend not in BACKENDS:
+            raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
         self.device = model.device
-        self.precision = resolve_precision(precision, str(model.device))
-        self.model = prepared_model(model, self.precision, pack)
-        self._packed = pack and can_pack(model, self.precision)  # packed vectors differ in rounding
         self.cache = EncodingCache.resolve(cache)
+        self.backend = self._usable_backend(backend)
         self._fingerprint = self._source = None
-        if self.cache is not None:
+        if self.cache is not None or self.backend == "openvino":
             from embedtune.models import loaded_model_fingerprint
 
             self._fingerprint = loaded_model_fingerprint(model)  # the fp32 weights the vectors derive from
             self._source = getattr(getattr(model[0], "auto_model", None), "name_or_path", None)
+        if self.backend == "openvino":
+            from embedtune.encoding.openvino import OpenVINOTransformer, openvino_precision
+
+            self.precision = openvino_precision(precision)
+            self.model, self._packed = model, False
+            folder = (self.cache.directory if self.cache is not None else default_cache_dir()) / "openvino"
+            self._forward: Callable[[dict], dict] = OpenVINOTransformer(
+                model, self.precision, folder, self._fingerprint
+            )
+        else:
+            self.precision = resolve_precision(precision, str(model.device))
+            self.model = self._forward = prepared_model(model, self.precision, pack)
+            self._packed = pack and can_pack(model, self.precision)  # packed vectors differ in rounding
         self.overlap = self.device.type == "cuda"
         self.length_step = _length_step(self.model, self.precision)
         self.stats = EncodeStats()
+
+    def _usable_backend(self, backend: str) -> str:
+        if backend == "openvino" and self.device.type != "cpu":
+            warnings.warn(
+                f"the openvino backend runs on CPUs only; encoding with torch on {self.device}",
+                EmbedtuneWarning,
+                stacklevel=3,
+            )
+            return "torch"
+        return backend
 
     @property
     def dimension(self) -> int:
@@ -187,6 +221,8 @@ class Encoder:
             # callers set after loading, and sentence-transformers' module configs do not record it.
             "max_seq_length": self.model.max_seq_length,
             "packed": self._packed,
+            # Only when not torch, so that vectors cached before there were backends keep their key.
+            **({"backend": self.backend} if self.backend != "torch" else {}),
             "precision": self.precision,
             "device": self.device.type,
             "prompt": prompt,
@@ -229,7 +265,7 @@ class Encoder:
         progress = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress)
         with progress, torch.inference_mode():
             for rows, features in self._batches(texts, prompt, batches):
-                embeddings = self.model(features)["sentence_embedding"].float()
+                embeddings = self._forward(features)["sentence_embedding"].float()
                 result[rows] = torch.nn.functional.normalize(embeddings, dim=1).cpu().numpy()
                 progress.update(len(rows))
         return result

@@ -174,7 +174,7 @@ def encode_file(
     _check_output(output, overwrite)
     texts = read_texts(source)
     st = load_model(resolve_model_path(model), max_seq_length=settings.max_seq_length)
-    encoder = Encoder(st, settings.precision, cache=settings.cache)
+    encoder = Encoder(st, settings.precision, cache=settings.cache, backend=settings.backend)
     prompt_name = _prompt_name(st, prompt)
     started = time.perf_counter()
     vectors = encoder.encode(

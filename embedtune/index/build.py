@@ -113,7 +113,7 @@ def _build(
 ) -> Manifest:
     """The build itself, under the name's lock: encode, choose and fill the FAISS index, commit."""
     st = load_model(model_path, max_seq_length=encode.max_seq_length)
-    encoder = Encoder(st, encode.precision, cache=encode.cache)
+    encoder = Encoder(st, encode.precision, cache=encode.cache, backend=encode.backend)
     dimension = int(st.get_embedding_dimension())
     lines = count_lines(source)
     if lines:  # bad parameters fail now, not after minutes of encoding

@@ -82,7 +82,7 @@ class DenseRetriever:
             name = name or "dense:model"
             if encoding.max_seq_length is not None:
                 model.max_seq_length = encoding.max_seq_length
-        encoder = Encoder(model, encoding.precision, cache=encoding.cache)
+        encoder = Encoder(model, encoding.precision, cache=encoding.cache, backend=encoding.backend)
         query_prompt, document_prompt = prompt_names(model)
         batch = {"batch_size": encoding.batch_size, "show_progress": show_progress}
         label = name.removeprefix("dense:")

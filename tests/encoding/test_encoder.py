@@ -83,3 +83,16 @@ def test_prompts_and_unknown_prompts(model):
         np.testing.assert_allclose(prompted, plain, atol=1e-6)
     finally:
         model.prompts = saved
+
+
+def test_backend_names_are_checked_and_openvino_missing_says_how_to_install(model, monkeypatch):
+    from embedtune.encoding import EncodeSettings
+    from embedtune.encoding.openvino import require_openvino
+
+    with pytest.raises(EmbedtuneError, match="backend"):
+        EncodeSettings(backend="onnx")
+    with pytest.raises(EmbedtuneError, match="unknown backend 'onnx'"):
+        Encoder(model, "fp32", backend="onnx")
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # as if not installed
+    with pytest.raises(EmbedtuneError, match=r"pip install 'embedtune\[openvino\]'"):
+        require_openvino()
