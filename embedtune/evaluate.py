@@ -40,7 +40,7 @@ from embedtune.metrics import (
     paired_p_values,
     trec_run_lines,
 )
-from embedtune.models import load_model, resolve_model_path
+from embedtune.models import load_model, model_name, resolve_model_path
 from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
 
 
@@ -158,7 +158,7 @@ def _model_system(model: str | Path | None, encoding: EncodeSettings, show_progr
     def prepare(data: RetrievalInput) -> _Ranker:
         path = resolve_model_path(model)
         st = load_model(path, max_seq_length=encoding.max_seq_length)
-        label = "default" if model is None else Path(model).name  # as the table names it
+        label = model_name(model)  # as the table names it
         retriever = DenseRetriever.encode(st, data, encoding, name=f"dense:{label}", show_progress=show_progress)
         details = {"model_path": str(path), "max_seq_length": int(st.max_seq_length), "precision": retriever.encoded_in}
         return _Ranker(retriever, data.doc_ids, details)

@@ -88,6 +88,18 @@ def resolve_model_path(model: str | Path | None) -> Path:
     return path.resolve()
 
 
+def model_name(model: str | Path | None) -> str:
+    """The short name a model goes by in names and tables: ``"default"`` for the bundled model, a Hub
+    id's last part (``org/name`` -> ``name``; its snapshot folder is named by a commit hash), else the
+    model directory's own name (``.`` and ``models/x/`` included)."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if not path.exists() and isinstance(model, str) and _HUB_ID.match(model):
+        return model.rsplit("/", 1)[1]
+    return path.resolve().name
+
+
 def _cached_snapshot(repo_id: str) -> Path:
     """The local snapshot of ``repo_id`` (its ``main`` revision) in the Hugging Face cache; never downloads.
 

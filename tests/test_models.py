@@ -15,6 +15,7 @@ from embedtune.models import (
     default_model_path,
     hub_model_id,
     load_model,
+    model_name,
     resolve_model_path,
 )
 
@@ -26,6 +27,17 @@ def test_a_hub_id_resolves_from_the_local_cache(tmp_path, tiny_st, monkeypatch):
     assert path == snapshot.resolve() or path == snapshot
     assert hub_model_id(path) == "someone/tiny-st"
     assert load_model("someone/tiny-st", device="cpu").encode(["a text"]).shape == (1, 32)
+
+
+def test_a_model_is_named_by_what_the_user_gave_not_by_its_snapshot_folder(tmp_path, tiny_st, monkeypatch):
+    hf_cache(tmp_path / "hub", "someone/tiny-st", tiny_st)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model_path("someone/tiny-st").name != "tiny-st"  # a commit hash
+    assert model_name("someone/tiny-st") == "tiny-st"
+    assert model_name(None) == model_name("default") == "default"
+    assert model_name(str(tiny_st) + "/") == model_name(tiny_st) == tiny_st.name
+    monkeypatch.chdir(tiny_st)
+    assert model_name(".") == tiny_st.name
 
 
 def test_a_hub_id_not_in_the_cache_is_a_one_line_error(tmp_path, monkeypatch):

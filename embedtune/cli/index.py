@@ -51,7 +51,9 @@ def index() -> None:
     help="BEIR folder or corpus.jsonl[.gz] file (_id, title, text).",
 )
 @click.option(
-    "--name", default=None, help="Index name (default: the model directory's name, 'minilm' for the default model)."
+    "--name",
+    default=None,
+    help="Index name (default: the model directory's name, a Hub id's last part, 'minilm' for the default model).",
 )
 @indexes_dir_option
 @options_from(EncodeSettings)
@@ -63,10 +65,10 @@ def index_build(
 ) -> None:
     """Encode a corpus into a FAISS index with a document store and a manifest."""
     from embedtune.index import build_index
-    from embedtune.models import resolve_model_path
+    from embedtune.models import DEFAULT_MODEL, model_name
 
     if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
-        name = "minilm" if model == "default" else resolve_model_path(model).name
+        name = "minilm" if model == DEFAULT_MODEL else model_name(model)
     note(f"loading model {model} ...")
     manifest = build_index(
         corpus,

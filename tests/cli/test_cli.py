@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, hf_cache, run
 
 from embedtune.cli import main
 
@@ -357,3 +357,11 @@ def test_search_shows_control_characters_escaped(tmp_path, tiny_st, beir_dir):
     out = run("search", "\x1b[2Jred\x07 alert", "--index", "t", "--indexes-dir", idx, "-k", 1).output
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[2Jred\\x07 alert" in out
+
+
+def test_index_build_names_an_index_of_a_hub_id_after_the_id(tmp_path, tiny_st, beir_dir, monkeypatch):
+    hf_cache(tmp_path / "hub", "someone/tiny-st", tiny_st)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    idx = tmp_path / "indexes"
+    out = run("index", "build", "--model", "someone/tiny-st", "--corpus", beir_dir, "--indexes-dir", idx).output
+    assert "index 'tiny-st' written" in out and (idx / "tiny-st" / "manifest.json").is_file()
