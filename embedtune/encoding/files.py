@@ -2,7 +2,8 @@
 
 Inputs are read with the located errors of :mod:`embedtune.data`: a plain text file (one text per
 non-blank line), a ``.jsonl`` file of objects with ``text`` (``title`` prepended when present, as in a
-BEIR corpus; ``_id`` or ``id`` optional), or a BEIR folder's corpus. Every text keeps an id: its own,
+BEIR corpus; ``_id`` or ``id`` optional), or a BEIR folder's corpus (read as ``index build`` reads it,
+``_id`` required, so a folder gives the ids and texts its index holds). Every text keeps an id: its own,
 else its line number, so a vector can always be traced back to its line. Duplicate ids are refused,
 since a reader that maps ids to vectors would silently keep one of them.
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedtune.data import corpus_file, read_jsonl, read_lines
+from embedtune.data import corpus_file, iter_corpus, read_jsonl, read_lines
 from embedtune.encoding.config import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.io import atomic_file, check_destination, check_writable, fsync_path, write_text_atomic
@@ -68,9 +69,9 @@ def read_texts(path: str | Path) -> Texts:
     if not path.exists():
         raise EmbedtuneError(f"{path}: no such file or folder")
     if path.is_dir():
-        texts = _jsonl_texts(corpus_file(path), "beir")
+        texts = _corpus_texts(corpus_file(path))
     elif path.name.endswith((".jsonl", ".jsonl.gz")):
-        texts = _jsonl_texts(path, "jsonl")
+        texts = _jsonl_texts(path)
     elif path.name.removesuffix(".gz").endswith(_NOT_TEXT):
         raise EmbedtuneError(
             f"{path}: not a file of texts; give a .jsonl file (text, optional _id or id), a plain text file "
@@ -106,7 +107,20 @@ def _string(path: Path, line: int, row: dict, name: str) -> str | None:
     return value
 
 
-def _jsonl_texts(path: Path, kind: str) -> Texts:
+def _corpus_texts(path: Path) -> Texts:
+    """A BEIR corpus read as ``index build`` reads it (:func:`~embedtune.data.iter_corpus`: ``_id``
+    required), so the vectors and ids of a folder are the ones its index would hold."""
+    ids, texts, seen = [], [], set()
+    for record in iter_corpus(path):
+        if record.doc_id in seen:
+            raise DataError(path, f"duplicate id '{record.doc_id}'", line=record.line, field="_id")
+        seen.add(record.doc_id)
+        ids.append(record.doc_id)
+        texts.append(record.text)
+    return Texts(ids, texts, "beir")
+
+
+def _jsonl_texts(path: Path) -> Texts:
     ids, texts, seen = [], [], set()
     for line, row in read_jsonl(path):
         text = _string(path, line, row, "text")
@@ -125,7 +139,7 @@ def _jsonl_texts(path: Path, kind: str) -> Texts:
         seen.add(doc_id)
         ids.append(doc_id)
         texts.append(f"{title.strip()} {text.strip()}".strip())
-    return Texts(ids, texts, kind)
+    return Texts(ids, texts, "jsonl")
 
 
 def ids_path_for(output: Path) -> Path | None:

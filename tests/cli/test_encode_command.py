@@ -121,3 +121,13 @@ def test_bad_input_is_one_line_and_writes_nothing(bad, tiny_st, source, output, 
 def test_overwrite_replaces_both_files(bad, tiny_st):
     run("encode", bad / "good.txt", "-o", bad / "exists.npy", "-m", tiny_st, "--overwrite", "-q")
     assert np.load(bad / "exists.npy").shape == (1, 32) and json.loads((bad / "exists.ids.json").read_text()) == ["1"]
+
+
+def test_a_beir_folder_is_read_as_index_build_reads_it(tmp_path, tiny_st):
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "a", "title": "T", "text": "ok"}\n{"text": "no id"}\n')
+    encode = run("encode", folder, "-o", tmp_path / "o.npy", "-m", tiny_st, ok=False)
+    build = run("index", "build", "--corpus", folder, "-m", tiny_st, "--indexes-dir", tmp_path / "i", ok=False)
+    for result in (encode, build):
+        assert_one_line_error(result, r"corpus\.jsonl:2: field '_id': missing")
