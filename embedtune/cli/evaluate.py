@@ -131,6 +131,10 @@ def eval_command(
     """
     from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results, write_run_files
 
+    encoding = given(EncodeSettings, options)
+    if encoding and not models:  # an index searches with its own model and settings; BM25 encodes nothing
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in encoding)
+        raise click.UsageError(f"{flags}: only used for --model systems, and none was given")
     for path in (json_out, markdown_out, plot):  # fail before minutes of encoding, not after
         if path is not None:
             check_writable(path)
@@ -155,7 +159,7 @@ def eval_command(
             bm25=bm25,
             indexes_dir=indexes_dir,
             settings=settings,
-            encoding=EncodeSettings(**given(EncodeSettings, options)),
+            encoding=EncodeSettings(**encoding),
         )
     results_doc = document("eval", {"data": data, "split": split, "results": [r.to_dict() for r in results]})
     payload = json.dumps(results_doc, indent=2, ensure_ascii=False) + "\n"

@@ -83,7 +83,11 @@ def mine(
     from embedtune.mining import mine_to_file
 
     config = MiningConfig(**given(MiningConfig, options))
-    encoding = EncodeSettings(**given(EncodeSettings, options))
+    chosen = given(EncodeSettings, options)
+    if index_name is not None and chosen:  # the index's vectors and its own model and settings are used
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in chosen)
+        raise click.UsageError(f"{flags}: not used with --index, which mines with the index's own vectors and model")
+    encoding = EncodeSettings(**chosen)
     if retriever == "dense":  # BM25 loads no model
         note(f"loading model {model} ..." if index_name is None else f"loading index {index_name} and its model ...")
     uses = f"every pair is in split '{split}' and gets its negatives from these documents"

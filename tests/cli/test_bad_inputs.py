@@ -350,6 +350,16 @@ CASES = [
     ),
     ("mine-output-exists", "mine -o {w}/out/rows.jsonl --data {beir} -m {model}", r"rows\.jsonl: already exists"),
     (
+        "eval-index-with-encoding-options",
+        "eval --index good --indexes-dir {idx} --data {beir} --max-seq-length 32",
+        r"--max-seq-length: only used for --model systems",
+    ),
+    (
+        "mine-index-with-encoding-options",
+        "mine -o {w}/out/new.jsonl --data {beir} --index good --indexes-dir {idx} --precision bf16 --batch-size 8",
+        r"--precision, --batch-size: not used with --index",
+    ),
+    (
         "mine-missing-split",
         "mine -o {w}/out/new.jsonl --data {beir} -m {model} --split nope",
         r"nope\.tsv: no such qrels file",
