@@ -100,7 +100,6 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     "for trec_eval or ranx.",
 )
 @json_option("Print JSON instead of the table (schema embedtune.eval/1: {data, split, results: [one per system]}).")
-# The body is short; the signature is long: click passes every option of the command as a parameter.
 def eval_command(
     models: tuple[str, ...],
     indexes: tuple[str, ...],
@@ -129,17 +128,10 @@ def eval_command(
     Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
     the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
     """
-    from embedtune.evaluate import EvalSettings, evaluate, format_report, plot_results, write_run_files
+    from embedtune.evaluate import EvalSettings, evaluate, format_report
 
     encoding = given(EncodeSettings, options)
-    if encoding and not models:  # an index searches with its own model and settings; BM25 encodes nothing
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in encoding)
-        raise click.UsageError(f"{flags}: only used for --model systems, and none was given")
-    for path in (json_out, markdown_out, plot):  # fail before minutes of encoding, not after
-        if path is not None:
-            check_writable(path)
-    if run_out is not None:
-        check_writable(run_out, directory=True)
+    _check_before_work(bool(models), encoding, (json_out, markdown_out, plot), run_out)
     settings = EvalSettings(
         metrics=tuple(m for m in metrics.split(",") if m.strip()),
         ks=tuple(ks),
@@ -165,6 +157,33 @@ def eval_command(
     payload = json.dumps(results_doc, indent=2, ensure_ascii=False) + "\n"
     report = format_report(results)
     click.echo(payload if as_json else report, nl=False)  # the results first: a failed write loses nothing
+    _write_files(results, payload, report, json_out, markdown_out, plot, run_out)
+
+
+def _check_before_work(has_models: bool, encoding: dict, files: tuple[Path | None, ...], run_out: Path | None) -> None:
+    """Refuse, before minutes of encoding, options that would be ignored and outputs that cannot be written."""
+    if encoding and not has_models:  # an index searches with its own model and settings; BM25 encodes nothing
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in encoding)
+        raise click.UsageError(f"{flags}: only used for --model systems, and none was given")
+    for path in files:
+        if path is not None:
+            check_writable(path)
+    if run_out is not None:
+        check_writable(run_out, directory=True)
+
+
+def _write_files(
+    results: list,
+    payload: str,
+    report: str,
+    json_out: Path | None,
+    markdown_out: Path | None,
+    plot: Path | None,
+    run_out: Path | None,
+) -> None:
+    """The files asked for, each written atomically, after the results were printed."""
+    from embedtune.evaluate import plot_results, write_run_files
+
     if json_out is not None:
         write_text_atomic(json_out, payload)
     if markdown_out is not None:
