@@ -302,14 +302,15 @@ def read_query_file(path: Path) -> list[tuple[str | None, str]]:
             query_id = row.get("_id", row.get("id"))
             queries.append((None if query_id is None else str(query_id), text))
     else:
-        queries = [(None, text) for _, text in _plain_lines(path)]
+        queries = [(None, text) for _, text in plain_lines(path)]
     if not queries:
         raise DataError(path, "no queries")
     return queries
 
 
-def _plain_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """The non-blank lines of a plain-text file, stripped and checked as texts."""
+def plain_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` of the non-blank lines of a plain-text file, stripped and checked as texts
+    (queries, ids and texts to encode are all read this way)."""
     for line, text in read_lines(path):
         if text.strip():
             if (problem := text_problem(text)) is not None:
@@ -319,7 +320,7 @@ def _plain_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def read_id_file(path: Path) -> list[str]:
     """Document ids, one per line (blank lines skipped), from a (possibly gzipped) UTF-8 file."""
-    ids = [text for _, text in _plain_lines(Path(path))]
+    ids = [text for _, text in plain_lines(Path(path))]
     if not ids:
         raise DataError(path, "no ids")
     return ids

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedtune.data import corpus_file, iter_corpus, read_jsonl, read_lines
+from embedtune.data import corpus_file, iter_corpus, plain_lines, read_jsonl
 from embedtune.encoding.config import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.io import atomic_file, check_destination, check_writable, fsync_path, write_text_atomic
@@ -85,15 +85,8 @@ def read_texts(path: str | Path) -> Texts:
 
 
 def _plain_texts(path: Path) -> Texts:
-    ids, texts = [], []
-    for line, text in read_lines(path):
-        if not text.strip():
-            continue
-        if (problem := text_problem(text)) is not None:
-            raise DataError(path, problem, line=line)
-        ids.append(str(line))
-        texts.append(text.strip())
-    return Texts(ids, texts, "text")
+    lines = list(plain_lines(path))
+    return Texts([str(line) for line, _ in lines], [text for _, text in lines], "text")
 
 
 def _string(path: Path, line: int, row: dict, name: str) -> str | None:
