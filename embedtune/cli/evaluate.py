@@ -16,7 +16,7 @@ from embedtune.cli.app import (
     note,
     show_progress,
 )
-from embedtune.cli.options import given, options_from
+from embedtune.cli.options import flags, given, options_from
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.io import check_writable, write_bytes_atomic, write_text_atomic
@@ -163,8 +163,7 @@ def eval_command(
 def _check_before_work(has_models: bool, encoding: dict, files: tuple[Path | None, ...], run_out: Path | None) -> None:
     """Refuse, before minutes of encoding, options that would be ignored and outputs that cannot be written."""
     if encoding and not has_models:  # an index searches with its own model and settings; BM25 encodes nothing
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in encoding)
-        raise click.UsageError(f"{flags}: only used for --model systems, and none was given")
+        raise click.UsageError(f"{flags(EncodeSettings, encoding)}: only used for --model systems, and none was given")
     for path in files:
         if path is not None:
             check_writable(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from embedtune.cli.app import EmbedtuneCommand, data_option, emit, indexes_dir_option, json_option, note, show_progress
-from embedtune.cli.options import given, options_from
+from embedtune.cli.options import flags, given, options_from
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.mining import RETRIEVERS, MiningConfig, MiningReport
@@ -85,8 +85,8 @@ def mine(
     config = MiningConfig(**given(MiningConfig, options))
     chosen = given(EncodeSettings, options)
     if index_name is not None and chosen:  # the index's vectors and its own model and settings are used
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in chosen)
-        raise click.UsageError(f"{flags}: not used with --index, which mines with the index's own vectors and model")
+        unused = flags(EncodeSettings, chosen)
+        raise click.UsageError(f"{unused}: not used with --index, which mines with the index's own vectors and model")
     encoding = EncodeSettings(**chosen)
     if retriever == "dense":  # BM25 loads no model
         note(f"loading model {model} ..." if index_name is None else f"loading index {index_name} and its model ...")

@@ -63,6 +63,12 @@ def _shown_default(field: dataclasses.Field) -> str:
     return str(value)
 
 
+def flags(cls: type, names: Iterable[str]) -> str:
+    """The options that set settings ``names`` of ``cls``, as a user reads them in a message."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return ", ".join(_declarations(fields[name])[0].split("/")[0] for name in names)
+
+
 def _declarations(field: dataclasses.Field) -> tuple[str, ...]:
     flag = meta(field).flag
     if flag is None:
