@@ -42,6 +42,8 @@ from embedtune.metrics import (
 )
 from embedtune.models import load_model, model_name, resolve_model_path
 from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
+from embedtune.retrieval.bm25 import K1 as BM25_K1
+from embedtune.retrieval.bm25 import B as BM25_B
 
 
 @dataclass
@@ -306,7 +308,7 @@ def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings =
 
 
 def evaluate_bm25(
-    split: RetrievalSplit, settings: EvalSettings = EvalSettings(), *, k1: float = 1.2, b: float = 0.75
+    split: RetrievalSplit, settings: EvalSettings = EvalSettings(), *, k1: float = BM25_K1, b: float = BM25_B
 ) -> EvalResult:
     """BM25 over the split's corpus (see :mod:`embedtune.retrieval.bm25`), the lexical baseline."""
     return _evaluate_systems(split, [_bm25_system(k1, b, settings.show_progress)], settings)[0]
@@ -329,7 +331,7 @@ def evaluate(
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
     data_split = load_split(Path(data), split)
     progress = settings.show_progress
-    systems = [_bm25_system(1.2, 0.75, progress)] if bm25 else []
+    systems = [_bm25_system(BM25_K1, BM25_B, progress)] if bm25 else []
     systems += [_model_system(m, encoding or EncodeSettings(), progress) for m in models]
     systems += [_index_system(i, data_split, progress) for i in loaded]
     return _evaluate_systems(data_split, systems, settings)

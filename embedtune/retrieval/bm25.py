@@ -31,6 +31,11 @@ _BM25_CELLS = 1 << 24  # scores held at once while ranking a chunk of queries (6
 Hits = list[tuple[str, float]]  # (doc_id, score), best first
 
 
+# Lucene's (and BEIR's) BM25 parameters, the baseline every comparison here uses.
+K1 = 1.2
+B = 0.75
+
+
 class BM25:
     """A BM25 index of ``corpus`` (``{doc_id: text}``), built once for any number of searches."""
 
@@ -38,8 +43,8 @@ class BM25:
         self,
         corpus: Mapping[str, str],
         *,
-        k1: float = 1.2,
-        b: float = 0.75,
+        k1: float = K1,
+        b: float = B,
         stopwords: str | None = "en",
         stem: bool = True,
         show_progress: bool = False,
@@ -131,8 +136,8 @@ class BM25Retriever:
         self,
         data: RetrievalInput,
         *,
-        k1: float = 1.2,
-        b: float = 0.75,
+        k1: float = K1,
+        b: float = B,
         matches_only: bool = False,
         show_progress: bool = True,
     ) -> None:
