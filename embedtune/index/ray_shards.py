@@ -24,6 +24,7 @@ from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, check_index_name
 from embedtune.index.merge import merge_shards
+from embedtune.index.reader import first_line
 from embedtune.index.shards import ShardEncoder, ShardSettings, shard_dir
 from embedtune.index.types import BuildSettings
 from embedtune.io import check_destination, check_writable, make_temp_dir
@@ -118,7 +119,7 @@ def build_with_ray(
         try:
             dataset.materialize()
         except Exception as e:  # Ray wraps an actor's error in its own task and dataset errors
-            raise _embedtune_error(e) or EmbedtuneError(f"encoding on Ray failed: {_first_line(e)}") from e
+            raise _embedtune_error(e) or EmbedtuneError(f"encoding on Ray failed: {first_line(e)}") from e
         return merge_shards(
             name,
             indexes_dir=indexes_dir,
@@ -129,8 +130,3 @@ def build_with_ray(
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
