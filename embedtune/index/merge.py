@@ -24,7 +24,7 @@ from embedtune.errors import DataError, EmbedtuneError
 from embedtune.index.build import _check_replaceable, build_faiss, index_manifest
 from embedtune.index.generations import new_generation
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, check_index_name
-from embedtune.index.shards import DOCS_FILE, SHARD_FILE, VECTORS_FILE, ShardRecord, shards_dir_of
+from embedtune.index.shards import DATA_FILES, DOCS_FILE, SHARD_FILE, VECTORS_FILE, ShardRecord, shards_dir_of
 from embedtune.index.store import DocStore
 from embedtune.index.types import BuildSettings
 from embedtune.io import check_destination, check_writable, file_xxh3, name_lock
@@ -103,7 +103,7 @@ def _check_coverage(folder: Path, found: Sequence[tuple[Path, ShardRecord]]) -> 
 
 
 def _check_files(path: Path, record: ShardRecord) -> None:
-    for name in (VECTORS_FILE, DOCS_FILE):
+    for name in DATA_FILES:
         file, info = path / name, record.files.get(name, {})
         if not file.is_file() or file.stat().st_size != info.get("bytes") or file_xxh3(file) != info.get("xxh3_128"):
             raise EmbedtuneError(

@@ -36,6 +36,7 @@ from embedtune.settings import SettingError, setting, validate
 SHARD_FILE = "shard.json"
 VECTORS_FILE = "vectors.npy"
 DOCS_FILE = "docs.sqlite"
+DATA_FILES = (VECTORS_FILE, DOCS_FILE)
 SHARD_FORMAT = 1
 
 
@@ -125,6 +126,11 @@ class ShardRecord:
             raise EmbedtuneError(f"{path}: unreadable shard record ({e}); encode this shard again") from e
 
 
+def shard_files(directory: Path) -> dict[str, dict[str, object]]:
+    """What ``shard.json`` records of a shard's data files: their sizes and checksums, which the merge checks."""
+    return {f: {"bytes": (directory / f).stat().st_size, "xxh3_128": file_xxh3(directory / f)} for f in DATA_FILES}
+
+
 class _CorpusSlice:
     """The corpus records on lines ``[first, end)``, counting the records before them (the first FAISS id)."""
 
@@ -174,10 +180,6 @@ class ShardEncoder:
                 store.close()
             vectors, _ = ingest.result(self.dimension)
             np.save(tmp / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
-            files = {
-                f: {"bytes": (tmp / f).stat().st_size, "xxh3_128": file_xxh3(tmp / f)}
-                for f in (VECTORS_FILE, DOCS_FILE)
-            }
             record = ShardRecord(
                 name=name,
                 shards=shards,
@@ -191,7 +193,7 @@ class ShardEncoder:
                 identity=self.identity,
                 corpus=corpus_identity(source),
                 encode_seconds=round(ingest.seconds, 2),
-                files=files,
+                files=shard_files(tmp),
                 created_at=now(),
             )
             record.write(tmp)
