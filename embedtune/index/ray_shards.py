@@ -7,12 +7,13 @@ temporary folder beside the index. The driver then merges them (:mod:`embedtune.
 removes the folder. Moving shards through files rather than through Ray's object store keeps the
 driver's memory bounded by the merge, not by the corpus, and makes a Ray build equal to a scheduled
 one by construction; it needs the indexes folder on storage every worker sees (NFS, a shared disk),
-as any multi-node job writing one output does. An error in an actor comes back as the same one-line
-error the process would have raised.
+as any multi-node job writing one output does. An error in an actor (a bad corpus line) comes back as
+the same one-line error the process would have raised.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -39,14 +40,19 @@ class _ShardActor:
         self.source, self.folder, self.name, self.shards = Path(source), Path(folder), name, shards
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        counts = []
+        """Encode the batch's shards; an EmbedtuneError comes back as its message (Ray would keep only its type
+        name), for the driver to raise as the one-line error a process would have printed."""
+        errors = []
         for shard in batch["shard"]:
             target = shard_dir(self.folder, self.shards, int(shard))
-            record = self.encoder.write(
-                self.source, target, self.name, self.shards, int(shard), overwrite=False, show_progress=False
-            )
-            counts.append(record.count)
-        return {"shard": batch["shard"], "count": np.asarray(counts, dtype=np.int64)}
+            try:
+                self.encoder.write(
+                    self.source, target, self.name, self.shards, int(shard), overwrite=False, show_progress=False
+                )
+                errors.append("")
+            except EmbedtuneError as e:
+                errors.append(str(e))
+        return {"shard": batch["shard"], "error": np.asarray(errors, dtype=object)}
 
 
 def _import_ray():
@@ -56,21 +62,6 @@ def _import_ray():
     except ImportError as e:
         raise EmbedtuneError("ray is not installed: pip install 'embedtune[ray]'") from e
     return ray
-
-
-def _embedtune_error(error: BaseException) -> EmbedtuneError | None:
-    """The EmbedtuneError an actor raised, unwrapped from Ray's task and dataset errors."""
-    seen: set[int] = set()
-    stack = [error]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, EmbedtuneError):
-            return e
-        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
 
 
 def build_with_ray(
@@ -104,6 +95,9 @@ def build_with_ray(
     ray = _import_ray()
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=show_progress)
+    if not show_progress:  # Ray Data's progress bars and per-stage log lines
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
     actors = min(shards or gpus or cpus, gpus or cpus)
@@ -117,9 +111,11 @@ def build_with_ray(
             _ShardActor, fn_constructor_args=args, batch_size=1, concurrency=actors, **per_actor
         )
         try:
-            dataset.materialize()
-        except Exception as e:  # Ray wraps an actor's error in its own task and dataset errors
-            raise _embedtune_error(e) or EmbedtuneError(f"encoding on Ray failed: {first_line(e)}") from e
+            errors = [row["error"] for row in dataset.take_all() if row["error"]]
+        except Exception as e:  # a failure of Ray itself (a lost node, an actor that could not start)
+            raise EmbedtuneError(f"encoding on Ray failed: {first_line(e)}") from e
+        if errors:
+            raise EmbedtuneError(errors[0])
         return merge_shards(
             name,
             indexes_dir=indexes_dir,

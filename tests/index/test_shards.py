@@ -168,6 +168,10 @@ def test_ray_build_equals_the_one_process_index(tmp_path, tiny_st, beir_dir):
         manifest = build_with_ray(
             beir_dir, "ray", shards=3, model=tiny_st, encode=FP32, indexes_dir=idx, show_progress=False
         )
+        bad = write_corpus(tmp_path / "bad.jsonl", {"a": "one", "b": "two", "c": "three"})
+        bad.write_text(bad.read_text().replace('"_id": "c", ', ""))
+        with pytest.raises(EmbedtuneError, match=r"bad\.jsonl:3: field '_id': missing"):  # an actor's, as is
+            build_with_ray(bad, "bad", shards=2, model=tiny_st, encode=FP32, indexes_dir=idx, show_progress=False)
     finally:
         ray.shutdown()
     merged, single = Index.load("ray", idx), Index.load("single", idx)
