@@ -206,7 +206,8 @@ def report(results: dict) -> str:
     lines = [
         "# Scale-out: sharded encoding and merge",
         "",
-        f"Machine: {results['machine']}. Each step a fresh process, one torch thread. Command: `{results['command']}`",
+        f"Machine: {results['machine']}; load average {results.get('load_average', 'not recorded')}. Each step a "
+        f"fresh process, one torch thread. Command: `{results['command']}`",
         "",
         f"## Encoding {enc['docs']:,} data/debian documents, bundled model, index type {enc['index_type']}",
         "",
@@ -254,12 +255,14 @@ def main() -> None:
     if not args.report:
         with open(LOCK, "w") as lock, tempfile.TemporaryDirectory(prefix="scale-out-") as tmp:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            load = os.getloadavg()[0]
             results = {
                 "machine": machine(),
                 "command": "python benchmarks/scale_out.py " + " ".join(sys.argv[1:]),
                 "encode": _encode_part(Path(tmp) / "encode", args.docs, args.shards, args.type),
                 "merge": _merge_part(Path(tmp) / "merge", args.vectors, args.shards, args.merge_types.split(",")),
             }
+            results["load_average"] = f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (1-minute)"
         out.write_text(json.dumps(results, indent=2) + "\n")
     results = json.loads(out.read_text()) | {"training": training_rows()}
     (RESULTS / "scale_out.md").write_text(report(results))
