@@ -14,4 +14,6 @@ fi
 # torch first, from the constraint, so nothing later can pull a CUDA build.
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt torch
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,openvino,tensorboard]"
+# The scale-out extras, so CI runs the Ray and Qdrant tests (they skip where these are missing).
+.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[ray,qdrant]"
 echo "$want" > "$stamp"

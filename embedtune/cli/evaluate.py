@@ -45,7 +45,8 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     "--index",
     "indexes",
     multiple=True,
-    help="Index to evaluate with its own search and model (no corpus re-encoding). Repeatable.",
+    help="Index to evaluate with its own search and model (no corpus re-encoding); a name, a path or a qdrant:// "
+    "URI ('index export'). Repeatable.",
 )
 @click.option("--bm25", is_flag=True, help="Also evaluate BM25 (Lucene k1=1.2, b=0.75, English stemming).")
 @data_option

@@ -17,11 +17,13 @@ from embedtune.cli.app import (
     note,
     show_progress,
 )
+from embedtune.cli.index_scale import build_scaled_out, index_export, index_merge, ray_option
 from embedtune.cli.options import given, options_from
 from embedtune.data import default_data_dir
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import BuildSettings
+from embedtune.index.shards import ShardSettings
 
 
 @click.group(cls=EmbedtuneGroup)
@@ -58,24 +60,38 @@ def index() -> None:
 @indexes_dir_option
 @options_from(EncodeSettings)
 @options_from(BuildSettings)
+@options_from(ShardSettings)
+@ray_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
 @json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
 def index_build(
-    model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, as_json: bool, **options
+    model: str,
+    corpus: Path,
+    name: str | None,
+    indexes_dir: Path,
+    ray_address: str | None,
+    overwrite: bool,
+    as_json: bool,
+    **options,
 ) -> None:
-    """Encode a corpus into a FAISS index with a document store and a manifest."""
+    """Encode a corpus into a FAISS index with a document store and a manifest (or one shard of it)."""
     from embedtune.index import build_index
     from embedtune.models import DEFAULT_MODEL, model_name
 
     if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
         name = "minilm" if model == DEFAULT_MODEL else model_name(model)
+    build, encode = BuildSettings(**given(BuildSettings, options)), EncodeSettings(**given(EncodeSettings, options))
+    shards = ShardSettings(**given(ShardSettings, options), ray=ray_address)
+    if shards.shards is not None or shards.ray is not None:
+        build_scaled_out(corpus, name, model, shards, build, encode, indexes_dir, overwrite, as_json)
+        return
     note(f"loading model {model} ...")
     manifest = build_index(
         corpus,
         name,
         model=model,
-        build=BuildSettings(**given(BuildSettings, options)),
-        encode=EncodeSettings(**given(EncodeSettings, options)),
+        build=build,
+        encode=encode,
         indexes_dir=indexes_dir,
         overwrite=overwrite,
         show_progress=show_progress(),
@@ -232,3 +248,7 @@ def index_list(indexes_dir: Path, as_json: bool) -> None:
                 f"{r['name']:<20} {r['type']:<9} {r['documents']:>10,} docs x {r['dimension']:<4} "
                 f"{r['disk_bytes'] / 1e6:>9,.1f} MB  {r['model']}"
             )
+
+
+index.add_command(index_merge)
+index.add_command(index_export)

@@ -15,7 +15,12 @@ from embedtune.text import terminal_safe
 
 @click.command(cls=EmbedtuneCommand)
 @click.argument("query", nargs=-1)
-@click.option("--index", "index_name", required=True, help="Index name (under --indexes-dir) or path.")
+@click.option(
+    "--index",
+    "index_name",
+    required=True,
+    help="Index name (under --indexes-dir) or path, or the qdrant:// URI of a collection written by 'index export'.",
+)
 @indexes_dir_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option(

@@ -132,13 +132,14 @@ def _build(
         vectors, fids = ingest.result(dimension)
         if len(vectors) == 0:
             raise DataError(source, "no documents")
-        built = _build_faiss(vectors, fids, settings, show_progress)
-        manifest = _manifest(name, model_path, st, encoder.precision, source, ingest.seconds, built)
+        built = build_faiss(vectors, fids, settings, show_progress)
+        identity = model_identity(model_path, st, encoder.precision)
+        manifest = index_manifest(name, identity, corpus_identity(source), ingest.seconds, built)
         committed = gen.commit(manifest, built.faiss_index)
     return committed
 
 
-def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
+def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
     """Choose the type for these vectors, train it on a sample, add them all, and calibrate the search knob."""
     started = time.perf_counter()
     dimension = vectors.shape[1]
@@ -161,22 +162,32 @@ def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings,
     return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)
 
 
-def _manifest(
-    name: str, model_path: Path, st, precision: str, source: Path, encode_seconds: float, built: _Built
+def model_identity(model_path: Path, st, precision: str) -> dict[str, object]:
+    """The manifest fields that say which model encoded the vectors, and how (shards carry them to a merge)."""
+    return {
+        "model_path": str(model_path),
+        "model_fingerprint": model_fingerprint(model_path),
+        "max_seq_length": int(st.max_seq_length),
+        "precision": precision,
+        **describe_model(st),
+    }
+
+
+def corpus_identity(source: Path) -> dict[str, str]:
+    """The manifest fields that say which corpus file was encoded."""
+    return {"corpus_path": str(source.resolve()), "corpus_sha256": file_sha256(source)}
+
+
+def index_manifest(
+    name: str, identity: dict[str, object], corpus: dict[str, str], encode_seconds: float, built: _Built
 ) -> Manifest:
     """The manifest of a freshly built index (its files are recorded by the commit)."""
     return Manifest(
         name=name,
-        model_path=str(model_path),
-        model_fingerprint=model_fingerprint(model_path),
         dimension=int(built.faiss_index.d),
         normalized=True,
         metric="inner_product",
         count=int(built.faiss_index.ntotal),
-        max_seq_length=int(st.max_seq_length),
-        precision=precision,
-        corpus_path=str(source.resolve()),
-        corpus_sha256=file_sha256(source),
         embedtune_version=__version__,
         created_at=now(),
         encode_seconds=round(encode_seconds, 2),
@@ -188,5 +199,6 @@ def _manifest(
         search_defaults=built.calibration.knobs,
         calibration={k: v for k, v in asdict(built.calibration).items() if k != "knobs"},
         vectors=int(built.faiss_index.ntotal),
-        **describe_model(st),
+        **corpus,
+        **identity,
     )

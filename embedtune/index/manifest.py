@@ -109,6 +109,13 @@ class Manifest:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise EmbedtuneError(f"{path}: unreadable index manifest ({e})") from e
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> Manifest:
+        """The manifest in ``raw`` (a manifest file's JSON, or a Qdrant collection's copy), checked as
+        :meth:`read` checks a file; ``where`` names it in errors."""
+        path = where
         if not isinstance(raw, dict):
             raise EmbedtuneError(f"{path}: unreadable index manifest (not a JSON object)")
         if raw.get("format") != FORMAT:

@@ -78,7 +78,12 @@ class Searcher:
         model: str | Path | None = None,
         precision: str | None = None,
     ) -> Searcher:
-        return cls(Index.load(index, indexes_dir), model, precision=precision)
+        loaded = Index.load(index, indexes_dir)
+        try:
+            return cls(loaded, model, precision=precision)
+        except BaseException:
+            loaded.close()  # a refused model leaves no open store (a Qdrant local-mode folder stays locked)
+            raise
 
     def search(
         self,
