@@ -101,3 +101,15 @@ def hf_cache(root: Path, repo_id: str, model_dir: Path) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
     return snapshot
+
+
+def torchrun(*args: object, processes: int = 2, timeout: float = 300):
+    """``torchrun --standalone --nproc_per_node PROCESSES ARGS`` with this checkout's embedtune, one thread
+    per process; returns the finished process (stdout and stderr as text)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return subprocess.run([*command, *(str(a) for a in args)], env=env, capture_output=True, text=True, timeout=timeout)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_text_atomic
 from embedtune.models import load_model, model_fingerprint
+from embedtune.training.choices import Choice, check_same_choices
 from embedtune.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -78,6 +79,17 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     run_dir.mkdir(parents=True)
     write_text_atomic(saved, config.to_yaml())
     return run_dir, None
+
+
+def open_run_dir(
+    config: TrainConfig, base_path: Path, choices: dict[str, Choice], held_out: list[str]
+) -> tuple[Path, Path | None, str]:
+    """The checkpoints folder (created or reopened), the checkpoint to resume from and the base
+    model's fingerprint, after checking that a resume continues the same run (config, model, choices)."""
+    run_dir, checkpoint = prepare_run_dir(config)
+    fingerprint = check_base_model(config, base_path, run_dir)
+    check_same_choices(run_dir, choices, held_out, config.resume)
+    return run_dir, checkpoint, fingerprint
 
 
 def check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:

@@ -21,11 +21,13 @@ module owns, and the failures it designs out:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from embedtune.errors import EmbedtuneError
+from embedtune.settings import SettingError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -109,9 +111,21 @@ def barrier() -> None:
         dist.barrier()
 
 
-def global_batch(batch_size: int) -> int:
-    """Rows per optimiser step and per set of in-batch negatives: the per-process batch times the processes."""
-    return batch_size * world_size()
+def batches(rows: int, batch_size: int) -> int:
+    """Batches per epoch for each process: under DDP only full global batches (see :func:`batch_sampler`)."""
+    if world_size() == 1:
+        return math.ceil(rows / batch_size)
+    return rows // (batch_size * world_size())
+
+
+def check_rows(rows: int, batch_size: int) -> None:
+    """Refuse a DDP run whose processes together take more rows a step than the data has."""
+    if world_size() > 1 and rows < batch_size * world_size():
+        raise SettingError(
+            "batch_size",
+            f"{world_size()} processes x batch size {batch_size} take {batch_size * world_size()} rows a step, "
+            f"more than the {rows} training rows",
+        )
 
 
 def gathers(loss: object) -> bool:

@@ -36,8 +36,8 @@ from embedtune.io import atomic_directory, check_destination, check_writable, fi
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training import distributed
-from embedtune.training.checkpoints import CONFIG_FILE, check_base_model, prepare_run_dir, restore_finished
-from embedtune.training.choices import Choice, as_record, base_limit, check_same_choices, choose_lengths
+from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
+from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
 from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
@@ -94,10 +94,7 @@ class TrainResult:
 def _planned_steps(config: TrainConfig, rows: int) -> int:
     if config.max_steps is not None:
         return config.max_steps
-    batches = math.ceil(rows / config.batch_size)
-    if distributed.world_size() > 1:  # full global batches only (see distributed.batch_sampler)
-        batches = rows // distributed.global_batch(config.batch_size)
-    per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
+    per_epoch = math.ceil(distributed.batches(rows, config.batch_size) / config.gradient_accumulation_steps)
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
@@ -167,7 +164,9 @@ def train(
     setup = _set_up(config)
     for name, choice in setup.choices.items() if log is not None and distributed.is_main() else ():
         log(choice.line(name))
-    run_dir, checkpoint, fingerprint = distributed.on_main(lambda: _open_run_dir(config, setup))
+    run_dir, checkpoint, fingerprint = distributed.on_main(
+        lambda: open_run_dir(config, setup.base_path, setup.choices, setup.held_out)
+    )
     dev_before = distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir)) if setup.dev else {}
     trainer = _trainer(config, setup, run_dir, callbacks)
     started = time.perf_counter()
@@ -201,14 +200,6 @@ def _check_output(config: TrainConfig) -> None:
     if not config.resume:
         check_destination(config.output, config.overwrite)
     check_writable(config.output, directory=True)
-
-
-def _open_run_dir(config: TrainConfig, setup: _Setup) -> tuple[Path, Path | None, str]:
-    """The checkpoints folder, the checkpoint to resume from and the base model's fingerprint, checked."""
-    run_dir, checkpoint = prepare_run_dir(config)
-    fingerprint = check_base_model(config, setup.base_path, run_dir)
-    check_same_choices(run_dir, setup.choices, setup.held_out, config.resume)
-    return run_dir, checkpoint, fingerprint
 
 
 def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
@@ -268,8 +259,7 @@ def _set_up(config: TrainConfig) -> _Setup:
 def _plan(
     config: TrainConfig, model: SentenceTransformer, limit: int, precision: str
 ) -> tuple[TrainingData, DevEvaluator | None, dict[str, Choice], list[str]]:
-    """Read and check the data, choose the dev set, the lengths and the loss: the part of the set-up
-    done once (on rank 0 under DDP), whose result is sent to the other processes."""
+    """Read and check the data, choose the dev set, lengths and loss: done once (rank 0 under DDP)."""
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     plan = (
@@ -284,13 +274,7 @@ def _plan(
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
-    step_rows = distributed.global_batch(config.batch_size)
-    if len(data.dataset) < step_rows and distributed.world_size() > 1:
-        raise SettingError(
-            "batch_size",
-            f"{distributed.world_size()} processes x batch size {config.batch_size} take {step_rows} rows a step, "
-            f"more than the {len(data.dataset)} training rows",
-        )
+    distributed.check_rows(len(data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
