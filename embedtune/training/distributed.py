@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from embedtune.errors import EmbedtuneError
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from torch import Generator
 
 T = TypeVar("T")
+# How long the other ranks wait in a collective, e.g. for rank 0's mining or dev evaluation; the
+# collectives' default (30 minutes) would cut off a long mining run. A rank that dies ends the run at
+# once anyway (the launcher stops the others).
+WAIT = timedelta(hours=6)
 
 
 class PeerStopped(EmbedtuneError):
@@ -69,7 +74,7 @@ def start() -> None:
     if world_size() > 1:
         from accelerate import PartialState
 
-        PartialState()  # a singleton: the trainer's TrainingArguments reuse this state
+        PartialState(timeout=WAIT)  # a singleton: the trainer's TrainingArguments reuse this state
 
 
 def _broadcast(value: object) -> object:

@@ -8,7 +8,7 @@ import shutil
 import textwrap
 
 import torch
-from helpers import train_config, torchrun
+from helpers import launch, train_config
 
 from embedtune.training import train
 
@@ -62,7 +62,7 @@ def test_one_step_on_two_processes_equals_one_process_with_the_doubled_batch(tmp
     two = tmp_path / "two"
     two.mkdir()
     (tmp_path / "two.yaml").write_text(train_config(two / "model", model, data, batch_size=2, **settings).to_yaml())
-    done = torchrun(tmp_path / "dump.py", tmp_path / "two.yaml", two)
+    done = launch(tmp_path / "dump.py", tmp_path / "two.yaml", two)
     assert done.returncode == 0, done.stderr[-3000:]
 
     one = tmp_path / "one"

@@ -1,13 +1,14 @@
-"""``torchrun -m embedtune train`` on 2 CPU processes (gloo): it completes and rank 0 alone speaks and
-writes; a data error stops every rank at once with one message; a kill of a rank leaves a checkpoint
-that ``--resume`` continues from."""
+"""``torchrun`` / ``accelerate launch -m embedtune train`` on 2 CPU processes (gloo): it completes and
+rank 0 alone speaks and writes; a data error stops every rank at once with one message; a kill of a
+rank leaves a checkpoint that ``--resume`` continues from."""
 
 from __future__ import annotations
 
 import json
 import textwrap
 
-from helpers import torchrun
+import pytest
+from helpers import launch
 
 from embedtune.training import TrainConfig, checkpoints_dir
 
@@ -25,10 +26,11 @@ train(TrainConfig.from_yaml(sys.argv[1]), callbacks=[Kill()])
 """
 
 
-def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir, launcher):
     output = tmp_path / "model"
     args = ("--output", output, "--model", tiny_st, "--data", beir_dir, "--max-steps", 4, "--batch-size", 2)
-    done = torchrun("-m", "embedtune", "train", *args, "--precision", "fp32", "--seed", 0, "--json")
+    done = launch("-m", "embedtune", "train", *args, "--precision", "fp32", "--seed", 0, "--json", launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)  # one JSON document: rank 1 prints nothing
     assert result["schema"] == "embedtune.train/1" and result["steps"] == 4
@@ -43,7 +45,7 @@ def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir):
 def test_a_data_error_stops_every_process_with_one_message(tmp_path, tiny_st):
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"query": "a", "positive": "b"}\n{"query": "c"}\n')
-    done = torchrun("-m", "embedtune", "train", "-o", tmp_path / "model", "--model", tiny_st, "--data", data)
+    done = launch("-m", "embedtune", "train", "-o", tmp_path / "model", "--model", tiny_st, "--data", data)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "pairs.jsonl" in errors[0], done.stderr[-3000:]
@@ -65,12 +67,12 @@ def test_a_killed_rank_leaves_a_checkpoint_that_resume_continues(tmp_path, tiny_
     )
     (tmp_path / "run.yaml").write_text(config.to_yaml())
     (tmp_path / "kill.py").write_text(textwrap.dedent(KILL_RANK_1_AT_STEP_6))
-    killed = torchrun(tmp_path / "kill.py", tmp_path / "run.yaml")
+    killed = launch(tmp_path / "kill.py", tmp_path / "run.yaml")
     assert killed.returncode != 0 and not config.output.exists(), killed.stderr[-3000:]
     run_dir = checkpoints_dir(config.output)
     assert (run_dir / "checkpoint-4" / "trainer_state.json").is_file()
 
-    resumed = torchrun("-m", "embedtune", "train", "--config", tmp_path / "run.yaml", "--resume", "--json")
+    resumed = launch("-m", "embedtune", "train", "--config", tmp_path / "run.yaml", "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((config.output / "embedtune_train.json").read_text())
     assert json.loads(resumed.stdout)["steps"] == 8 and record["steps"] == 8
