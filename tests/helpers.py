@@ -114,9 +114,10 @@ def launch(*args: object, launcher: str = "torchrun", processes: int = 2, timeou
     command = {
         "torchrun": ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"],
         # --multi_gpu is accelerate's word for multi-process DDP; without GPUs it runs gloo on the CPU
-        "accelerate": ["accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}", "--num_machines=1"],
+        "accelerate": ["accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}"],
     }[launcher]
-    command += ["--mixed_precision=no", "--dynamo_backend=no"] if launcher == "accelerate" else []
+    if launcher == "accelerate":  # a free port; no questions about precision or compilation
+        command += ["--main_process_port=0", "--mixed_precision=no", "--dynamo_backend=no"]
     return subprocess.run(
         [sys.executable, "-m", *command, *(str(a) for a in args)],
         env=env,

@@ -20,12 +20,14 @@ from embedtune.io import write_text_atomic
 from embedtune.models import load_model, model_fingerprint
 from embedtune.training.choices import Choice, check_same_choices
 from embedtune.training.config import TrainConfig
+from embedtune.training.distributed import world_size
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformerTrainer
 
 CONFIG_FILE = "train_config.yaml"
 CHECKPOINTS_SUFFIX = ".checkpoints"
+PROCESSES_FILE = "processes"  # how many data-parallel processes the run began on
 
 
 def checkpoints_dir(output: Path) -> Path:
@@ -87,9 +89,22 @@ def open_run_dir(
     """The checkpoints folder (created or reopened), the checkpoint to resume from and the base
     model's fingerprint, after checking that a resume continues the same run (config, model, choices)."""
     run_dir, checkpoint = prepare_run_dir(config)
+    check_processes(run_dir, config.resume)
     fingerprint = check_base_model(config, base_path, run_dir)
     check_same_choices(run_dir, choices, held_out, config.resume)
     return run_dir, checkpoint, fingerprint
+
+
+def check_processes(run_dir: Path, resume: bool) -> None:
+    """Record the number of processes; a resume must run on as many (each step's batch is N x batch_size)."""
+    path, now = run_dir / PROCESSES_FILE, world_size()
+    before = int(path.read_text()) if resume and path.is_file() else now
+    if before != now:
+        raise EmbedtuneError(
+            f"{run_dir}: the run began on {before} processes and would resume on {now}, which changes each "
+            f"step's batch (processes x batch_size); resume on {before} processes, or start again with overwrite=True"
+        )
+    write_text_atomic(path, f"{now}\n")
 
 
 def check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:

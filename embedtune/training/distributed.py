@@ -16,7 +16,8 @@ module owns, and the failures it designs out:
   slices of B, one per rank. A text is then never an in-batch negative of its twin on another rank
   (the losses gather the other ranks' embeddings as negatives), every rank gets the same number of
   full batches (a rank with one more batch, or a short last batch, would hang or break the
-  all-gather), and the global batches are exactly those of a single process with batch ``N x B``.
+  all-gather), and the global batches are the full batches of a single process with batch ``N x B``
+  (the short last one is dropped).
 """
 
 from __future__ import annotations
