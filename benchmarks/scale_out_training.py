@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, machine  # noqa: E402
+from common import machine, save_results  # noqa: E402
 
 GLOBAL_BATCH, MAX_SEQ_LENGTH, WARMUP_STEPS = 32, 128, 3
 VARIANTS = {"1 process x batch 32": 1, "2 processes x batch 16": 2}
@@ -157,10 +157,7 @@ def main() -> None:
         "variants": {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()},
         "runs": runs,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale_out_training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "scale_out_training.md").write_text(_markdown(summary))
-    print(_markdown(summary))
+    save_results("scale_out_training", summary, _markdown(summary))
 
 
 if __name__ == "__main__":

@@ -94,11 +94,12 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: b
     Data-parallel, on N processes (GPUs, or CPU processes with gloo):
       torchrun --nproc_per_node N -m embedtune train -o models/ddp ...
       accelerate launch --multi_gpu --num_processes N -m embedtune train -o models/ddp ...
+
     --batch-size is per process. The in-batch-negative losses (mnrl, cached-mnrl, symmetric-mnrl)
     take every process's texts as negatives, so N processes x batch B train like one process with
     batch N*B (same batches, loss and gradients); cosent/angle rank pairs within each process's batch.
     Rank 0 alone checks the data, mines, evaluates dev and writes the model and checkpoints; --resume
-    continues a killed run from its last complete checkpoint.
+    (on as many processes) continues a killed run from its last complete checkpoint.
     """
     try:
         _train(config_file, mine_first, retriever, as_json, options)

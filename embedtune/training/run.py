@@ -167,7 +167,7 @@ def train(
     run_dir, checkpoint, fingerprint = distributed.on_main(
         lambda: open_run_dir(config, setup.base_path, setup.choices, setup.held_out)
     )
-    dev_before = distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir)) if setup.dev else {}
+    dev_before = {} if setup.dev is None else distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir))
     trainer = _trainer(config, setup, run_dir, callbacks)
     started = time.perf_counter()
     if not restore_finished(trainer, checkpoint, best=setup.dev is not None):
