@@ -26,20 +26,23 @@ train(TrainConfig.from_yaml(sys.argv[1]), callbacks=[Kill()])
 """
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
-def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir, launcher):
+@pytest.mark.parametrize(("launcher", "mine"), [("torchrun", False), ("accelerate", True)])
+def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir, launcher, mine):
     output = tmp_path / "model"
-    args = ("--output", output, "--model", tiny_st, "--data", beir_dir, "--max-steps", 4, "--batch-size", 2)
+    args = ["--output", output, "--model", tiny_st, "--data", beir_dir, "--max-steps", 4, "--batch-size", 2]
+    args += ["--mine", "--num-negatives", 1] if mine else []
     done = launch("-m", "embedtune", "train", *args, "--precision", "fp32", "--seed", 0, "--json", launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)  # one JSON document: rank 1 prints nothing
     assert result["schema"] == "embedtune.train/1" and result["steps"] == 4
-    assert done.stderr.count("loading model") == 1 and done.stderr.count("chose loss: mnrl") == 1
-    assert result["dev_after"], "the dev set was evaluated (on rank 0, metrics sent to rank 1)"
+    assert done.stderr.count("and the training data") == 1 and done.stderr.count("chose loss: mnrl") == 1
+    assert done.stderr.count("to mine with") == int(mine) and ("mining" in result) == mine  # mined once, on rank 0
+    assert mine or result["dev_after"], "the dev split was evaluated (on rank 0, metrics sent to rank 1)"
     record = json.loads((output / "embedtune_train.json").read_text())
     assert record["processes"] == 2 and record["negatives_across_processes"] is True
     assert "2 x batch 2 = 4 rows a step" in (output / "README.md").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["beir", "model"]  # no temporary folder, no checkpoints
+    mined = ["model.mined.jsonl.gz", "model.mined.report.json", "model.mined.report.png"] if mine else []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beir", "model", *mined]  # no temporary folder left
 
 
 def test_a_data_error_stops_every_process_with_one_message(tmp_path, tiny_st):
