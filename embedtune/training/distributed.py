@@ -6,7 +6,8 @@ module owns, and the failures it designs out:
 
 * **Joining the process group before the run touches a file** (:func:`start`, through accelerate's
   ``PartialState``, the object the Hugging Face trainer uses afterwards: gloo on CPU, NCCL on CUDA),
-  so that the set-up can already hand results from rank 0 to the others.
+  so that the set-up can already hand results from rank 0 to the others (over a gloo group, also
+  under NCCL: Python objects such as the training rows stay off the GPU).
 * **Work done once** (:func:`on_main`): data validation, the dev-set choice, the checkpoints folder,
   the baseline evaluation and the output run on rank 0, and their result *or their failure* is
   broadcast. A rank that waits at a bare barrier for a rank 0 that raised waits until the
@@ -22,6 +23,7 @@ module owns, and the failures it designs out:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -78,11 +80,20 @@ def start() -> None:
         PartialState(timeout=WAIT)  # a singleton: the trainer's TrainingArguments reuse this state
 
 
+@functools.cache
+def _object_group():
+    """The group that carries Python objects: gloo, on the CPU. Over NCCL the pickled objects (the
+    training rows among them) would be copied through GPU memory."""
+    import torch.distributed as dist
+
+    return dist.new_group(backend="gloo", timeout=WAIT) if dist.get_backend() != "gloo" else None
+
+
 def _broadcast(value: object) -> object:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_object_group())
     return box[0]
 
 
@@ -107,14 +118,6 @@ def on_main(work: Callable[[], T]) -> T:
     if not ok:
         raise PeerStopped(f"rank 0 stopped: {value}")
     return value  # type: ignore[return-value]
-
-
-def barrier() -> None:
-    """Wait until every rank is here (nothing with one process)."""
-    if world_size() > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def batches(rows: int, batch_size: int) -> int:

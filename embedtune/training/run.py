@@ -160,8 +160,7 @@ def train(
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
-    distributed.on_main(lambda: _check_output(config))
-    setup = _set_up(config)
+    setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
     for name, choice in setup.choices.items() if log is not None and distributed.is_main() else ():
         log(choice.line(name))
     run_dir, checkpoint, fingerprint = distributed.on_main(
@@ -196,10 +195,13 @@ def train(
     return result
 
 
-def _check_output(config: TrainConfig) -> None:
+def _preflight(config: TrainConfig) -> Path:
+    """The checks before anything loads (output, tracker, base model's path); returns the model's path."""
     if not config.resume:
         check_destination(config.output, config.overwrite)
     check_writable(config.output, directory=True)
+    check_reporter(config.report_to)
+    return resolve_model_path(config.model)
 
 
 def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
@@ -227,10 +229,8 @@ def _warn_worse(result: TrainResult) -> None:
     )
 
 
-def _set_up(config: TrainConfig) -> _Setup:
+def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
     """Load the base model on every process; the data, dev set and lengths are resolved once (rank 0)."""
-    check_reporter(config.report_to)
-    base_path = resolve_model_path(config.model)
     model = load_model(base_path, device=distributed.device(), pooling=config.pooling, normalize=config.normalize)
     limit = base_limit(model)  # read before the training length replaces it
     if config.query_prompt or config.document_prompt:
