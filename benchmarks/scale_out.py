@@ -17,8 +17,8 @@ process touched) and peak private memory (RSS minus file-backed shared pages, sa
 which is what the merge's design bounds. Encoding runs one torch thread per process, so documents/s
 is a per-core rate, the unit of the 100M-document estimate in the README.
 
-``training_rows()`` is the hook for the distributed-training half of issue 16
-(``benchmarks/scale_out_training.py``): its rows are added to the report when it returns any.
+``training_rows()`` adds the distributed-training half (``benchmarks/scale_out_training.py``, run
+first: it saves ``results/scale_out_training.json``) to the report.
 
 Usage (from the repository root)::
 
@@ -50,10 +50,33 @@ DIM, SEED = 384, 1234
 
 
 def training_rows() -> list[dict]:
-    """Rows of the distributed-training measurements (1 vs 2 processes), each a dict with the keys
-    ``step``, ``processes``, ``seconds`` and ``note``; the coordinator wires
-    ``benchmarks/scale_out_training.py`` in here. Empty until then."""
-    return []
+    """The distributed-training rows (1 vs 2 processes) that ``benchmarks/scale_out_training.py`` saved
+    in ``results/scale_out_training.json``: CPU seconds per step over all processes (the overhead of
+    running data-parallel on one machine) and the set-up outside training. Empty before that ran."""
+    saved = RESULTS / "scale_out_training.json"
+    if not saved.is_file():
+        return []
+    measured = json.loads(saved.read_text())
+    rows = []
+    for name, v in measured["variants"].items():
+        processes = int(name.split()[0])
+        rows.append(
+            {
+                "step": "one training step (CPU s, all processes)",
+                "processes": processes,
+                "seconds": round(v["step_cpu_s"], 2),
+                "note": name,
+            }
+        )
+        rows.append(
+            {
+                "step": "start-up and set-up outside training",
+                "processes": processes,
+                "seconds": round(v["outside_training_s"], 1),
+                "note": f"load average {measured['load']}",
+            }
+        )
+    return rows
 
 
 class PeakMemory:
