@@ -11,7 +11,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# serve + browser: the HTTP service and its search page's test (Playwright with Debian's Chromium, see .ci/run).
 # torch first, from the constraint, so nothing later can pull a CUDA build.
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt torch
-.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,openvino,tensorboard]"
+.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,openvino,tensorboard,serve,browser]"
 echo "$want" > "$stamp"

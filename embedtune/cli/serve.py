@@ -1,0 +1,57 @@
+"""``embedtune serve``: the HTTP search service (FastAPI on uvicorn) over one or more built indexes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from embedtune.cli.app import EmbedtuneCommand, indexes_dir_option, note
+from embedtune.cli.options import given, options_from
+from embedtune.serve.config import ServeSettings
+from embedtune.settings import meta_of
+
+
+@click.command(cls=EmbedtuneCommand)
+@click.option(
+    "--index",
+    "index_names",
+    multiple=True,
+    required=True,
+    help="Index to serve (name under --indexes-dir, or path); repeat for several. The first is the default.",
+)
+@indexes_dir_option
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Load the index's model from here instead (must be byte-identical to the one that built it).",
+)
+@options_from(ServeSettings)
+@click.option(
+    "--api-key",
+    envvar="EMBEDTUNE_API_KEY",
+    default=None,
+    help=meta_of(ServeSettings, "api_key").help + " Default: $EMBEDTUNE_API_KEY.",
+)
+def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **options: Any) -> None:
+    """Serve search over HTTP: POST/GET /search, POST /embed, /indexes, /health, /metrics, the OpenAPI page
+    at /docs and a search page at /."""
+    try:
+        import uvicorn
+
+        from embedtune.serve.app import create_app
+    except ImportError as e:
+        raise click.ClickException(f"serve needs {e.name}: pip install 'embedtune[serve]'") from e
+
+    settings = ServeSettings(**given(ServeSettings, options))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    note(f"loading {', '.join(index_names)} and the model(s) ...")
+    app = create_app(list(index_names), indexes_dir, settings, model=model)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        click.echo(f"warning: listening on {settings.host} without an API key", err=True)
+    note(f"serving on http://{settings.host}:{settings.port} (search page at /, API at /docs)")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.Server(config).run()  # SIGINT/SIGTERM: stop accepting, finish requests in flight, then exit 0
