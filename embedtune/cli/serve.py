@@ -47,11 +47,23 @@ def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **
         raise click.ClickException(f"serve needs {e.name}: pip install 'embedtune[serve]'") from e
 
     settings = ServeSettings(**given(ServeSettings, options))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    _log_to_stderr()
     note(f"loading {', '.join(index_names)} and the model(s) ...")
     app = create_app(list(index_names), indexes_dir, settings, model=model)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(f"warning: listening on {settings.host} without an API key", err=True)
     note(f"serving on http://{settings.host}:{settings.port} (search page at /, API at /docs)")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
-    uvicorn.Server(config).run()  # SIGINT/SIGTERM: stop accepting, finish requests in flight, then exit 0
+    # SIGINT/SIGTERM: stop accepting, finish the requests in flight and what is queued, then end by the
+    # signal (uvicorn re-raises it): Ctrl-C exits 130 like every command, SIGTERM as killed by it.
+    uvicorn.Server(config).run()
+
+
+def _log_to_stderr() -> None:
+    """The service's own log lines (which backend encodes, index swaps) beside uvicorn's, in its format."""
+    logger = logging.getLogger("embedtune.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
