@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(f"warning: listening on {settings.host} without an API key", err=True)
     note(f"serving on http://{settings.host}:{settings.port} (search page at /, API at /docs)")
+    # The model thread hands the GIL back and forth with the event loop many times per batch (each torch,
+    # tokenizer, FAISS and SQLite call); at the default 5 ms switch interval a busy event loop makes each
+    # hand-back wait. This process is the service alone, so it takes a shorter interval.
+    sys.setswitchinterval(0.0005)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     # SIGINT/SIGTERM: stop accepting, finish the requests in flight and what is queued, then end by the
     # signal (uvicorn re-raises it): Ctrl-C exits 130 like every command, SIGTERM as killed by it.
