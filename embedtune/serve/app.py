@@ -73,8 +73,8 @@ def create_app(
     _routes(app, service, metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    app.add_middleware(Measure, metrics=metrics)
     app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Measure, metrics=metrics)  # added last = outermost: counts the guard's refusals too
     return app
 
 

@@ -115,7 +115,7 @@ class Guard:
 
 
 async def _answer(send: Any, status: int, message: str) -> None:
-    body = json.dumps(error_json(status, message)).encode()
+    body = json.dumps(error_json(status, message), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
