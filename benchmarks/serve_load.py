@@ -14,11 +14,13 @@ One run, one machine, loopback only:
 Load: C client threads (C = 1, 4, 16, 64), each with its own keep-alive connection, each sending
 ``POST /search`` (one query, k = 10) back to back, queries drawn in turn from a seeded sample of
 data/debian queries; a level ends after ``--requests`` requests or ``--seconds`` seconds, whichever
-comes first, after 20 warm-up requests. p50/p95/p99 of each request's wall time and requests/s.
+comes first. Before the levels, every sampled query is sent once (warm-up: first-call costs per input
+shape). Reported: p50/p95/p99 of each request's wall time, requests/s, and the server process's CPU
+time per request.
 Also checked: the service's top-10 ids equal ``embedtune search``'s for the sampled queries; and a
 screenshot of the search page (Debian's Chromium through Playwright) is written beside the results::
 
-    nice python benchmarks/serve_load.py                 # 8,192 documents, 400 requests per level
+    nice python benchmarks/serve_load.py                 # 8,192 documents, 300 requests per level
     python benchmarks/serve_load.py --quick              # smoke test: 1,000 documents, 40 requests per level
 """
 
@@ -114,7 +116,8 @@ def post_search(conn: http.client.HTTPConnection, query: str) -> dict:
 
 
 def load_level(port: int, pid: int, queries: list[str], clients: int, requests: int, seconds: float) -> dict:
-    """``clients`` threads sending back to back until ``requests`` are answered or ``seconds`` pass.
+    """``clients`` threads sending back to back until ``requests`` are answered or ``seconds`` pass (no warm-up
+    here: :func:`run_levels` sends every query once first).
 
     Besides wall-clock figures, the server process's CPU time per request: on a machine shared with
     other jobs, wall time depends on the share of the CPUs a server wins (more busy threads win more),
@@ -146,10 +149,6 @@ def load_level(port: int, pid: int, queries: list[str], clients: int, requests: 
                 latencies.append(time.perf_counter() - started)
         conn.close()
 
-    warm = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    for query in queries[-20:]:
-        post_search(warm, query)
-    warm.close()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     stop_at = time.monotonic() + seconds
     cpu_before = sum(server.cpu_times()[:2])
@@ -195,6 +194,10 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def run_levels(port: int, pid: int, queries: list[str], levels: list[int], requests: int, seconds: float) -> list[dict]:
+    warm = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for query in queries:  # each query once: first-call costs (kernels per input shape) stay out of the levels
+        post_search(warm, query)
+    warm.close()
     rows = []
     for clients in levels:
         row = load_level(port, pid, queries, clients, requests, seconds)
@@ -329,6 +332,10 @@ def report(result: dict, out: Path) -> None:
     errors = sum(r["errors"] for r in s + p)
     lines += [
         "",
+        "Requests/s on a machine shared with other jobs measure the share of the CPUs each server wins (a server "
+        "with more busy threads wins more) as much as what it does with it; CPU time per request (user + system "
+        "of the server process, all its threads) is the figure that carries over to an idle machine.",
+        "",
         f"Idle batch-1 latency (1 client): service p50 {s[0]['p50_ms']} ms, peer p50 {p[0]['p50_ms']} ms. "
         f"`embedtune search` of one query, as a new process: {c['single_query_seconds']} s; "
         f"`embedtune search --queries` of all {c['queries']} queries in one process: {c['batch_seconds']} s "
@@ -345,12 +352,41 @@ def report(result: dict, out: Path) -> None:
     out.write_text("\n".join(lines), encoding="utf-8")
 
 
+def measure_service(name: str, args: argparse.Namespace, queries: list[str], levels: list[int], result: dict):
+    """The service's load levels (and the page's screenshot); returns its top-k ids for ``queries``."""
+    port = free_port()
+    service = start([sys.executable, "-m", "embedtune", "serve", "--index", name, "--indexes-dir",
+                     str(args.indexes_dir), "--port", str(port)], port)  # fmt: skip
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/indexes")
+        info = json.loads(conn.getresponse().read())["indexes"][0]
+        result["documents"], result["backend"] = info["documents"], info["backend"]
+        served_ids = [[h["id"] for h in post_search(conn, q)["results"][0]["hits"]] for q in queries]
+        result["service"] = run_levels(port, service.pid, queries, levels, args.requests, args.seconds)
+        if not args.quick:
+            shot = RESULTS / "serve_search_page.png"
+            result["screenshot"] = shot.name if screenshot(port, shot) else None
+    finally:
+        stop(service)
+    return served_ids
+
+
+def measure_peer(name: str, args: argparse.Namespace, queries: list[str], levels: list[int]) -> list[dict]:
+    port = free_port()
+    peer = start([sys.executable, __file__, "--peer", str(args.indexes_dir / name), "--port", str(port)], port)
+    try:
+        return run_levels(port, peer.pid, queries, levels, args.requests, args.seconds)
+    finally:
+        stop(peer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=8192, help="first N data/debian documents (0 = all)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--levels", default="1,4,16,64")
-    parser.add_argument("--requests", type=int, default=400, help="requests per level (at most)")
+    parser.add_argument("--requests", type=int, default=300, help="requests per level (at most)")
     parser.add_argument("--seconds", type=float, default=45, help="seconds per level (at most)")
     parser.add_argument("--indexes-dir", type=Path, default=ROOT / "indexes")
     parser.add_argument("--quick", action="store_true")
@@ -367,33 +403,14 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     name = build_subset_index(args.docs, args.indexes_dir)
     queries = sample_queries(args.queries)
-    command = "python benchmarks/serve_load.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/serve_load.py", *sys.argv[1:]])
     result = {"machine": machine(), "documents": 0, "queries": len(queries), "requests": args.requests,
               "seconds": args.seconds, "command": command,
               "index_note": f"the first {args.docs:,}" if args.docs else "all",
               "load_average_at_start": round(os.getloadavg()[0], 1)}  # fmt: skip
 
-    port = free_port()
-    service = start([sys.executable, "-m", "embedtune", "serve", "--index", name, "--indexes-dir",
-                     str(args.indexes_dir), "--port", str(port)], port)  # fmt: skip
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("GET", "/indexes")
-        info = json.loads(conn.getresponse().read())["indexes"][0]
-        result["documents"], result["backend"] = info["documents"], info["backend"]
-        served_ids = [[h["id"] for h in post_search(conn, q)["results"][0]["hits"]] for q in queries]
-        result["service"] = run_levels(port, service.pid, queries, levels, args.requests, args.seconds)
-        if not args.quick:
-            shot = RESULTS / "serve_search_page.png"
-            result["screenshot"] = shot.name if screenshot(port, shot) else None
-    finally:
-        stop(service)
-    port = free_port()
-    peer = start([sys.executable, __file__, "--peer", str(args.indexes_dir / name), "--port", str(port)], port)
-    try:
-        result["peer"] = run_levels(port, peer.pid, queries, levels, args.requests, args.seconds)
-    finally:
-        stop(peer)
+    served_ids = measure_service(name, args, queries, levels, result)
+    result["peer"] = measure_peer(name, args, queries, levels)
     searched = search_command(name, args.indexes_dir, queries)
     result["load_average_at_end"] = round(os.getloadavg()[0], 1)
     result["same_top_k"] = sum(a == b for a, b in zip(served_ids, searched.pop("ids"), strict=True))
