@@ -8,14 +8,18 @@ body checks, :mod:`~embedtune.serve.metrics` the Prometheus metrics and :mod:`~e
 the FastAPI app (:func:`create_app`). Needs the optional extra ``embedtune[serve]``.
 """
 
+from typing import Any
+
 from embedtune.serve.config import ServeSettings
 
 
-def create_app(*args, **kwargs):
-    """See :func:`embedtune.serve.app.create_app`."""
-    from embedtune.serve.app import create_app as create
+def __getattr__(name: str) -> Any:
+    """``create_app`` on first use: fastapi (an optional extra) is imported only by those who serve."""
+    if name == "create_app":
+        from embedtune.serve.app import create_app
 
-    return create(*args, **kwargs)
+        return create_app
+    raise AttributeError(f"module 'embedtune.serve' has no attribute '{name}'")
 
 
 __all__ = ["ServeSettings", "create_app"]
