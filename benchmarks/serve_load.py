@@ -5,9 +5,9 @@ One run, one machine, loopback only:
 1. the service (``embedtune serve``, default settings: backend auto, micro-batching) over a
    data/debian index of the default model (all-MiniLM-L6-v2, 64-token texts, fp32, as the quick
    start builds it; ``--docs N`` indexes the first N documents, 0 = all);
-2. the peer: a plain FastAPI app written the obvious way (sentence-transformers ``encode`` of each
-   request's one query, then a FAISS search over the same index file; a sync endpoint, so FastAPI
-   runs requests on its thread pool), same model, same 64 tokens;
+2. the peer (``serve_peer.py``): a plain FastAPI app written the obvious way (sentence-transformers
+   ``encode`` of each request's one query, then a FAISS search over the same index file; a sync
+   endpoint, so FastAPI runs requests on its thread pool), same model, same 64 tokens;
 3. ``embedtune search --queries FILE`` (one process) for the same queries, and one single-query
    ``embedtune search`` (what a query costs without a service).
 
@@ -206,51 +206,6 @@ def run_levels(port: int, pid: int, queries: list[str], levels: list[int], reque
     return rows
 
 
-# --- the peer: the endpoint written the obvious way ------------------------------------------------
-
-
-def peer_app(index_dir: Path):
-    """FastAPI + sentence-transformers + FAISS, as a tutorial writes it: encode each request's query, search."""
-    import sqlite3
-
-    import faiss
-    from fastapi import FastAPI
-    from pydantic import BaseModel
-    from sentence_transformers import SentenceTransformer
-
-    from embedtune.models import default_model_path
-
-    manifest = json.loads((index_dir / "manifest.json").read_text())
-    model = SentenceTransformer(str(default_model_path()), device="cpu")
-    model.max_seq_length = manifest["max_seq_length"]
-    index = faiss.read_index(str(index_dir / f"index.{manifest['generation']}.faiss"))
-    db = sqlite3.connect(index_dir / f"docs.{manifest['generation']}.sqlite", check_same_thread=False)
-    docs = {fid: (doc_id, text) for fid, doc_id, text in db.execute("SELECT fid, doc_id, text FROM docs")}
-    app = FastAPI()
-
-    class Query(BaseModel):
-        query: str
-        k: int = 10
-
-    @app.get("/health")
-    def health():
-        return {"status": "ok"}
-
-    def search(q: Query) -> dict:
-        vector = model.encode([q.query], normalize_embeddings=True)
-        scores, ids = index.search(vector, q.k)
-        hits = [
-            {"id": docs[int(i)][0], "score": float(s), "text": docs[int(i)][1]}
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0
-        ]
-        return {"results": [{"query": q.query, "hits": hits}]}
-
-    search.__annotations__ = {"q": Query, "return": dict}  # this module's annotations are strings
-    app.post("/search")(search)
-    return app
-
-
 # --- embedtune search, the page, the report ---------------------------------------------------------
 
 
@@ -374,7 +329,7 @@ def measure_service(name: str, args: argparse.Namespace, queries: list[str], lev
 
 def measure_peer(name: str, args: argparse.Namespace, queries: list[str], levels: list[int]) -> list[dict]:
     port = free_port()
-    peer = start([sys.executable, __file__, "--peer", str(args.indexes_dir / name), "--port", str(port)], port)
+    peer = start([sys.executable, str(HERE / "serve_peer.py"), str(args.indexes_dir / name), str(port)], port)
     try:
         return run_levels(port, peer.pid, queries, levels, args.requests, args.seconds)
     finally:
@@ -390,14 +345,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=45, help="seconds per level (at most)")
     parser.add_argument("--indexes-dir", type=Path, default=ROOT / "indexes")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--peer", type=Path, help=argparse.SUPPRESS)  # internal: run the peer app on --port
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peer:
-        import uvicorn
-
-        uvicorn.run(peer_app(args.peer), host="127.0.0.1", port=args.port, log_level="warning")
-        return
     if args.quick:
         args.docs, args.queries, args.requests, args.seconds = 1000, 40, 40, 10
     levels = [int(x) for x in args.levels.split(",")]
