@@ -8,6 +8,7 @@ index's query prompt. Row-level callers (retrievers over a corpus held as lists)
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class Searcher:
         *,
         device: str | None = None,
         precision: str | None = None,
+        backend: str = "torch",
     ):
         self.index = index
         manifest = index.manifest
@@ -67,7 +69,7 @@ class Searcher:
                 f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
                 f"{manifest.dimension}-dim ones; rebuild the index with this model"
             )
-        self.encoder = Encoder(model, precision or manifest.precision)
+        self.encoder = Encoder(model, precision or manifest.precision, backend=backend)
 
     @classmethod
     def open(
@@ -77,13 +79,26 @@ class Searcher:
         indexes_dir: Path = DEFAULT_INDEXES_DIR,
         model: str | Path | None = None,
         precision: str | None = None,
+        backend: str = "torch",
     ) -> Searcher:
         loaded = Index.load(index, indexes_dir)
         try:
-            return cls(loaded, model, precision=precision)
+            return cls(loaded, model, precision=precision, backend=backend)
         except BaseException:
             loaded.close()  # a refused model leaves no open store (a Qdrant local-mode folder stays locked)
             raise
+
+    def with_index(self, index: Index) -> Searcher:
+        """This searcher's loaded encoder over ``index`` (a newer generation of the same index, say),
+        without loading the model again; refused unless ``index`` was built by the same model."""
+        if index.manifest.model_fingerprint != self.index.manifest.model_fingerprint:
+            raise EmbedtuneError(
+                f"index '{index.name}' was built by another model (fingerprint "
+                f"{index.manifest.model_fingerprint[:12]}, not {self.index.manifest.model_fingerprint[:12]})"
+            )
+        other = copy.copy(self)
+        other.index = index
+        return other
 
     def search(
         self,
