@@ -43,7 +43,7 @@ def test_pair_scores_equal_the_fused_ranking_scores():
 
 def test_queries_without_results_and_bad_arguments():
     empty = (np.zeros((1, 2)), np.full((1, 2), -1))
-    scores, ids = fuse([empty, empty], 2, "minmax", (0.5, 0.5))
+    _, ids = fuse([empty, empty], 2, "minmax", (0.5, 0.5))
     assert ids.tolist() == [[-1, -1]]
     with pytest.raises(EmbedtuneError, match="unknown fusion 'sum'"):
         fuse([DENSE, LEXICAL], 2, "sum", (0.5, 0.5))

@@ -83,7 +83,7 @@ def test_bad_modes_and_indexes_without_bm25_are_one_line_errors(tmp_path, tiny_s
     assert not index.has_bm25 and sorted(index.manifest.files) == ["docs.1.sqlite", "index.1.faiss"]
     with pytest.raises(SettingError, match="mode: 'fuzzy' is not one of dense, bm25, hybrid"):
         SearchSettings(mode="fuzzy")
-    with pytest.raises(EmbedtuneError, match="has no BM25 side .* cannot search in hybrid mode"):
+    with pytest.raises(EmbedtuneError, match=r"has no BM25 side .* cannot search in hybrid mode"):
         HybridSearcher(index, settings=SearchSettings(mode="hybrid"))
     searcher = HybridSearcher(index)
     with pytest.raises(EmbedtuneError, match="cannot search in bm25 mode"):
@@ -104,7 +104,7 @@ def test_rerank_rescores_the_candidates_with_the_cross_encoder(tmp_path, tiny_st
     np.testing.assert_allclose([h.score for h in hits[0]], expected[order], rtol=1e-4)
     with pytest.raises(EmbedtuneError, match=r"rerank_depth \(6\) must be at least k \(7\)"):
         searcher.search(["web"], 7)
-    with pytest.raises(EmbedtuneError, match="not a cross-encoder .*SentenceTransformer"):
+    with pytest.raises(EmbedtuneError, match=r"not a cross-encoder .*SentenceTransformer"):
         Reranker(tiny_st)
     with pytest.raises(EmbedtuneError, match="no such cross-encoder directory"):
         Reranker(tmp_path / "nowhere")
