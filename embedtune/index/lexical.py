@@ -256,6 +256,11 @@ class LexicalIndex:
 
 def write_lexical(store: DocStore, path: Path) -> dict[str, object]:
     """Build the BM25 side of ``store`` into ``path``; returns what the manifest says of it."""
+    import time
+
+    started = time.perf_counter()
     lexical = LexicalIndex.from_store(store)
     lexical.save(path)
-    return {"documents": len(lexical), "terms": int(lexical.bm25.state()["shape"][0]), "k1": K1, "b": B} | ANALYSIS
+    terms = int(lexical.bm25.state()["shape"][0])
+    seconds = round(time.perf_counter() - started, 2)
+    return {"documents": len(lexical), "terms": terms, "k1": K1, "b": B, "seconds": seconds} | ANALYSIS

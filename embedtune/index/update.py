@@ -192,3 +192,10 @@ def set_calibration(
             shutil.copyfile(gen.dir / lexical_file(manifest.generation), gen.lexical_path)
         updated = replace(manifest, search_defaults=search_defaults, query_calibration=query_calibration)
         return gen.commit(updated, faiss_index)
+
+
+def add_bm25(index: str | Path, *, indexes_dir: Path = DEFAULT_INDEXES_DIR) -> Manifest:
+    """Give an index built without a BM25 side one, from its stored texts (no re-encoding)."""
+    with _update(index, indexes_dir) as (manifest, gen, store, faiss_index):
+        updated = replace(manifest, lexical=write_lexical(store, gen.lexical_path))
+        return gen.commit(updated, faiss_index)

@@ -9,6 +9,7 @@ Everything works on FAISS ids until the hits are looked up, once, in the documen
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ from embedtune.retrieval.rerank import Reranker, check_depth, rescore
 class HybridSearcher(Searcher):
     """A :class:`Searcher` that searches in ``settings``' mode (default: the index's calibrated one).
 
-    The cross-encoder of ``settings.rerank`` (or a loaded ``reranker``) is loaded once, here. A mode the
-    index cannot serve (bm25 or hybrid without a BM25 side) is refused now, not at the first query.
+    The cross-encoder of ``settings.rerank`` (or a loaded ``reranker``) is loaded once, here; a search
+    whose settings name no cross-encoder is not reranked. A mode the index cannot serve (bm25 or hybrid
+    without a BM25 side) is refused now, not at the first query.
     """
 
     def __init__(
@@ -39,9 +41,10 @@ class HybridSearcher(Searcher):
         super().__init__(index, model, device=device, precision=precision)
         self.settings = settings or SearchSettings()
         self.settings.resolved(index.manifest)
-        if reranker is None and self.settings.rerank is not None:
-            reranker = Reranker(self.settings.rerank, device=device)
-        self.reranker = reranker
+        if reranker is not None and self.settings.rerank is None:
+            self.settings = replace(self.settings, rerank=reranker.path)
+        self.reranker, self._device = reranker, device
+        self._reranker_for(self.settings)
 
     @classmethod
     def open(
@@ -74,14 +77,24 @@ class HybridSearcher(Searcher):
         settings = settings or self.settings
         if not queries:
             return []
-        if self.reranker is not None:
+        reranker = self._reranker_for(settings)
+        if reranker is not None:
             check_depth(settings.rerank_depth, k)
         self.check(queries, k)
-        fetch = settings.rerank_depth if self.reranker is not None else k
+        fetch = settings.rerank_depth if reranker is not None else k
         scores, fids = self.ranked(queries, fetch, settings, nprobe=nprobe, ef_search=ef_search, progress=show_progress)
-        if self.reranker is not None:
-            scores, fids = self._rerank(queries, fids, k)
+        if reranker is not None:
+            docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
+            scores, fids = rescore(reranker, queries, fids, lambda f: docs[f].text, k)
         return self.hits(scores, fids)
+
+    def _reranker_for(self, settings: SearchSettings) -> Reranker | None:
+        """The cross-encoder ``settings`` asks for (none: no reranking), loaded once and kept."""
+        if settings.rerank is None:
+            return None
+        if self.reranker is None or Path(settings.rerank) != self.reranker.path:
+            self.reranker = Reranker(settings.rerank, device=self._device)
+        return self.reranker
 
     def ranked(
         self,
@@ -105,7 +118,3 @@ class HybridSearcher(Searcher):
         if mode != "hybrid":
             return runs[0]
         return fuse(runs, k, method, (weight, 1 - weight))
-
-    def _rerank(self, queries: list[str], fids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
-        return rescore(self.reranker, queries, fids, lambda f: docs[f].text, k)
