@@ -77,27 +77,12 @@ def tiny_model(_tiny_st_loaded):
 
 
 @pytest.fixture(scope="session")
-def tiny_cross_encoder(tmp_path_factory) -> Path:
-    """A sentence-transformers CrossEncoder directory: a tiny seeded BERT with a one-logit head, bundled vocab."""
+def tiny_cross_encoder(tiny_bert: Path, tmp_path_factory) -> Path:
+    """A sentence-transformers CrossEncoder directory: the tiny BERT with a seeded one-logit head."""
     import torch
     from sentence_transformers import CrossEncoder
-    from transformers import BertConfig, BertForSequenceClassification
 
-    raw = tmp_path_factory.mktemp("tiny-cross-raw")
-    for name in TOKENIZER_FILES:
-        shutil.copy(default_model_path() / name, raw / name)
-    vocab_size = sum(1 for _ in (raw / "vocab.txt").open(encoding="utf-8"))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=1,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(raw)
     path = tmp_path_factory.mktemp("tiny-cross")
-    CrossEncoder(str(raw), device="cpu", local_files_only=True).save(str(path))
+    torch.manual_seed(0)
+    CrossEncoder(str(tiny_bert), num_labels=1, device="cpu", local_files_only=True).save(str(path))
     return path

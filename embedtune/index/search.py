@@ -77,8 +77,10 @@ class Searcher:
         indexes_dir: Path = DEFAULT_INDEXES_DIR,
         model: str | Path | None = None,
         precision: str | None = None,
+        **options,
     ) -> Searcher:
-        return cls(Index.load(index, indexes_dir), model, precision=precision)
+        """Load ``index`` and its model; ``options`` go to the constructor (a subclass's own settings)."""
+        return cls(Index.load(index, indexes_dir), model, precision=precision, **options)
 
     def search(
         self,

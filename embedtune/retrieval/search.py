@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtune.index import DEFAULT_INDEXES_DIR, Hit, Index, Searcher
+from embedtune.index import Hit, Index, Searcher
 from embedtune.retrieval.fusion import fuse
 from embedtune.retrieval.hybrid import SearchSettings
 from embedtune.retrieval.rerank import Reranker, check_depth, rescore
@@ -45,18 +45,6 @@ class HybridSearcher(Searcher):
             self.settings = replace(self.settings, rerank=reranker.path)
         self.reranker, self._device = reranker, device
         self._reranker_for(self.settings)
-
-    @classmethod
-    def open(
-        cls,
-        index: str | Path,
-        *,
-        indexes_dir: Path = DEFAULT_INDEXES_DIR,
-        model: str | Path | None = None,
-        precision: str | None = None,
-        settings: SearchSettings | None = None,
-    ) -> HybridSearcher:
-        return cls(Index.load(index, indexes_dir), model, precision=precision, settings=settings)
 
     @property
     def mode(self) -> str:
