@@ -60,10 +60,23 @@ def index() -> None:
 @options_from(EncodeSettings)
 @options_from(BuildSettings)
 @options_from(LexicalSettings)
+@click.option(
+    "--calibrate",
+    "calibrate_split",
+    default=None,
+    help="Then calibrate on the judged queries of this split of --corpus (a BEIR folder), as 'index calibrate'.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
 @json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
 def index_build(
-    model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, as_json: bool, **options
+    model: str,
+    corpus: Path,
+    name: str | None,
+    indexes_dir: Path,
+    calibrate_split: str | None,
+    overwrite: bool,
+    as_json: bool,
+    **options,
 ) -> None:
     """Encode a corpus into a FAISS index with a document store and a manifest."""
     from embedtune.index import build_index
@@ -83,6 +96,13 @@ def index_build(
         show_progress=show_progress(),
         lexical=LexicalSettings(**given(LexicalSettings, options)),
     )
+    if calibrate_split is not None:
+        from embedtune.retrieval.calibration import calibrate_index
+
+        note(f"calibrating on the {calibrate_split} queries of {corpus} ...")
+        manifest = calibrate_index(
+            name, corpus, calibrate_split, indexes_dir=indexes_dir, show_progress=show_progress()
+        )
     if as_json:
         emit(
             "index.build",

@@ -95,6 +95,22 @@ def test_calibrate_then_info_and_eval_side_by_side(tmp_path, tiny_st, tiny_cross
         ).stdout
     )
     assert reranked["results"][0]["system"] == f"index:t:{out['default_mode']}+rerank"
+    built = run(
+        "index",
+        "build",
+        "-m",
+        tiny_st,
+        "--corpus",
+        beir,
+        "--name",
+        "t2",
+        "--indexes-dir",
+        idx,
+        "--calibrate",
+        "dev",
+        "--json",
+    )
+    assert json.loads(built.stdout)["manifest"]["query_calibration"]["ndcg_at_10"] == out["ndcg_at_10"]
 
 
 def test_mine_with_a_cross_encoder_scorer_writes_the_teachers_scores(tmp_path, tiny_st, tiny_cross_encoder, beir_dir):
