@@ -107,7 +107,8 @@ class RerankRetriever:
     """The top ``depth`` of ``base``, rescored by a cross-encoder and re-sorted (a :class:`Retriever`).
 
     ``query_texts`` and ``doc_texts`` are the texts of the rows ``base`` answers in. A search for more
-    than ``depth`` results rescores that many (mining asks for exactly the candidates it rescores).
+    than ``depth`` results (an evaluation at @100 over a rerank of 50) returns the reranked head, then
+    the rest of ``base``'s ranking in its order, scored below the head (rankers sort by score).
     """
 
     def __init__(
@@ -123,9 +124,16 @@ class RerankRetriever:
         self.name = f"{base.name}+rerank:{reranker.path.name}"
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _, rows = self.base.search(query_rows, max(self.depth, k))  # callers check depth >= k where it matters
+        _, rows = self.base.search(query_rows, max(self.depth, k))
         queries = [self.query_texts[q] for q in query_rows]
-        return rescore(self.reranker, queries, rows, self.doc_texts.__getitem__, k)
+        scores, head = rescore(self.reranker, queries, rows[:, : self.depth], self.doc_texts.__getitem__, self.depth)
+        tail = rows[:, self.depth :]
+        if tail.shape[1] == 0:
+            return scores[:, :k], head[:, :k]
+        floor = np.where(head >= 0, scores, np.inf).min(axis=1, initial=np.inf)
+        floor = np.where(np.isfinite(floor), floor, 0.0)
+        tail_scores = (floor[:, None] - 1 - np.arange(tail.shape[1])).astype(np.float32)
+        return np.concatenate([scores, tail_scores], axis=1)[:, :k], np.concatenate([head, tail], axis=1)[:, :k]
 
     def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
         return self.reranker.score([self.query_texts[q] for q in query_rows], [self.doc_texts[d] for d in doc_rows])
