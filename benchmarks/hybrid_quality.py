@@ -78,7 +78,7 @@ def bench_index(name: str, indexes_dir: Path, n_latency: int, cross_encoder: Pat
     }
     out["lexical"] = manifest.lexical | {"bytes": manifest.files[f"lexical.{manifest.generation}.npz"]["bytes"]}
     out["faiss_bytes"] = manifest.files[f"index.{manifest.generation}.faiss"]["bytes"]
-    settings = EvalSettings(metrics=METRICS, ks=(), show_progress=False)
+    settings = EvalSettings(metrics=METRICS, ks=(10,), show_progress=False)
     rows = {}
     for label, search, modes in (
         ("modes", SearchSettings(), ("dense", "bm25", "hybrid")),

@@ -345,7 +345,9 @@ def evaluate(
     """Evaluate BM25, models and indexes (in that order) on one split, loading the data once.
 
     With ``search`` or ``modes``, each index is searched as :class:`SearchSettings` says, once per mode
-    of ``modes`` (side by side), else in its default mode; a cross-encoder is loaded once for all."""
+    of ``modes`` (side by side), else in its default mode; a cross-encoder is loaded once for all.
+    Without either, an index whose calibration chose another mode than dense is searched in that mode
+    (``index:NAME:hybrid``), any other as it always was (``index:NAME``)."""
     if not models and not indexes and not bm25:
         raise EmbedtuneError("nothing to evaluate: give at least one model or index, or bm25")
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
@@ -353,14 +355,13 @@ def evaluate(
     progress = settings.show_progress
     systems = [_bm25_system(BM25_K1, BM25_B, progress)] if bm25 else []
     systems += [_model_system(m, encoding or EncodeSettings(), progress) for m in models]
-    if search is None and not modes:
-        systems += [_index_system(i, data_split, progress) for i in loaded]
-    else:
-        search = search or SearchSettings()
-        reranker = Reranker(search.rerank) if search.rerank is not None else None
-        for index in loaded:
-            settings_by_mode = [replace(search, mode=m) for m in modes] or [search]
-            systems += [_index_system(index, data_split, progress, s, reranker) for s in settings_by_mode]
+    reranker = Reranker(search.rerank) if search is not None and search.rerank is not None else None
+    for index in loaded:
+        if search is None and not modes and index.manifest.default_mode == "dense":
+            systems.append(_index_system(index, data_split, progress))  # as before hybrid search existed
+            continue
+        settings_by_mode = [replace(search or SearchSettings(), mode=m) for m in modes] or [search or SearchSettings()]
+        systems += [_index_system(index, data_split, progress, s, reranker) for s in settings_by_mode]
     return _evaluate_systems(data_split, systems, settings)
 
 

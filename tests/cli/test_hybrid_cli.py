@@ -89,6 +89,9 @@ def test_calibrate_then_info_and_eval_side_by_side(tmp_path, tiny_st, tiny_cross
         ).stdout
     )
     assert [r["system"] for r in report["results"]] == ["index:t:dense", "index:t:bm25", "index:t:hybrid"]
+    default = json.loads(run("eval", "--index", "t", "--indexes-dir", idx, "--data", beir, "--json").stdout)
+    mode = out["default_mode"]
+    assert default["results"][0]["system"] == ("index:t" if mode == "dense" else f"index:t:{mode}")
     reranked = json.loads(
         run(
             "eval", "--index", "t", "--indexes-dir", idx, "--data", beir, "--rerank", tiny_cross_encoder, "--json"
