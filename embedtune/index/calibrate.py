@@ -6,7 +6,9 @@ search reaches the target on corpus vectors used as queries. Recall is counted b
 (:func:`recall_at_k`), so tied duplicate documents are not misses, and found documents are scored
 with their float vectors (:func:`exact_scores`), so quantised types are judged like exact ones.
 ``benchmarks/index_types.py`` re-measures recall on held-out queries
-(``benchmarks/results/index_types.md``).
+(``benchmarks/results/index_types.md``). :func:`calibrate_queries` and :class:`QueryRecall` do the
+same with real query vectors (``index calibrate``: :mod:`embedtune.retrieval.calibration`), against
+the vectors the index stores for its live documents, so removed (tombstoned) documents never count.
 """
 
 from __future__ import annotations
