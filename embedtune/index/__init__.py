@@ -3,9 +3,11 @@
 One module per concern:
 
 * :mod:`~embedtune.index.types` — the FAISS index types, the automatic choice, :class:`BuildSettings`;
-* :mod:`~embedtune.index.calibrate` — the search knob calibrated to a recall of exact search;
+* :mod:`~embedtune.index.calibrate` — the search knob calibrated to a recall of exact search (corpus
+  vectors at build time, real queries by :mod:`embedtune.retrieval.calibration`);
 * :mod:`~embedtune.index.manifest` — the manifest that names an index's files and says what it is;
 * :mod:`~embedtune.index.store` — the SQLite document store beside the vectors;
+* :mod:`~embedtune.index.lexical` — BM25 over the stored texts, saved beside the vectors (lexical search);
 * :mod:`~embedtune.index.generations` — the write transaction (a crash leaves the old or the new index);
 * :mod:`~embedtune.index.ingest` — storing and encoding a corpus a chunk at a time (build and update);
 * :mod:`~embedtune.index.build`, :mod:`~embedtune.index.update` — writing an index, changing one;

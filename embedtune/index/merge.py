@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.index.build import _check_replaceable, build_faiss, index_manifest
 from embedtune.index.generations import new_generation
+from embedtune.index.lexical import LexicalSettings, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, check_index_name
 from embedtune.index.shards import DATA_FILES, DOCS_FILE, SHARD_FILE, VECTORS_FILE, ShardRecord, shards_dir_of
 from embedtune.index.store import DocStore
@@ -118,12 +120,14 @@ def merge_shards(
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
     shards_dir: Path | None = None,
     build: BuildSettings | str = "auto",
+    lexical: LexicalSettings | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> Manifest:
     """Build index ``indexes_dir/name`` from the shards in ``shards_dir`` (default ``indexes_dir/NAME.shards``).
 
-    ``build`` is as for :func:`~embedtune.index.build_index`. The shards are left in place. Returns the
+    ``build`` and ``lexical`` are as for :func:`~embedtune.index.build_index` (the BM25 side is built
+    from the merged store's texts). The shards are left in place. Returns the
     committed manifest; it equals a one-process build's, apart from timings.
     """
     settings = BuildSettings(index_type=build) if isinstance(build, str) else build
@@ -142,6 +146,7 @@ def merge_shards(
         _check_replaceable(target)
         with new_generation(target) as gen:
             _merge_stores(shards, gen.store_path)
+            bm25 = _lexical(gen, lexical)
             vectors_path = gen.dir / MERGE_VECTORS
             try:
                 vectors = _concatenate(shards, vectors_path, total, first.dimension)
@@ -151,7 +156,18 @@ def merge_shards(
                 vectors_path.unlink(missing_ok=True)
             seconds = sum(record.encode_seconds for _, record in shards)
             manifest = index_manifest(name, first.identity, first.corpus, seconds, built)
-            return gen.commit(manifest, built.faiss_index)
+            return gen.commit(replace(manifest, lexical=bm25), built.faiss_index)
+
+
+def _lexical(gen, settings: LexicalSettings | None) -> dict[str, object]:
+    """The merged index's BM25 side, built from its merged store as a one-process build does."""
+    if not (settings or LexicalSettings()).bm25:
+        return {}
+    store = DocStore(gen.store_path)
+    try:
+        return write_lexical(store, gen.lexical_path) if len(store) else {}
+    finally:
+        store.close()
 
 
 def _merge_stores(shards: Sequence[tuple[Path, ShardRecord]], path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
+from embedtune.index.lexical import LexicalIndex, lexical_file
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, store_file
 from embedtune.index.store import DocStore, StoredDoc
 from embedtune.index.types import knob_name, search_parameters
@@ -73,6 +74,7 @@ class Index:
         self.path, self.manifest, self.faiss_index, self.store = path, manifest, faiss_index, store
         tombstones = store.tombstones()
         self._selector = None
+        self._lexical: LexicalIndex | None = None
         if tombstones:
             import faiss
 
@@ -216,6 +218,22 @@ class Index:
         scores, fids = self.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
         return scores, np.where(fids >= 0, row_map[np.maximum(fids, 0)], -1)
 
+    @property
+    def has_bm25(self) -> bool:
+        return bool(self.manifest.lexical)
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 side (loaded on first use; its file was checked with the others at load time)."""
+        if not self.has_bm25:
+            raise EmbedtuneError(
+                f"index '{self.name}' has no BM25 side (built without bm25), so it searches in dense mode only; "
+                "rebuild it with bm25 for bm25 or hybrid search"
+            )
+        if self._lexical is None:
+            self._lexical = LexicalIndex.load(self.path / lexical_file(self.manifest.generation))
+        return self._lexical
+
     def check_model(self, model: str | Path | None) -> Path:
         """Return the model path after proving it is the one that built this index."""
         return check_model(self.manifest, model, self.name)
@@ -276,6 +294,7 @@ class QdrantIndex(Index):
 def _check_files(path: Path, manifest: Manifest, verify: bool) -> None:
     """Both data files the manifest names exist with its sizes and digests (with ``verify``, SHA-256 too)."""
     expected = {index_file(manifest.generation), store_file(manifest.generation)}
+    expected |= {lexical_file(manifest.generation)} if manifest.lexical else set()
     if set(manifest.files) != expected:
         raise EmbedtuneError(f"{path}: manifest names files {sorted(manifest.files)}, expected {sorted(expected)}")
     for name, info in sorted(manifest.files.items()):

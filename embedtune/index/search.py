@@ -80,10 +80,12 @@ class Searcher:
         model: str | Path | None = None,
         precision: str | None = None,
         backend: str = "torch",
+        **options,
     ) -> Searcher:
+        """Load ``index`` and its model; ``options`` go to the constructor (a subclass's own settings)."""
         loaded = Index.load(index, indexes_dir)
         try:
-            return cls(loaded, model, precision=precision, backend=backend)
+            return cls(loaded, model, precision=precision, backend=backend, **options)
         except BaseException:
             loaded.close()  # a refused model leaves no open store (a Qdrant local-mode folder stays locked)
             raise
@@ -116,6 +118,12 @@ class Searcher:
         """
         if not queries:
             return []
+        self.check(queries, k)
+        vectors = self.encode_queries(queries, show_progress=show_progress)
+        return self.hits(*self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search))
+
+    def check(self, queries: list[str], k: int) -> None:
+        """Refuse bad queries; warn of truncated ones and of a ``k`` beyond the index size."""
         check_queries(queries)
         self._warn_truncated(queries)
         if k > len(self.index):
@@ -123,10 +131,11 @@ class Searcher:
                 f"k={k} is larger than index '{self.index.name}' ({len(self.index)} documents); "
                 f"returning at most {len(self.index)} hits",
                 EmbedtuneWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        vectors = self.encode_queries(queries, show_progress=show_progress)
-        scores, fids = self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
+
+    def hits(self, scores: np.ndarray, fids: np.ndarray) -> list[list[Hit]]:
+        """Ranked FAISS ids (-1 = none) as hits with the stored documents, per query."""
         docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
         return [
             [

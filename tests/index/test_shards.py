@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CORPUS
+from helpers import QUERIES, CORPUS
 
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
@@ -68,6 +68,12 @@ def test_three_shards_merge_into_the_one_process_index(tmp_path, tiny_st, beir_d
     assert_same_index(merged, single)
     np.testing.assert_allclose(vectors_of(merged), vectors_of(single), atol=1e-6)
     assert [p.name for p in idx.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+    # the BM25 side is built from the merged store, as a one-process build builds it
+    drop_time = lambda lexical: {k: v for k, v in lexical.items() if k != "seconds"}  # noqa: E731
+    assert drop_time(merged.manifest.lexical) == drop_time(single.manifest.lexical) != {}
+    queries = list(QUERIES.values())
+    for a, b in zip(merged.lexical().search(queries, 3), single.lexical().search(queries, 3), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bf16_shards_match_an_fp32_build_within_bf16_tolerance(tmp_path, tiny_st, beir_dir):
