@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import QUERIES, CORPUS
+from helpers import CORPUS, QUERIES
 
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
@@ -72,7 +72,7 @@ def test_three_shards_merge_into_the_one_process_index(tmp_path, tiny_st, beir_d
     drop_time = lambda lexical: {k: v for k, v in lexical.items() if k != "seconds"}  # noqa: E731
     assert drop_time(merged.manifest.lexical) == drop_time(single.manifest.lexical) != {}
     queries = list(QUERIES.values())
-    for a, b in zip(merged.lexical().search(queries, 3), single.lexical().search(queries, 3), strict=True):
+    for a, b in zip(merged.lexical.search(queries, 3), single.lexical.search(queries, 3), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
