@@ -35,10 +35,11 @@ class HybridSearcher(Searcher):
         *,
         device: str | None = None,
         precision: str | None = None,
+        backend: str = "torch",
         settings: SearchSettings | None = None,
         reranker: Reranker | None = None,
     ):
-        super().__init__(index, model, device=device, precision=precision)
+        super().__init__(index, model, device=device, precision=precision, backend=backend)
         self.settings = settings or SearchSettings()
         self.settings.resolved(index.manifest)
         if reranker is not None and self.settings.rerank is None:

@@ -50,8 +50,18 @@ def create_app(
     """The service over ``indexes`` (names under ``indexes_dir``, or paths; the first is the default)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
+    reranker = None
+    if settings.rerank is not None:
+        from embedtune.retrieval import Reranker
+
+        reranker = Reranker(settings.rerank)
     registry = IndexRegistry(
-        indexes, indexes_dir, backend=settings.backend, model=model, poll_seconds=settings.reload_seconds
+        indexes,
+        indexes_dir,
+        backend=settings.backend,
+        model=model,
+        reranker=reranker,
+        poll_seconds=settings.reload_seconds,
     )
     service = Service(registry, settings, metrics)
 

@@ -10,6 +10,7 @@ learns them from the error that names them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from embedtune.settings import SettingError, setting, validate
 
@@ -39,6 +40,11 @@ class ServeSettings:
         "queue while the model runs join the next batch without waiting.",
         min=0,
         max=1000,
+    )
+    rerank: Path | None = setting(
+        None,
+        help="A sentence-transformers CrossEncoder folder, loaded once at start; a search request with "
+        "'rerank': true rescores its top 'rerank_depth' hits with it.",
     )
     max_k: int = setting(100, help="Largest k a request may ask for.", min=1, max=10000)
     max_texts: int = setting(64, help="Most queries (or texts to embed) in one request.", min=1, max=4096)

@@ -21,6 +21,7 @@ Failures designed out:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
-from embedtune.index import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Index, Manifest, Searcher
+from embedtune.index import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Index, Manifest
+from embedtune.retrieval import HybridSearcher, Reranker
 
 log = logging.getLogger("embedtune.serve")
 
@@ -38,7 +40,7 @@ log = logging.getLogger("embedtune.serve")
 class Served:
     """One index as served now: its searcher (index + encoder) and the last load error, if any."""
 
-    searcher: Searcher
+    searcher: HybridSearcher
     stamp: tuple[int, int, int]  # the manifest's (inode, size, mtime_ns) when last looked at
     error: str | None = None
 
@@ -52,22 +54,29 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def load_searcher(index: Index, backend: str, model: str | Path | None = None) -> Searcher:
-    """A searcher over ``index`` with the encoder ``backend`` asks for (``auto``: OpenVINO when installed,
-    else PyTorch; an OpenVINO conversion that fails its check falls back to PyTorch under ``auto``)."""
+def load_searcher(
+    index: Index, backend: str, model: str | Path | None = None, reranker: Reranker | None = None
+) -> HybridSearcher:
+    """A searcher over ``index`` in every mode it has (dense; bm25 and hybrid with a BM25 side), with the
+    encoder ``backend`` asks for (``auto``: OpenVINO when installed, else PyTorch; an OpenVINO
+    conversion that fails its check falls back to PyTorch under ``auto``) and the service's ``reranker``."""
+
+    def searcher(backend: str) -> HybridSearcher:
+        return HybridSearcher(index, model, backend=backend, reranker=reranker)
+
     if backend == "auto":
         if importlib.util.find_spec("openvino") is None:
             log.info("index %s: encoding queries with torch (openvino is not installed)", index.name)
-            return Searcher(index, model, backend="torch")
+            return searcher("torch")
         try:
-            searcher = Searcher(index, model, backend="openvino")
+            found = searcher("openvino")
         except EmbedtuneError as e:
             log.warning("index %s: openvino unusable (%s); encoding queries with torch", index.name, e)
-            return Searcher(index, model, backend="torch")
+            return searcher("torch")
     else:
-        searcher = Searcher(index, model, backend=backend)
-    log.info("index %s: encoding queries with %s", index.name, searcher.encoder.backend)
-    return searcher
+        found = searcher(backend)
+    log.info("index %s: encoding queries with %s", index.name, found.encoder.backend)
+    return found
 
 
 class IndexRegistry:
@@ -80,18 +89,19 @@ class IndexRegistry:
         *,
         backend: str = "auto",
         model: str | Path | None = None,
+        reranker: Reranker | None = None,
         poll_seconds: float = 1.0,
     ):
         if not indexes:
             raise EmbedtuneError("no index to serve: name at least one")
         self.poll_seconds = poll_seconds
-        self._backend = backend
+        self._load = functools.partial(load_searcher, backend=backend, model=model, reranker=reranker)
         self._served: dict[str, Served] = {}
         for name in indexes:
             index = Index.load(name, indexes_dir)
             if index.name in self._served:
                 raise EmbedtuneError(f"index '{index.name}' is named twice")
-            self._served[index.name] = Served(load_searcher(index, backend, model), _stamp(index.path))
+            self._served[index.name] = Served(self._load(index), _stamp(index.path))
         self.default = next(iter(self._served))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,7 +131,7 @@ class IndexRegistry:
                 try:
                     searcher = served.searcher.with_index(index)
                 except EmbedtuneError:  # rebuilt with another model: that model is loaded (seconds)
-                    searcher = load_searcher(index, self._backend)
+                    searcher = self._load(index)
             except (OSError, EmbedtuneError) as e:
                 if served.error != str(e):
                     log.warning("index %s: keeping generation %d: %s", name, served.manifest.generation, e)

@@ -6,10 +6,9 @@ service (largest k, most texts, longest text) are checked by :func:`check_texts`
 :func:`check_k` against :class:`~embedtune.serve.config.ServeSettings`, before a request is queued
 for a batch, so one bad request can never fail the others batched with it.
 
-:class:`SearchOptions` holds the options handed through to :meth:`embedtune.index.Searcher.search`
-as keyword arguments; a request's options are also its batch key, so requests are batched only with
-requests asking the same. A new search option (a retrieval ``mode``, ``rerank``, ``rerank_depth``)
-is one field added there.
+:class:`SearchOptions` holds the options handed through to :meth:`embedtune.retrieval.HybridSearcher.search`
+(the FAISS knobs) and as its :class:`~embedtune.retrieval.SearchSettings` (mode, fusion, reranking);
+a request's options are also its batch key, so requests are batched only with requests asking the same.
 """
 
 from __future__ import annotations
@@ -42,6 +41,13 @@ class SearchOptions(BaseModel):
 
     nprobe: int | None = Field(None, ge=1, le=1 << 16, description="IVF cells to scan (IVF indexes only).")
     ef_search: int | None = Field(None, ge=1, le=1 << 16, description="HNSW beam width (HNSW indexes only).")
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        None, description="dense, bm25 or hybrid (default: the mode the index's calibration chose)."
+    )
+    fusion: Literal["minmax", "zscore", "rrf"] | None = Field(None, description="How hybrid fuses the two lists.")
+    weight: float | None = Field(None, ge=0, le=1, description="Weight of the dense list in hybrid fusion.")
+    rerank: bool = Field(False, description="Rescore the top hits with the service's cross-encoder (--rerank).")
+    rerank_depth: int | None = Field(None, ge=1, le=1000, description="Hits rescored when reranking (at least k).")
 
     def search_kwargs(self) -> dict[str, Any]:
         return self.model_dump(include=set(SearchOptions.model_fields), exclude_none=True)

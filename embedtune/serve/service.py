@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from embedtune.retrieval import HybridSearcher, SearchSettings
 from embedtune.serve.batcher import MicroBatcher
 from embedtune.serve.config import ServeSettings
 from embedtune.serve.metrics import Metrics
@@ -55,13 +56,21 @@ class Service:
         check_k(request.k, self.settings)
         served = self.served(request.index)
         options = request.search_kwargs()
+        _, settings = search_settings(options, served.searcher, request.k)  # refused now, not in a batch
         key = ("search", served.searcher.index.name, tuple(sorted(options.items())))
         hits = await self.batcher.run(key, (texts, request.k), size=len(texts))
         results = []
         for text, query_hits in zip(texts, hits, strict=True):
             kept = [h for h in query_hits[: request.k] if request.min_score is None or h.score >= request.min_score]
             results.append({"query": text, "hits": [hit_json(h) for h in kept]})
-        return {"schema": SEARCH_SCHEMA, "index": served.searcher.index.name, "results": results}
+        mode = settings.resolved(served.searcher.index.manifest)[0]
+        return {
+            "schema": SEARCH_SCHEMA,
+            "index": served.searcher.index.name,
+            "mode": mode,
+            "reranked": settings.rerank is not None,
+            "results": results,
+        }
 
     async def embed(self, request: EmbedRequest) -> dict[str, Any]:
         check_texts(request.texts, self.settings, "text")
@@ -111,8 +120,26 @@ class Service:
             return _split(vectors, [len(item) for item in items], lambda part: (part, searcher))
         texts = [text for item_texts, _ in items for text in item_texts]
         k = min(max(item_k for _, item_k in items), len(searcher.index)) or 1
-        hits = searcher.search(texts, k, **dict(extra))
+        knobs, settings = search_settings(dict(extra), searcher, k)
+        hits = searcher.search(texts, k, settings=settings, **knobs)
         return _split(hits, [len(item_texts) for item_texts, _ in items], lambda part: part)
+
+
+def search_settings(options: dict[str, Any], searcher: HybridSearcher, k: int) -> tuple[dict[str, int], SearchSettings]:
+    """A request's FAISS knobs and search settings, checked against the index it asks (a mode it cannot
+    serve, reranking on a service without a cross-encoder, a rerank depth below k are refused)."""
+    options = dict(options)
+    knobs = {name: options.pop(name) for name in ("nprobe", "ef_search") if name in options}
+    rerank = options.pop("rerank", False)
+    if rerank and searcher.reranker is None:
+        raise RequestError(400, "this service has no cross-encoder for 'rerank': start it with --rerank DIR")
+    if "rerank_depth" in options and not rerank:
+        raise RequestError(422, "'rerank_depth' applies only with 'rerank': true")
+    settings = SearchSettings(**options, rerank=searcher.reranker.path if rerank else None)
+    settings.resolved(searcher.index.manifest)
+    if rerank:
+        settings.check_k(k)
+    return knobs, settings
 
 
 def _split(rows: Any, sizes: list[int], wrap) -> list[Any]:

@@ -36,7 +36,7 @@ def test_auto_falls_back_to_torch_with_a_log_line(indexes_dir, caplog, monkeypat
 
     monkeypatch.undo()
     pytest.importorskip("openvino")
-    real = registry.Searcher
+    real = registry.HybridSearcher
 
     class Refusing(real):
         def __init__(self, index, model=None, *, backend="torch", **kwargs):
@@ -44,7 +44,7 @@ def test_auto_falls_back_to_torch_with_a_log_line(indexes_dir, caplog, monkeypat
                 refuse()
             super().__init__(index, model, backend=backend, **kwargs)
 
-    monkeypatch.setattr(registry, "Searcher", Refusing)
+    monkeypatch.setattr(registry, "HybridSearcher", Refusing)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="embedtune.serve"):
         searcher = load_searcher(Index.load("tiny", indexes_dir), "auto")
