@@ -42,6 +42,7 @@ from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
 from embedtune.training.model_card import card_facts, write_run_report
+from embedtune.training.schedule import choose_schedule
 from embedtune.training_data import TrainingData, load_training_data
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int 
 class _Setup:
     """What a run is made of, loaded and checked before any checkpoint folder is touched."""
 
+    config: TrainConfig  # the schedule filled in
     data: TrainingData
     dataset: Dataset  # the rows the trainer sees (without a label column the loss does not use)
     spec: LossSpec
@@ -162,6 +164,7 @@ def train(
         check_destination(config.output, config.overwrite)
     check_writable(config.output, directory=True)
     setup = _set_up(config)
+    config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
     for name, choice in setup.choices.items() if log is not None else ():
         log(choice.line(name))
     run_dir, checkpoint = prepare_run_dir(config)
@@ -246,39 +249,43 @@ def _set_up(config: TrainConfig) -> _Setup:
     check_reporter(config.report_to)
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
-    params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
     base_path = resolve_model_path(config.model)
     model = load_model(base_path, pooling=config.pooling, normalize=config.normalize)
     limit = base_limit(model)  # read before the training length replaces it
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
-    loss = build_loss(spec, model, params)
     precision = resolve_training_precision(config.precision, str(model.device))
     plan = (
         choose_dev(config.dev_settings(), data, precision)
         if config.dev
         else DevPlan(None, data, Choice(NO_DEV, "given", "dev=False: no dev evaluation, no checkpoint choice"))
     )
-    if plan.evaluator is None and config.early_stopping_patience is not None:
+    if plan.evaluator is None and config.early_stopping_patience:
         raise SettingError(
             "early_stopping_patience",
             "needs a dev set: give dev_data, a BEIR folder with a dev split, or data with enough queries to "
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
+    config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None)
+    params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
+    loss = build_loss(spec, model, params)
     choices = choose_lengths(config, model, data, limit)
     model.max_seq_length = choices["max_seq_length"].value
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
     reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
     choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
+    choices |= schedule
     dataset = (
         data.dataset
         if spec.uses_label or "label" not in data.dataset.column_names
         else data.dataset.remove_columns("label")
     )
-    return _Setup(data, dataset, spec, loss, model, base_path, precision, plan.evaluator, choices, plan.held_out)
+    return _Setup(
+        config, data, dataset, spec, loss, model, base_path, precision, plan.evaluator, choices, plan.held_out
+    )
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
