@@ -80,7 +80,7 @@ def choose_schedule(config: TrainConfig, rows: int, has_dev: bool) -> tuple[Trai
     choices["temperature"] = (
         Choice(config.temperature, "given", "temperature")
         if config.temperature is not None
-        else Choice(TEMPERATURE, "rule", "sentence-transformers' scale 20, the scale the base models were trained at")
+        else Choice(TEMPERATURE, "rule", "sentence-transformers' scale 20, the scale common base models learnt with")
     )
     choices |= _evaluation(config, steps, per_epoch, has_dev)
     values: dict[str, Any] = {name: choice.value for name, choice in choices.items() if name != "max_steps"}
