@@ -20,8 +20,10 @@ Systems, trained in the same run on the same training pairs: ``base`` (all-MiniL
 with ``--mine``). Test nDCG@10 is pytrec_eval's (:mod:`embedtune.metrics`, through
 :func:`embedtune.evaluate.evaluate`).
 
-``--quick`` shrinks a regime to fit a busy 2-core machine: a corpus of the train and test
-queries' relevant documents filled up to 3,000, 300 test queries (the 800 training queries stay).
+``--quick`` shrinks a regime: a corpus of the train and test queries' relevant documents filled up
+to 3,000, 300 test queries (the 800 training queries stay), and STS-B cut the same way (300
+queries, 2,000 sentences). ``--steps N`` caps every trained system at N steps: a smoke run of the
+script itself, whose numbers mean nothing (the report marks it).
 
     python benchmarks/regimes.py --quick --regime small
     python benchmarks/regimes.py --regime small --regime small-long --regime full --budget 1800
@@ -54,6 +56,7 @@ SYSTEMS = ("base", "st-plain", "embedtune", "embedtune-mine")
 TRAIN_QUERIES = 800
 QUICK_CORPUS = 3000
 QUICK_TEST = 300
+QUICK_STSB = 2000
 GROUP = 3  # descriptions per long document
 PEER_EPOCHS, PEER_BATCH, PEER_LENGTH = 3, 32, 256
 KEYS = ("ndcg@10", "recall@10", "mrr@10", "recall@100")
@@ -134,6 +137,36 @@ def _long_documents(corpus: list[dict], splits: dict, rng: random.Random) -> tup
     return merged, regrouped
 
 
+def stsb(quick: bool, seed: int = 42) -> Path:
+    """data/stsb-retrieval, or for ``quick`` a seeded cut of it: QUICK_TEST queries, QUICK_STSB sentences."""
+    if not quick:
+        return STSB
+    folder = WORK / "stsb-quick"
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    rng = random.Random(seed)
+    qrels: dict[str, dict[str, str]] = defaultdict(dict)
+    for line in (STSB / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        query, doc, grade = line.split("\t")
+        qrels[query][doc] = grade
+    qrels = {q: qrels[q] for q in rng.sample(sorted(qrels), QUICK_TEST)}
+    corpus = _read(STSB / "corpus.jsonl.gz")
+    needed = {d for docs in qrels.values() for d in docs} | set(qrels)  # a query is a corpus sentence too
+    others = sorted(d["_id"] for d in corpus if d["_id"] not in needed)
+    keep = needed | set(rng.sample(others, max(0, QUICK_STSB - len(needed))))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(
+            json.dumps({"_id": d["_id"], "title": "", "text": d["text"]}) + "\n" for d in corpus if d["_id"] in keep
+        )
+    texts = {q["_id"]: q["text"] for q in _read(STSB / "queries.jsonl.gz") if q["_id"] in qrels}
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in sorted(texts.items()))
+    rows = [f"{q}\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
+    return folder
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -175,10 +208,10 @@ def score(models: dict[str, str], data: Path, ignore_own_id: bool) -> dict[str, 
     return {name: {k: r.metrics[k] for k in KEYS if k in r.metrics} for name, r in zip(models, results, strict=True)}
 
 
-def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float | None) -> dict:
+def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float | None, cap: int | None) -> dict:
     data = build(regime, quick)
     work = data.parent
-    steps = _budget_steps(budget) if regime == "full" else None
+    steps = cap or (_budget_steps(budget) if regime == "full" else None)
     trained: dict[str, dict] = {}
     models = {"base": "default"}
     for system in systems:
@@ -193,10 +226,11 @@ def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float
         models[system] = str(output)
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
     test = score(models, data, ignore_own_id=False)
-    zero_shot = score(models, STSB, ignore_own_id=True)
+    zero_shot = score(models, stsb(quick), ignore_own_id=True)
     return {
         "regime": regime,
         "quick": quick,
+        "smoke_steps": cap,
         "budget_s": budget if regime == "full" else None,
         "documents": sum(1 for _ in open(data / "corpus.jsonl", encoding="utf-8")),
         "rows": {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models},
@@ -222,6 +256,8 @@ def report(runs: list[dict]) -> str:
     ]
     for run in runs:
         name = f"{run['regime']}{' (quick)' if run['quick'] else ''}"
+        if run.get("smoke_steps"):
+            name += f" (SMOKE RUN, {run['smoke_steps']} steps per system: numbers meaningless)"
         lines += [f"## {name}: {run['documents']:,} documents", ""]
         lines += ["| system | steps | wall s | " + " | ".join(KEYS) + " | STS-B ndcg@10 |"]
         lines += ["|---|---|---|" + "---|" * len(KEYS) + "---|"]
@@ -245,12 +281,14 @@ def main() -> None:
     parser.add_argument("--system", action="append", choices=SYSTEMS, help="repeatable (default: all)")
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and test set (see the docstring)")
     parser.add_argument("--budget", type=float, default=None, help="regime full: seconds of training per side")
+    parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
     args = parser.parse_args()
     path = RESULTS / "regimes.json"
     stored = json.loads(path.read_text()) if path.is_file() else []
     for regime in args.regime or REGIMES:
-        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget)
-        stored = [r for r in stored if (r["regime"], r["quick"]) != (regime, args.quick)] + [run]
+        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps)
+        key = (regime, args.quick, args.steps)
+        stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))
     print(report(stored))

@@ -123,14 +123,8 @@ def _length(config: TrainConfig, rows: int, per_epoch: int) -> dict[str, Choice]
     raw = math.sqrt(REFERENCE_ROWS / rows)
     epochs = float(f"{min(MAX_EPOCHS, raw):.3g}")
     capped = f", capped at {MAX_EPOCHS:g}" if raw > MAX_EPOCHS else ""
-    return {
-        "epochs": Choice(
-            epochs,
-            "data",
-            f"{rows} rows: examples seen = sqrt(rows x {REFERENCE_ROWS}), so sqrt({REFERENCE_ROWS}/{rows}) "
-            f"passes{capped} ({math.ceil(per_epoch * epochs)} steps)",
-        )
-    }
+    why = f"{rows} rows: examples seen = sqrt(rows x {REFERENCE_ROWS}), so sqrt({REFERENCE_ROWS}/{rows}) passes"
+    return {"epochs": Choice(epochs, "data", f"{why}{capped} ({math.ceil(per_epoch * epochs)} steps)")}
 
 
 def _warmup(config: TrainConfig, steps: int) -> Choice:
