@@ -225,8 +225,8 @@ class TrainConfig:
     )
     checkpoint_steps: int | None = setting(
         None,
-        help="Evaluate on dev and save a checkpoint every N steps (default: once per epoch for a run of several "
-        "epochs, at most 8 times; else 4 times per run, fewer where evaluating would cost over 10% of the "
+        help="Evaluate on dev and save a checkpoint every N steps (default: at the end of every epoch of a run of "
+        "two or more, with early stopping; else 4 times per run, fewer where evaluating would cost over 10% of the "
         "training compute, so short runs are evaluated at the end only).",
         min=1,
     )

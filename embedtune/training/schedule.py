@@ -7,14 +7,15 @@ from the number of training rows, and said as a :class:`~embedtune.training.choi
 
 * **Epochs.** The number of examples seen grows as the square root of the data size:
   ``examples = sqrt(rows x REFERENCE_ROWS)``, i.e. ``epochs = sqrt(REFERENCE_ROWS / rows)``, at most
-  ``MAX_EPOCHS``. At ``REFERENCE_ROWS`` (20,000) that is one pass; 800 rows get 5 passes (4,000
+  ``MAX_EPOCHS``, rounded to whole passes from two passes up (so that the last step ends an epoch
+  and is evaluated). At ``REFERENCE_ROWS`` (20,000) that is one pass; 800 rows get 5 passes (4,000
   examples), 300 rows 8, 55,000 rows 0.6 of a pass (33,000 examples). The reasoning: a fine-tune
   starts from an embedder that already works, so what a large set adds past a few tens of
   thousands of examples comes slowly, while a small set has to be seen several times before its
   signal outweighs the noise of one pass. Several passes can over-fit, which the next two rules
   design out rather than hope away.
-* **Dev evaluation and early stopping.** A run of two passes or more is evaluated once per epoch
-  (every few epochs beyond ``MAX_EVALS`` evaluations), the best checkpoint is kept, and training stops
+* **Dev evaluation and early stopping.** A run of two passes or more is evaluated at the end of
+  every epoch, the best checkpoint is kept, and training stops
   after ``PATIENCE`` evaluations without improvement; so extra passes cannot make the kept model
   worse, they can only cost time. A shorter run, or one whose length the user gave (``epochs`` or
   ``max_steps``: they asked for that many steps), keeps the run module's interval (a few
@@ -58,7 +59,6 @@ BASE_LR = 5e-5  # at BATCH_SIZE
 WARMUP_RATIO = 0.1
 MAX_WARMUP_STEPS = 500
 TEMPERATURE = 0.05
-MAX_EVALS = 8  # dev evaluations of a multi-pass run, at most
 PATIENCE = 2  # evaluations without improvement before stopping
 MIN_EVALS_FOR_PATIENCE = 4
 
@@ -121,7 +121,7 @@ def _length(config: TrainConfig, rows: int, per_epoch: int) -> dict[str, Choice]
     if config.epochs is not None:
         return {"epochs": Choice(config.epochs, "given", "epochs")}
     raw = math.sqrt(REFERENCE_ROWS / rows)
-    epochs = float(f"{min(MAX_EPOCHS, raw):.3g}")
+    epochs = min(MAX_EPOCHS, float(round(raw)) if raw >= 2 else float(f"{raw:.3g}"))
     capped = f", capped at {MAX_EPOCHS:g}" if raw > MAX_EPOCHS else ""
     why = f"{rows} rows: examples seen = sqrt(rows x {REFERENCE_ROWS}), so sqrt({REFERENCE_ROWS}/{rows}) passes"
     return {"epochs": Choice(epochs, "data", f"{why}{capped} ({math.ceil(per_epoch * epochs)} steps)")}
@@ -144,14 +144,8 @@ def _evaluation(config: TrainConfig, steps: int, per_epoch: int, has_dev: bool) 
     if every is not None:
         interval = Choice(every, "given", "checkpoint_steps")
     elif has_dev and passes >= 2 and chosen_length:
-        every = per_epoch * math.ceil(passes / MAX_EVALS)
-        epochs = every // per_epoch
-        interval = Choice(
-            every,
-            "rule",
-            f"{passes:.3g} passes: evaluated every {'epoch' if epochs == 1 else f'{epochs} epochs'} "
-            f"(at most {MAX_EVALS} times) so that the best pass is kept",
-        )
+        every = per_epoch
+        interval = Choice(every, "rule", f"{passes:g} passes: evaluated at the end of each, so that the best is kept")
     else:
         why = "no dev set" if not has_dev else "the run's length was given" if not chosen_length else "under 2 passes"
         interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within 10% of training compute)")

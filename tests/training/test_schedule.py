@@ -73,8 +73,9 @@ def test_warm_up_is_a_tenth_of_the_steps_but_at_most_500():
 def test_a_multi_pass_run_is_evaluated_each_epoch_and_stops_early_only_with_a_dev_set():
     config, why = _chosen(800)  # 25 steps an epoch, 5 passes
     assert config.checkpoint_steps == 25 and config.early_stopping_patience == 2
-    many, _ = _chosen(30)  # 10 passes of 4 steps: at most 8 evaluations, so every 2 epochs
-    assert many.checkpoint_steps == 8
+    many, _ = _chosen(30)  # 10 passes of 4 steps
+    assert many.epochs == 10 and many.checkpoint_steps == 4
+    assert _chosen(1_000)[0].epochs == 4  # whole passes from two up: sqrt(20) = 4.47 -> 4
     blind, why = _chosen(800, has_dev=False)
     assert blind.checkpoint_steps is None and blind.early_stopping_patience == 0
     assert "no dev set" in why["early_stopping_patience"].why
@@ -89,13 +90,13 @@ def _beir(root, queries=60):
 
 
 def test_defaults_stop_early_when_the_held_out_dev_metric_stops_improving(tmp_path, tiny_st):
-    # 54 rows after the 6 held-out queries: batch 8, 7 steps an epoch, 10 passes, evaluated every
-    # 14 steps. With a zero learning rate the dev metric cannot improve: patience 2 stops at step 42.
+    # 54 rows after the 6 held-out queries: batch 8, 7 steps an epoch, 10 passes, each evaluated.
+    # With a zero learning rate the dev metric cannot improve: patience 2 stops at step 21.
     config = train_config(tmp_path / "m", tiny_st, _beir(tmp_path / "beir"), learning_rate=0.0, warmup_ratio=None)
     result = train(config)
     chosen = {name: c.value for name, c in result.choices.items()}
-    assert chosen["epochs"] == MAX_EPOCHS and chosen["batch_size"] == 8 and chosen["checkpoint_steps"] == 14
-    assert chosen["early_stopping_patience"] == 2 and result.steps == 42
+    assert chosen["epochs"] == MAX_EPOCHS and chosen["batch_size"] == 8 and chosen["checkpoint_steps"] == 7
+    assert chosen["early_stopping_patience"] == 2 and result.steps == 21
     # The resolved schedule is what the model folder records: the config saved with it repeats the run.
     record = json.loads((result.output / TRAIN_RECORD).read_text())
     assert record["choices"]["epochs"]["source"] == "data" and record["config"]["batch_size"] == 8
