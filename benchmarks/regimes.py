@@ -272,6 +272,10 @@ def report(runs: list[dict]) -> str:
                 chosen = ", ".join(f"{k}={v}" for k, v in row["choices"].items() if k != "dev")
                 lines.append(f"\n{system} chose: {chosen}; dev: {row['choices'].get('dev')}")
         lines.append("")
+    done = {(r["regime"], r["quick"]) for r in runs if not r.get("smoke_steps")}
+    missing = [f"{r}{' --quick' if q else ''}" for r in REGIMES for q in (True, False) if (r, q) not in done]
+    if missing:
+        lines += [f"Not yet run: {', '.join(missing)} (commands in the docstring of benchmarks/regimes.py).", ""]
     return "\n".join(lines)
 
 
