@@ -22,3 +22,13 @@ def cpu_model(default: str = "unknown CPU") -> str:
 def machine() -> str:
     """CPU model and core count, for stamping results (timings only compare within one machine)."""
     return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+
+
+def save_results(name: str, summary: dict, markdown: str) -> None:
+    """Write ``results/NAME.json`` (the numbers) and ``results/NAME.md`` (the table), and print the table."""
+    import json
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -24,7 +24,11 @@ replaced by ``torch.compile(..., dynamic=True, options={"freezing": True})``, a 
 embedtune does not use because its gain (a few %) does not repay its ~30 s compile (the row shows
 whether that still holds), and ``openvino`` (``auto``'s precision through the OpenVINO backend;
 only where openvino is installed; its first calls include the conversion in the first process that
-meets an empty converted-model folder). On a GPU:
+meets an empty converted-model folder). Reference rows, the limits ``auto`` is held against:
+``torch-bf16-loop`` (a plain ``model.bfloat16()`` loop over token-sorted batches, no embedtune code),
+``openvino-fp32`` and ``openvino-bf16`` (the bf16 hint given whatever the CPU), and ``openvino-int8``
+(NNCF static int8, ``openvino_int8.py``'s quantisation on 300 other documents; its first call
+includes the quantisation; where nncf is installed). On a GPU:
 ``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
 """
 
@@ -49,8 +53,10 @@ from common import RESULTS, machine  # noqa: E402
 
 DATA = ROOT / "data" / "debian"
 BATCH, SAMPLE, QUICK_SAMPLE, LATENCY_QUERIES, SEED = 32, 2000, 64, 200, 0
-CPU_VARIANTS = ("st-fp32", "fp32", "bf16", "bf16-unpacked", "int8", "bf16-compiled") + (
-    ("openvino",) if find_spec("openvino") else ()
+CPU_VARIANTS = (
+    ("st-fp32", "fp32", "bf16", "bf16-unpacked", "int8", "bf16-compiled", "torch-bf16-loop")
+    + (("openvino", "openvino-fp32", "openvino-bf16") if find_spec("openvino") else ())
+    + (("openvino-int8",) if find_spec("nncf") else ())
 )
 GPU_VARIANTS = ("st-fp32", "st-fp16", "fp32", "fp16", "bf16")
 KINDS = ("documents", "queries")
@@ -74,8 +80,19 @@ def _encode_fn(variant: str):
         if variant == "st-fp16":
             model = model.half()
         return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
-    if variant == "openvino":
-        encoder = Encoder(model, "auto", cache=None, backend="openvino")
+    if variant == "torch-bf16-loop":
+        return _plain_bf16_loop(model)
+    if variant == "openvino-int8":
+        from openvino_int8 import Int8Encoder, quantize
+
+        return Int8Encoder(model, quantize(model, _texts("documents", SAMPLE + 300)[SAMPLE:])).encode
+    if variant.startswith("openvino"):
+        precision = variant.partition("-")[2] or "auto"
+        if precision == "bf16":  # the reference row: the bf16 hint whatever the CPU (the backend gives it on AMX only)
+            import embedtune.encoding.openvino as backend
+
+            backend.cpu_has_amx_bf16 = lambda: True
+        encoder = Encoder(model, precision, cache=None, backend="openvino")
         return lambda texts: encoder.encode(texts, batch_size=BATCH, show_progress=False)
     precision, _, kind = variant.partition("-")
     # compiling packs the Linear weights itself (freezing), so it starts from PyTorch's own modules
@@ -86,6 +103,27 @@ def _encode_fn(variant: str):
         transformer = encoder.model[0]  # sentence-transformers' Transformer module: compile what it runs
         transformer.model = torch.compile(transformer.model, dynamic=True, options={"freezing": True})
     return lambda texts: encoder.encode(texts, batch_size=BATCH, show_progress=False)
+
+
+def _plain_bf16_loop(model):
+    """The reference a user could write in a few lines: ``model.bfloat16()``, batches sorted by token count."""
+    import numpy as np
+    import torch
+
+    model = model.bfloat16().eval()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        tokens = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+        order = np.argsort([len(ids) for ids in tokens])[::-1]
+        out = np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), BATCH):
+                rows = order[start : start + BATCH]
+                features = model.preprocess([texts[i] for i in rows])
+                out[rows] = model(dict(features))["sentence_embedding"].float().numpy()
+        return out
+
+    return encode
 
 
 def run_variant(variant: str, kind: str, n: int, vectors_out: Path) -> dict:

@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +44,8 @@ from embedtune.models import load_model, model_name, resolve_model_path
 from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
 from embedtune.retrieval.bm25 import K1 as BM25_K1
 from embedtune.retrieval.bm25 import B as BM25_B
+from embedtune.retrieval.hybrid import SearchSettings, index_retriever
+from embedtune.retrieval.rerank import Reranker
 
 
 @dataclass
@@ -168,7 +170,16 @@ def _model_system(model: str | Path | None, encoding: EncodeSettings, show_progr
     return _System(str(model) if model is not None else "default", "model", prepare)
 
 
-def _index_system(index: Index, split: RetrievalSplit, show_progress: bool) -> _System:
+def _index_system(
+    index: Index,
+    split: RetrievalSplit,
+    show_progress: bool,
+    search: SearchSettings | None = None,
+    reranker: Reranker | None = None,
+) -> _System:
+    """The index's own search; with ``search``, in its mode (hybrid, BM25, reranked), named ``index:NAME:MODE``."""
+    mode = search.resolved(index.manifest)[0] if search is not None else None
+
     def prepare(data: RetrievalInput) -> _Ranker:
         indexed = set(index.doc_ids)
         missing = {d for docs in split.qrels.values() for d in docs if d not in indexed}
@@ -178,11 +189,15 @@ def _index_system(index: Index, split: RetrievalSplit, show_progress: bool) -> _
                 f"index '{index.name}' lacks {len(missing)} document(s) that {split.name} marks relevant "
                 f"(e.g. {example}); was it built from another corpus?"
             )
-        retriever = IndexRetriever(index, data.query_texts, show_progress=show_progress)
         details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
-        return _Ranker(retriever, retriever.doc_ids, details)
+        if search is None:
+            retriever = IndexRetriever(index, data.query_texts, show_progress=show_progress)
+            return _Ranker(retriever, retriever.doc_ids, details)
+        retriever = index_retriever(index, data.query_texts, search, reranker=reranker, show_progress=show_progress)
+        return _Ranker(retriever, index.doc_ids, details | {"mode": mode, "reranked": reranker is not None})
 
-    return _System(f"index:{index.name}", "index", prepare)
+    name = f"index:{index.name}" + (f":{mode}" if mode else "") + ("+rerank" if reranker else "")
+    return _System(name, "index", prepare)
 
 
 def _bm25_system(k1: float, b: float, show_progress: bool) -> _System:
@@ -324,8 +339,15 @@ def evaluate(
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
     settings: EvalSettings = EvalSettings(),
     encoding: EncodeSettings | None = None,
+    search: SearchSettings | None = None,
+    modes: Sequence[str] = (),
 ) -> list[EvalResult]:
-    """Evaluate BM25, models and indexes (in that order) on one split, loading the data once."""
+    """Evaluate BM25, models and indexes (in that order) on one split, loading the data once.
+
+    With ``search`` or ``modes``, each index is searched as :class:`SearchSettings` says, once per mode
+    of ``modes`` (side by side), else in its default mode; a cross-encoder is loaded once for all.
+    Without either, an index whose calibration chose another mode than dense is searched in that mode
+    (``index:NAME:hybrid``), any other as it always was (``index:NAME``)."""
     if not models and not indexes and not bm25:
         raise EmbedtuneError("nothing to evaluate: give at least one model or index, or bm25")
     loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
@@ -333,7 +355,13 @@ def evaluate(
     progress = settings.show_progress
     systems = [_bm25_system(BM25_K1, BM25_B, progress)] if bm25 else []
     systems += [_model_system(m, encoding or EncodeSettings(), progress) for m in models]
-    systems += [_index_system(i, data_split, progress) for i in loaded]
+    reranker = Reranker(search.rerank) if search is not None and search.rerank is not None else None
+    for index in loaded:
+        if search is None and not modes and index.manifest.default_mode == "dense":
+            systems.append(_index_system(index, data_split, progress))  # as before hybrid search existed
+            continue
+        settings_by_mode = [replace(search or SearchSettings(), mode=m) for m in modes] or [search or SearchSettings()]
+        systems += [_index_system(index, data_split, progress, s, reranker) for s in settings_by_mode]
     return _evaluate_systems(data_split, systems, settings)
 
 

@@ -213,7 +213,28 @@ def load_model(
         raise EmbedtuneError(f"{path / weights}: damaged or truncated weights file ({_first_line(e)})") from e
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
+    name_from_card(st, path)
     return st
+
+
+def name_from_card(model: SentenceTransformer, path: Path) -> None:
+    """Give a model loaded from a folder the name and parent that loading it from the Hub would give.
+
+    sentence-transformers fills ``model_card_data`` from the Hub only, so a model read from a local
+    folder is anonymous, and MTEB (``ModelMeta.from_sentence_transformer_model``, which ``mteb.evaluate``
+    calls) files its results under "no_model_name/available". The name is the model's Hub id when the
+    files tell it, else the name its card's ``model-index`` gives (embedtune writes the folder's name
+    there), else the folder's name; the parent is the card's ``base_model`` (MTEB's ``adapted_from``).
+    """
+    data = model.model_card_data
+    card = card_metadata(path)
+    entries = card.get("model-index")
+    indexed = entries[0].get("name") if isinstance(entries, list) and entries and isinstance(entries[0], dict) else None
+    if not data.model_name:
+        data.model_name = hub_model_id(path) or (indexed if isinstance(indexed, str) else None) or path.name
+    base = card.get("base_model")
+    if data.base_model is None and isinstance(base, str) and _HUB_ID.match(base):
+        data.base_model = base
 
 
 def _first_line(error: Exception) -> str:

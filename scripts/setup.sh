@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install embedtune with the CPU build of PyTorch, the test tools and the optional
-# backends the tests cover (OpenVINO, TensorBoard). Idempotent: a second run with
+# extras the tests cover (OpenVINO, TensorBoard, the service and its browser test, Ray, Qdrant). Idempotent: a second run with
 # unchanged pyproject.toml/constraints.txt returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +13,5 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch first, from the constraint, so nothing later can pull a CUDA build.
 .venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt torch
-.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,openvino,tensorboard]"
+.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,openvino,tensorboard,serve,browser,ray,qdrant]"
 echo "$want" > "$stamp"

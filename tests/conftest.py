@@ -74,3 +74,15 @@ def _tiny_st_loaded(tiny_st: Path):
 def tiny_model(_tiny_st_loaded):
     """The tiny sentence-transformers model, loaded once per session and handed to each test as a copy."""
     return copy.deepcopy(_tiny_st_loaded)
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_bert: Path, tmp_path_factory) -> Path:
+    """A sentence-transformers CrossEncoder directory: the tiny BERT with a seeded one-logit head."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    path = tmp_path_factory.mktemp("tiny-cross")
+    torch.manual_seed(0)
+    CrossEncoder(str(tiny_bert), num_labels=1, device="cpu", local_files_only=True).save(str(path))
+    return path

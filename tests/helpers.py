@@ -101,3 +101,27 @@ def hf_cache(root: Path, repo_id: str, model_dir: Path) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
     return snapshot
+
+
+def launch(*args: object, launcher: str = "torchrun", processes: int = 2, timeout: float = 300):
+    """``torchrun`` or ``accelerate launch`` of ``ARGS`` on PROCESSES local processes with this checkout's
+    embedtune, one thread each; returns the finished process (stdout and stderr as text)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = {
+        "torchrun": ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"],
+        # --multi_gpu is accelerate's word for multi-process DDP; without GPUs it runs gloo on the CPU
+        "accelerate": ["accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}"],
+    }[launcher]
+    if launcher == "accelerate":  # a free port; no questions about precision or compilation
+        command += ["--main_process_port=0", "--mixed_precision=no", "--dynamo_backend=no"]
+    return subprocess.run(
+        [sys.executable, "-m", *command, *(str(a) for a in args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

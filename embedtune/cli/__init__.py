@@ -13,10 +13,11 @@ from embedtune.cli.evaluate import eval_command
 from embedtune.cli.index import index
 from embedtune.cli.mine import mine
 from embedtune.cli.search import search
+from embedtune.cli.serve import serve
 from embedtune.cli.split import split
 from embedtune.cli.train import train
 
-for command in (train, mine, index, search, eval_command, encode, split, cache):
+for command in (train, mine, index, search, eval_command, encode, split, cache, serve):
     main.add_command(command)
 
 __all__ = ["main"]

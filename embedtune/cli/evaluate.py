@@ -21,6 +21,7 @@ from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.io import check_writable, write_bytes_atomic, write_text_atomic
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
+from embedtune.retrieval.hybrid import MODES, SearchSettings
 
 
 def _parse_ks(_ctx, _param, value: str) -> list[int]:
@@ -45,8 +46,18 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     "--index",
     "indexes",
     multiple=True,
-    help="Index to evaluate with its own search and model (no corpus re-encoding). Repeatable.",
+    help="Index to evaluate with its own search and model (no corpus re-encoding); a name, a path or a qdrant:// "
+    "URI ('index export'). Repeatable.",
 )
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(MODES),
+    help="Evaluate each --index in this search mode (repeatable: the modes side by side). Default: the "
+    "index's own default mode.",
+)
+@options_from(SearchSettings, exclude=("mode",))
 @click.option("--bm25", is_flag=True, help="Also evaluate BM25 (Lucene k1=1.2, b=0.75, English stemming).")
 @data_option
 @click.option("--split", default="test", show_default=True, help="Qrels split to evaluate on.")
@@ -103,6 +114,7 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
 def eval_command(
     models: tuple[str, ...],
     indexes: tuple[str, ...],
+    modes: tuple[str, ...],
     bm25: bool,
     data: Path,
     split: str,
@@ -131,6 +143,9 @@ def eval_command(
     from embedtune.evaluate import EvalSettings, evaluate, format_report
 
     encoding = given(EncodeSettings, options)
+    searching = given(SearchSettings, options)
+    if (searching or modes) and not indexes:
+        raise click.UsageError("--mode and the fusion/rerank options apply to --index systems, and none was given")
     _check_before_work(bool(models), encoding, (json_out, markdown_out, plot), run_out)
     settings = EvalSettings(
         metrics=tuple(m for m in metrics.split(",") if m.strip()),
@@ -152,6 +167,8 @@ def eval_command(
             indexes_dir=indexes_dir,
             settings=settings,
             encoding=EncodeSettings(**encoding),
+            search=SearchSettings(**searching) if searching else None,
+            modes=modes,
         )
     results_doc = document("eval", {"data": data, "split": split, "results": [r.to_dict() for r in results]})
     payload = json.dumps(results_doc, indent=2, ensure_ascii=False) + "\n"

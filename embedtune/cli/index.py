@@ -17,11 +17,14 @@ from embedtune.cli.app import (
     note,
     show_progress,
 )
+from embedtune.cli.index_scale import build_scaled_out, index_export, index_merge, ray_option
 from embedtune.cli.options import given, options_from
 from embedtune.data import default_data_dir
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import BuildSettings
+from embedtune.index.lexical import LexicalSettings
+from embedtune.index.shards import ShardSettings
 
 
 @click.group(cls=EmbedtuneGroup)
@@ -58,28 +61,58 @@ def index() -> None:
 @indexes_dir_option
 @options_from(EncodeSettings)
 @options_from(BuildSettings)
+@options_from(ShardSettings)
+@ray_option
+@options_from(LexicalSettings)
+@click.option(
+    "--calibrate",
+    "calibrate_split",
+    default=None,
+    help="Then calibrate on the judged queries of this split of --corpus (a BEIR folder), as 'index calibrate'.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
 @json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
 def index_build(
-    model: str, corpus: Path, name: str | None, indexes_dir: Path, overwrite: bool, as_json: bool, **options
+    model: str,
+    corpus: Path,
+    name: str | None,
+    indexes_dir: Path,
+    ray_address: str | None,
+    calibrate_split: str | None,
+    overwrite: bool,
+    as_json: bool,
+    **options,
 ) -> None:
-    """Encode a corpus into a FAISS index with a document store and a manifest."""
+    """Encode a corpus into a FAISS index with a document store and a manifest (or one shard of it)."""
     from embedtune.index import build_index
     from embedtune.models import DEFAULT_MODEL, model_name
 
     if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
         name = "minilm" if model == DEFAULT_MODEL else model_name(model)
+    build, encode = BuildSettings(**given(BuildSettings, options)), EncodeSettings(**given(EncodeSettings, options))
+    shards = ShardSettings(**given(ShardSettings, options), ray=ray_address)
+    if shards.shards is not None or shards.ray is not None:
+        build_scaled_out(corpus, name, model, shards, build, encode, indexes_dir, overwrite, as_json)
+        return
     note(f"loading model {model} ...")
     manifest = build_index(
         corpus,
         name,
         model=model,
-        build=BuildSettings(**given(BuildSettings, options)),
-        encode=EncodeSettings(**given(EncodeSettings, options)),
+        build=build,
+        encode=encode,
         indexes_dir=indexes_dir,
         overwrite=overwrite,
         show_progress=show_progress(),
+        lexical=LexicalSettings(**given(LexicalSettings, options)),
     )
+    if calibrate_split is not None:
+        from embedtune.retrieval.calibration import calibrate_index
+
+        note(f"calibrating on the {calibrate_split} queries of {corpus} ...")
+        manifest = calibrate_index(
+            name, corpus, calibrate_split, indexes_dir=indexes_dir, show_progress=show_progress()
+        )
     if as_json:
         emit(
             "index.build",
@@ -197,6 +230,59 @@ def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) 
         click.echo(f"{key:>10}: {value}")
 
 
+@index.command("calibrate")
+@index_argument
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=default_data_dir,
+    show_default="data/debian",
+    help="BEIR folder whose judged queries calibrate the index (its corpus must be the index's).",
+)
+@click.option("--split", default="dev", show_default=True, help="Qrels split of real queries (never test).")
+@click.option("--target-recall", type=float, default=None, help="recall@10 vs exact to reach (default: the build's).")
+@click.option(
+    "--fusion-depth",
+    "depth",
+    type=click.IntRange(min=10),
+    default=100,
+    show_default=True,
+    help="Candidates per list fused while choosing the fusion.",
+)
+@indexes_dir_option
+@json_option("Print the calibration as one JSON document (schema embedtune.index.calibrate/1).")
+def index_calibrate(
+    index_name: str, data: Path, split: str, target_recall: float | None, depth: int, indexes_dir: Path, as_json: bool
+) -> None:
+    """Calibrate the search knob and the hybrid fusion and default mode on real queries of a split.
+
+    \b
+    The knob (nprobe / efSearch) is tuned on half the queries and its recall checked on the other half;
+    dense, BM25 and fusions are compared by nDCG@10, and hybrid becomes the default mode only where it
+    beats both. Committed as a new generation; 'index info' shows the figures.
+    """
+    from embedtune.retrieval.calibration import calibrate_index
+
+    note(f"loading index {index_name} and its model ...")
+    manifest = calibrate_index(
+        index_name,
+        data,
+        split,
+        indexes_dir=indexes_dir,
+        target_recall=target_recall,
+        depth=depth,
+        show_progress=show_progress(),
+    )
+    if as_json:
+        emit(
+            "index.calibrate",
+            {"index": index_name, "search_defaults": manifest.search_defaults} | manifest.query_calibration,
+        )
+        return
+    for key, value in [("search", manifest.describe_search()), *manifest.describe_hybrid()]:
+        click.echo(f"{key:>10}: {value}")
+
+
 @index.command("list")
 @indexes_dir_option
 @json_option("Print one JSON document (schema embedtune.index.list/1: {indexes_dir, indexes: [...]}).")
@@ -232,3 +318,7 @@ def index_list(indexes_dir: Path, as_json: bool) -> None:
                 f"{r['name']:<20} {r['type']:<9} {r['documents']:>10,} docs x {r['dimension']:<4} "
                 f"{r['disk_bytes'] / 1e6:>9,.1f} MB  {r['model']}"
             )
+
+
+index.add_command(index_merge)
+index.add_command(index_export)

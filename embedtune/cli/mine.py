@@ -63,6 +63,13 @@ def mining_payload(report: MiningReport, output: Path) -> dict:
 )
 @indexes_dir_option
 @retriever_option
+@click.option(
+    "--scorer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Cross-encoder directory (sentence-transformers CrossEncoder) that rescores every candidate and positive: "
+    "margins and the scores written for margin-mse become the teacher's (raw logits: prefer --absolute-margin).",
+)
 @options_from(MiningConfig)
 @options_from(EncodeSettings)
 @click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")

@@ -8,14 +8,21 @@ from pathlib import Path
 import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, indexes_dir_option, json_option, note, show_progress
+from embedtune.cli.options import given, options_from
 from embedtune.encoding import PRECISIONS, EncodeSettings
+from embedtune.retrieval.hybrid import SearchSettings
 from embedtune.settings import meta_of
 from embedtune.text import terminal_safe
 
 
 @click.command(cls=EmbedtuneCommand)
 @click.argument("query", nargs=-1)
-@click.option("--index", "index_name", required=True, help="Index name (under --indexes-dir) or path.")
+@click.option(
+    "--index",
+    "index_name",
+    required=True,
+    help="Index name (under --indexes-dir) or path, or the qdrant:// URI of a collection written by 'index export'.",
+)
 @indexes_dir_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option(
@@ -53,6 +60,7 @@ from embedtune.text import terminal_safe
     help="Precision of the query encoding (default: the index's own, as 'index info' shows). "
     + meta_of(EncodeSettings, "precision").help,
 )
+@options_from(SearchSettings)
 def search(
     query: tuple[str, ...],
     index_name: str,
@@ -65,24 +73,35 @@ def search(
     nprobe: int | None,
     ef_search: int | None,
     precision: str | None,
+    **options,
 ) -> None:
     """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
+    import time
+
     from embedtune.data import read_query_file
-    from embedtune.index import Searcher
+    from embedtune.retrieval import HybridSearcher
 
     if precision is not None:
         EncodeSettings(precision=precision)  # refused as every command refuses it
+    settings = SearchSettings(**given(SearchSettings, options))
+    settings.check_k(k)
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")
     queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
     note(f"loading index {index_name} and its model ...")
-    searcher = Searcher.open(index_name, indexes_dir=indexes_dir, model=model, precision=precision)
+    searcher = HybridSearcher.open(
+        index_name, indexes_dir=indexes_dir, model=model, precision=precision, settings=settings
+    )
     progress = show_progress() and queries_file is not None  # one query is over before a bar could help
     texts = [text for _, text in queries]
+    started = time.perf_counter()
     results = searcher.search(texts, k, nprobe=nprobe, ef_search=ef_search, show_progress=progress)
+    ms = round(1000 * (time.perf_counter() - started) / len(texts), 2)
+    note(f"{searcher.mode} search{' + rerank' if settings.rerank else ''}: {ms} ms per query")
     for (query_id, text), hits in zip(queries, results, strict=True):
         if as_json:
             payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
+            payload |= {"mode": searcher.mode, "reranked": settings.rerank is not None, "ms_per_query": ms}
             payload["hits"] = [
                 {"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6)}
                 | ({"text": h.text} if width else {})

@@ -11,7 +11,7 @@ from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_pr
 from embedtune.cli.mine import echo_mining, mining_payload, retriever_option
 from embedtune.cli.options import given, options_from
 from embedtune.mining import MiningConfig
-from embedtune.training import TrainConfig, TrainResult
+from embedtune.training import TrainConfig, TrainResult, distributed
 
 
 def _describe(result: TrainResult) -> str:
@@ -89,11 +89,30 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: b
     held out as one (--dev-split none: no dev set). What was chosen from the data (token lengths, dev
     set, loss) is said on stderr, in embedtune_train.json and on the model card. The output holds the
     model, README.md (model card), metrics.jsonl, training.png, train_config.yaml and embedtune_train.json.
+
+    \b
+    Data-parallel, on N processes (GPUs, or CPU processes with gloo):
+      torchrun --nproc_per_node N -m embedtune train -o models/ddp ...
+      accelerate launch --multi_gpu --num_processes N -m embedtune train -o models/ddp ...
+
+    --batch-size is per process. The in-batch-negative losses (mnrl, cached-mnrl, symmetric-mnrl)
+    take every process's texts as negatives, so N processes x batch B train like one process with
+    batch N*B (same batches, loss and gradients); cosent/angle rank pairs within each process's batch.
+    Rank 0 alone checks the data, mines, evaluates dev and writes the model and checkpoints; --resume
+    (on as many processes) continues a killed run from its last complete checkpoint.
     """
+    try:
+        _train(config_file, mine_first, retriever, as_json, options)
+    except distributed.PeerStopped:  # rank 0 says why; the other processes stop without repeating it
+        raise click.exceptions.Exit(1) from None
+
+
+def _train(config_file: Path | None, mine_first: bool, retriever: str, as_json: bool, options: dict) -> None:
     from embedtune.training import train as run_training
 
+    say = note if distributed.is_main() else lambda _line: None  # one voice for N processes: rank 0's
     selection = given(MiningConfig, options, exclude=("seed",))  # mining is seeded by the run's seed
-    settings = given(TrainConfig, options) | {"show_progress": show_progress()}
+    settings = given(TrainConfig, options) | {"show_progress": show_progress() and distributed.is_main()}
     if config_file is not None:
         config = TrainConfig.from_yaml(config_file, **settings)
     elif "output" not in settings:
@@ -104,15 +123,19 @@ def train(config_file: Path | None, mine_first: bool, retriever: str, as_json: b
     if mine_first:
         from embedtune.workflows import mine_for_training
 
-        note(f"loading model {config.model} to mine with ...")
-        config, report = mine_for_training(config, MiningConfig(**selection, seed=config.seed), retriever=retriever)
+        say(f"loading model {config.model} to mine with ...")
+        distributed.start()
+        mining_config = MiningConfig(**selection, seed=config.seed)
+        config, report = distributed.on_main(lambda: mine_for_training(config, mining_config, retriever=retriever))
         mining = mining_payload(report, config.data)
-        if not as_json:
+        if not as_json and distributed.is_main():
             echo_mining(report, config.data)
     elif selection or retriever != "dense":
         raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
-    note(f"loading model {config.model} and the training data ...")
-    result = run_training(config, log=lambda line: note(f"chose {line}"))
+    say(f"loading model {config.model} and the training data ...")
+    result = run_training(config, log=lambda line: say(f"chose {line}"))
+    if not distributed.is_main():
+        return
     if as_json:
         emit("train", _payload(result) | ({"mining": mining} if mining else {}))
     else:

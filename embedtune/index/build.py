@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.index.calibrate import Calibration, calibrate
 from embedtune.index.generations import new_generation
 from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
+from embedtune.index.lexical import LexicalSettings, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, check_index_name, now
 from embedtune.index.store import DocStore
 from embedtune.index.types import BuildSettings, IndexSpec, create_index, training_sample
@@ -67,6 +68,7 @@ def build_index(
     indexes_dir: Path = DEFAULT_INDEXES_DIR,
     overwrite: bool = False,
     show_progress: bool = True,
+    lexical: LexicalSettings | None = None,
 ) -> Manifest:
     """Encode ``corpus`` (a BEIR folder or corpus.jsonl) with ``model`` into ``indexes_dir/name``.
 
@@ -74,7 +76,7 @@ def build_index(
     which index type and parameters (:class:`~embedtune.index.types.BuildSettings`; a string is the
     type alone, ``"auto"`` chooses from the corpus size and half the RAM); ``encode`` how texts are
     encoded (default :class:`~embedtune.encoding.EncodeSettings`; its ``cache`` spares re-encoding
-    texts on a rebuild). Replacing an existing index
+    texts on a rebuild); ``lexical`` whether a BM25 side is stored too (default: yes). Replacing an existing index
     (``overwrite``) keeps it usable until the new one is complete. Returns the committed manifest.
     """
     settings = BuildSettings(index_type=build) if isinstance(build, str) else build
@@ -90,7 +92,7 @@ def build_index(
     with name_lock(target):  # a second build of this name fails now, not after all its encoding
         check_destination(target, overwrite)
         _check_replaceable(target)
-        return _build(source, name, target, model_path, settings, encode, show_progress)
+        return _build(source, name, target, model_path, settings, encode, lexical or LexicalSettings(), show_progress)
 
 
 def _check_replaceable(target: Path) -> None:
@@ -109,6 +111,7 @@ def _build(
     model_path: Path,
     settings: BuildSettings,
     encode: EncodeSettings,
+    lexical: LexicalSettings,
     show_progress: bool,
 ) -> Manifest:
     """The build itself, under the name's lock: encode, choose and fill the FAISS index, commit."""
@@ -127,18 +130,20 @@ def _build(
                 for chunk in chunked(iter_corpus(source)):
                     ingest.add(chunk, source)
             store.commit()
+            bm25 = write_lexical(store, gen.lexical_path) if lexical.bm25 and len(store) else {}
         finally:
             store.close()
         vectors, fids = ingest.result(dimension)
         if len(vectors) == 0:
             raise DataError(source, "no documents")
-        built = _build_faiss(vectors, fids, settings, show_progress)
-        manifest = _manifest(name, model_path, st, encoder.precision, source, ingest.seconds, built)
+        built = build_faiss(vectors, fids, settings, show_progress)
+        identity = model_identity(model_path, st, encoder.precision)
+        manifest = replace(index_manifest(name, identity, corpus_identity(source), ingest.seconds, built), lexical=bm25)
         committed = gen.commit(manifest, built.faiss_index)
     return committed
 
 
-def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
+def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
     """Choose the type for these vectors, train it on a sample, add them all, and calibrate the search knob."""
     started = time.perf_counter()
     dimension = vectors.shape[1]
@@ -161,22 +166,32 @@ def _build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings,
     return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)
 
 
-def _manifest(
-    name: str, model_path: Path, st, precision: str, source: Path, encode_seconds: float, built: _Built
+def model_identity(model_path: Path, st, precision: str) -> dict[str, object]:
+    """The manifest fields that say which model encoded the vectors, and how (shards carry them to a merge)."""
+    return {
+        "model_path": str(model_path),
+        "model_fingerprint": model_fingerprint(model_path),
+        "max_seq_length": int(st.max_seq_length),
+        "precision": precision,
+        **describe_model(st),
+    }
+
+
+def corpus_identity(source: Path) -> dict[str, str]:
+    """The manifest fields that say which corpus file was encoded."""
+    return {"corpus_path": str(source.resolve()), "corpus_sha256": file_sha256(source)}
+
+
+def index_manifest(
+    name: str, identity: dict[str, object], corpus: dict[str, str], encode_seconds: float, built: _Built
 ) -> Manifest:
     """The manifest of a freshly built index (its files are recorded by the commit)."""
     return Manifest(
         name=name,
-        model_path=str(model_path),
-        model_fingerprint=model_fingerprint(model_path),
         dimension=int(built.faiss_index.d),
         normalized=True,
         metric="inner_product",
         count=int(built.faiss_index.ntotal),
-        max_seq_length=int(st.max_seq_length),
-        precision=precision,
-        corpus_path=str(source.resolve()),
-        corpus_sha256=file_sha256(source),
         embedtune_version=__version__,
         created_at=now(),
         encode_seconds=round(encode_seconds, 2),
@@ -188,5 +203,6 @@ def _manifest(
         search_defaults=built.calibration.knobs,
         calibration={k: v for k, v in asdict(built.calibration).items() if k != "knobs"},
         vectors=int(built.faiss_index.ntotal),
-        **describe_model(st),
+        **corpus,
+        **identity,
     )

@@ -18,12 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
+from embedtune.index.lexical import lexical_file
 from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
 from embedtune.index.types import set_search_defaults
 from embedtune.io import exclusive_lock, file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3
 
 LOCK_FILE = ".lock"
-_DATA_FILE = re.compile(r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|index\.faiss|docs\.jsonl)$")  # incl. format 1
+_DATA_FILE = re.compile(
+    r"^(index\.\d+\.faiss|docs\.\d+\.sqlite|lexical\.\d+\.npz|index\.faiss|docs\.jsonl)$"
+)  # incl. format 1
 
 
 class Generation:
@@ -33,17 +36,19 @@ class Generation:
         self.dir, self.generation = directory, generation
         self.index_path = directory / index_file(generation)
         self.store_path = directory / store_file(generation)
+        self.lexical_path = directory / lexical_file(generation)  # written only for an index with a BM25 side
 
     def commit(self, manifest: Manifest, faiss_index) -> Manifest:
         """Write the FAISS file (carrying its calibrated search knob), record both files' sizes and hashes,
-        then replace the manifest."""
+        then replace the manifest. The BM25 side, when the manifest says the index has one, is recorded too."""
         import faiss
 
         set_search_defaults(faiss_index, manifest.index_type, manifest.search_defaults)
         faiss.write_index(faiss_index, str(self.index_path))
-        for path in (self.index_path, self.store_path):  # durable before the manifest names them
+        paths = (self.index_path, self.store_path) + ((self.lexical_path,) if manifest.lexical else ())
+        for path in paths:  # durable before the manifest names them
             fsync_path(path)
-        files = {p.name: file_record(p) for p in (self.index_path, self.store_path)}
+        files = {p.name: file_record(p) for p in paths}
         manifest = replace(manifest, generation=self.generation, files=files, updated_at=now())
         manifest.write(self.dir)
         fsync_path(self.dir)  # the rename itself
@@ -104,6 +109,6 @@ def _clean_up(target: Path, generation: Generation, committed: bool) -> None:
     """After a commit, the data files the manifest no longer names; after a failure, the new generation's."""
     keep = set(Manifest.read(target / MANIFEST_FILE).files) if committed else set()
     for name in os.listdir(target):
-        written = name in (generation.index_path.name, generation.store_path.name)
+        written = name in (generation.index_path.name, generation.store_path.name, generation.lexical_path.name)
         if (committed and _DATA_FILE.match(name) and name not in keep) or (not committed and written):
             (target / name).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ manifest that names them:
 
 * ``index.G.faiss`` — the vectors (type chosen by :mod:`embedtune.index.types`), keyed by 64-bit FAISS ids;
 * ``docs.G.sqlite`` — ids, texts, text hashes and metadata by FAISS id (:mod:`embedtune.index.store`);
+* ``lexical.G.npz`` — where the index has one, its BM25 side (:mod:`embedtune.index.lexical`);
 * ``manifest.json`` — the model (path, content fingerprint, dimension, pooling, normalisation,
   prompts), the corpus, the index type and why it was chosen, calibrated search knobs, and the
   size and SHA-256 of both data files.
@@ -102,6 +103,10 @@ class Manifest:
     files: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> {"bytes", "sha256"}
     updated_at: str = ""
     updates: list[dict[str, object]] = field(default_factory=list)
+    lexical: dict[str, object] = field(default_factory=dict)  # the BM25 side's parameters; empty: none
+    # Calibration on real queries (embedtune.retrieval.calibration): search modes on a dev split, the
+    # chosen fusion and default mode, and the search knob's recall on those queries.
+    query_calibration: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -109,6 +114,13 @@ class Manifest:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise EmbedtuneError(f"{path}: unreadable index manifest ({e})") from e
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> Manifest:
+        """The manifest in ``raw`` (a manifest file's JSON, or a Qdrant collection's copy), checked as
+        :meth:`read` checks a file; ``where`` names it in errors."""
+        path = where
         if not isinstance(raw, dict):
             raise EmbedtuneError(f"{path}: unreadable index manifest (not a JSON object)")
         if raw.get("format") != FORMAT:
@@ -142,6 +154,41 @@ class Manifest:
         recall = self.calibration.get("recall_at_10")
         return f"{self.index_type}{tuned} (recall@10 vs exact on a corpus sample: {recall})"
 
+    @property
+    def default_mode(self) -> str:
+        """The search mode used when none is asked for: what calibration chose, else dense."""
+        return str(self.query_calibration.get("default_mode", "dense"))
+
+    def describe_hybrid(self) -> list[tuple[str, str]]:
+        """Rows on the BM25 side and on the calibration with real queries, when the index has them."""
+        c = self.query_calibration
+        rows = [
+            ("bm25", f"{self.lexical.get('terms', 0):,} terms, k1={self.lexical.get('k1')}, b={self.lexical.get('b')}")
+        ]
+        if not self.lexical:
+            rows = [("bm25", "none (built without bm25): dense search only")]
+        if not c:
+            return [*rows, ("modes", f"default {self.default_mode}; not calibrated on queries ('index calibrate')")]
+        r = c.get("recall_at_10", {})
+        held = f", {r['held_out_recall']} on {r['held_out']} held-out ones" if "held_out" in r else ""
+        rows.append(
+            (
+                "queries",
+                f"recall@10 vs exact on real queries of {c.get('split')}: {r.get('tuned')} on the {r.get('tuned_on')} "
+                f"it was tuned on{held} (target {r.get('target')})",
+            )
+        )
+        if "fusion" in c:
+            f, dev = c["fusion"], ", ".join(f"{m} {v:.4f}" for m, v in c.get("ndcg_at_10", {}).items())
+            rows.append(
+                (
+                    "modes",
+                    f"default {self.default_mode}; fusion {f.get('method')} (dense weight {f.get('weight')}, depth "
+                    f"{f.get('depth')}); nDCG@10 on {c.get('split')} ({c.get('queries')} queries): {dev}",
+                )
+            )
+        return rows
+
     def describe(self, path: Path, *, verified: bool = False) -> list[tuple[str, str]]:
         """(label, text) rows saying what the index holds, which model made it, its type and why."""
         params = ", ".join(f"{k}={v}" for k, v in self.index_params.items()) or "no parameters"
@@ -155,6 +202,7 @@ class Manifest:
             ("type", f"{self.index_type}{trained}"),
             ("why", self.choice),
             ("search", self.describe_search()),
+            *self.describe_hybrid(),
             ("size", f"{self.disk_bytes / 1e6:,.1f} MB on disk, ~{memory / 1e6:,.1f} MB of vectors in memory"),
             ("model", f"{self.model_path} (fingerprint {self.model_fingerprint[:12]})"),
             (

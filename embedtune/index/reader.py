@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
+from embedtune.index.lexical import LexicalIndex, lexical_file
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, store_file
 from embedtune.index.store import DocStore, StoredDoc
 from embedtune.index.types import knob_name, search_parameters
@@ -73,6 +74,7 @@ class Index:
         self.path, self.manifest, self.faiss_index, self.store = path, manifest, faiss_index, store
         tombstones = store.tombstones()
         self._selector = None
+        self._lexical: LexicalIndex | None = None
         if tombstones:
             import faiss
 
@@ -87,7 +89,12 @@ class Index:
 
         ``mmap`` maps the FAISS file instead of reading it (pages load on demand, shared between
         processes). ``verify`` also checks both files' SHA-256 against the manifest (reads them fully).
+        A ``qdrant://`` URI opens an exported collection instead (:mod:`embedtune.index.qdrant`).
         """
+        from embedtune.index.qdrant import QdrantCollection, is_qdrant_uri
+
+        if is_qdrant_uri(index):
+            return QdrantIndex(QdrantCollection.open(str(index)))
         path = resolve_index_path(index, indexes_dir)
         manifest = Manifest.read(path / MANIFEST_FILE)
         try:
@@ -211,14 +218,83 @@ class Index:
         scores, fids = self.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
         return scores, np.where(fids >= 0, row_map[np.maximum(fids, 0)], -1)
 
+    @property
+    def has_bm25(self) -> bool:
+        return bool(self.manifest.lexical)
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 side (loaded on first use; its file was checked with the others at load time)."""
+        if not self.has_bm25:
+            raise EmbedtuneError(
+                f"index '{self.name}' has no BM25 side (built without bm25), so it searches in dense mode only; "
+                "rebuild it with bm25 for bm25 or hybrid search"
+            )
+        if self._lexical is None:
+            self._lexical = LexicalIndex.load(self.path / lexical_file(self.manifest.generation))
+        return self._lexical
+
     def check_model(self, model: str | Path | None) -> Path:
         """Return the model path after proving it is the one that built this index."""
         return check_model(self.manifest, model, self.name)
 
 
+class QdrantIndex(Index):
+    """An index exported to Qdrant (:mod:`embedtune.index.qdrant`): the same manifest, model check and
+    search API, with the vectors and documents in the collection instead of FAISS and SQLite."""
+
+    def __init__(self, collection):
+        self.collection, self.manifest = collection, collection.manifest
+        self.path = Path(collection.where.uri)  # for messages only
+
+    @property
+    def name(self) -> str:
+        return f"qdrant:{self.collection.where.collection}"
+
+    @property
+    def faiss_index(self):
+        raise EmbedtuneError(f"index '{self.name}' is a Qdrant collection: it has no FAISS vectors to read back")
+
+    def close(self) -> None:
+        self.collection.close()
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return [doc_id for _, doc_id in sorted(self.collection.points("doc_id"))]
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for _, text in sorted(self.collection.points("text"))]
+
+    def lookup(self, fids: Iterable[int]) -> dict[int, StoredDoc]:
+        return self.collection.lookup(fids)
+
+    def row_map(self, doc_ids: Sequence[str]) -> np.ndarray:
+        position = {doc_id: row for row, doc_id in enumerate(doc_ids)}
+        pairs = [(fid, position.get(doc_id, -1)) for fid, doc_id in self.collection.points("doc_id")]
+        rows = np.full(max((fid for fid, _ in pairs), default=0) + 1, -1, dtype=np.int64)
+        for fid, row in pairs:
+            rows[fid] = row
+        return rows
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids; -1 pads) from Qdrant; ``ef_search`` is its ``hnsw_ef`` (default: Qdrant's)."""
+        if k <= 0:
+            raise EmbedtuneError(f"k must be positive, got {k}")
+        if nprobe is not None:
+            raise EmbedtuneError("nprobe does not apply to a Qdrant collection (its knob is ef_search)")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dimension:
+            raise EmbedtuneError(f"query vectors must be n x {self.manifest.dimension}, got {vectors.shape}")
+        return self.collection.search(vectors, min(k, len(self)), ef_search)
+
+
 def _check_files(path: Path, manifest: Manifest, verify: bool) -> None:
     """Both data files the manifest names exist with its sizes and digests (with ``verify``, SHA-256 too)."""
     expected = {index_file(manifest.generation), store_file(manifest.generation)}
+    expected |= {lexical_file(manifest.generation)} if manifest.lexical else set()
     if set(manifest.files) != expected:
         raise EmbedtuneError(f"{path}: manifest names files {sorted(manifest.files)}, expected {sorted(expected)}")
     for name, info in sorted(manifest.files.items()):
@@ -259,9 +335,10 @@ def _read_faiss(file: Path, mmap: bool):
     try:
         return faiss.read_index(str(file), flags)
     except RuntimeError as e:
-        raise EmbedtuneError(f"{file}: unreadable FAISS index ({_first_line(e)})") from e
+        raise EmbedtuneError(f"{file}: unreadable FAISS index ({first_line(e)})") from e
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: BaseException) -> str:
+    """The last non-blank line of an error's message (where FAISS and Ray put the cause)."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

@@ -8,6 +8,7 @@ index's query prompt. Row-level callers (retrievers over a corpus held as lists)
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class Searcher:
         *,
         device: str | None = None,
         precision: str | None = None,
+        backend: str = "torch",
     ):
         self.index = index
         manifest = index.manifest
@@ -67,7 +69,7 @@ class Searcher:
                 f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
                 f"{manifest.dimension}-dim ones; rebuild the index with this model"
             )
-        self.encoder = Encoder(model, precision or manifest.precision)
+        self.encoder = Encoder(model, precision or manifest.precision, backend=backend)
 
     @classmethod
     def open(
@@ -77,8 +79,28 @@ class Searcher:
         indexes_dir: Path = DEFAULT_INDEXES_DIR,
         model: str | Path | None = None,
         precision: str | None = None,
+        backend: str = "torch",
+        **options,
     ) -> Searcher:
-        return cls(Index.load(index, indexes_dir), model, precision=precision)
+        """Load ``index`` and its model; ``options`` go to the constructor (a subclass's own settings)."""
+        loaded = Index.load(index, indexes_dir)
+        try:
+            return cls(loaded, model, precision=precision, backend=backend, **options)
+        except BaseException:
+            loaded.close()  # a refused model leaves no open store (a Qdrant local-mode folder stays locked)
+            raise
+
+    def with_index(self, index: Index) -> Searcher:
+        """This searcher's loaded encoder over ``index`` (a newer generation of the same index, say),
+        without loading the model again; refused unless ``index`` was built by the same model."""
+        if index.manifest.model_fingerprint != self.index.manifest.model_fingerprint:
+            raise EmbedtuneError(
+                f"index '{index.name}' was built by another model (fingerprint "
+                f"{index.manifest.model_fingerprint[:12]}, not {self.index.manifest.model_fingerprint[:12]})"
+            )
+        other = copy.copy(self)
+        other.index = index
+        return other
 
     def search(
         self,
@@ -96,6 +118,12 @@ class Searcher:
         """
         if not queries:
             return []
+        self.check(queries, k)
+        vectors = self.encode_queries(queries, show_progress=show_progress)
+        return self.hits(*self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search))
+
+    def check(self, queries: list[str], k: int) -> None:
+        """Refuse bad queries; warn of truncated ones and of a ``k`` beyond the index size."""
         check_queries(queries)
         self._warn_truncated(queries)
         if k > len(self.index):
@@ -103,10 +131,11 @@ class Searcher:
                 f"k={k} is larger than index '{self.index.name}' ({len(self.index)} documents); "
                 f"returning at most {len(self.index)} hits",
                 EmbedtuneWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        vectors = self.encode_queries(queries, show_progress=show_progress)
-        scores, fids = self.index.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
+
+    def hits(self, scores: np.ndarray, fids: np.ndarray) -> list[list[Hit]]:
+        """Ranked FAISS ids (-1 = none) as hits with the stored documents, per query."""
         docs = self.index.lookup({int(f) for f in fids.ravel() if f >= 0})
         return [
             [

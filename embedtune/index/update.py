@@ -22,6 +22,7 @@ from embedtune.encoding import CacheOption, Encoder
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.index.generations import Generation, new_generation
 from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
+from embedtune.index.lexical import lexical_file, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, now, store_file
 from embedtune.index.reader import Index, check_model, resolve_index_path
 from embedtune.index.store import DocStore, text_sha256
@@ -74,6 +75,7 @@ def _commit_update(
     manifest: Manifest, gen: Generation, store: DocStore, faiss_index, result: UpdateResult, **source: str
 ) -> None:
     store.commit()
+    lexical = write_lexical(store, gen.lexical_path) if manifest.lexical and len(store) else {}
     record = {k: v for k, v in asdict(result).items() if k != "missing"} | source | {"at": now()}
     updated = replace(
         manifest,
@@ -81,6 +83,7 @@ def _commit_update(
         vectors=int(faiss_index.ntotal),
         tombstones=len(store.tombstones()),
         updates=[*manifest.updates, record],
+        lexical=lexical,
     )
     gen.commit(updated, faiss_index)
 
@@ -174,3 +177,25 @@ def remove_documents(
         if result.changed:
             _commit_update(manifest, gen, store, faiss_index, result)
     return result
+
+
+def set_calibration(
+    index: str | Path,
+    *,
+    indexes_dir: Path = DEFAULT_INDEXES_DIR,
+    search_defaults: dict[str, int],
+    query_calibration: dict[str, object],
+) -> Manifest:
+    """Commit new calibrated search defaults and the calibration on real queries, data files unchanged."""
+    with _update(index, indexes_dir) as (manifest, gen, _store, faiss_index):
+        if manifest.lexical:
+            shutil.copyfile(gen.dir / lexical_file(manifest.generation), gen.lexical_path)
+        updated = replace(manifest, search_defaults=search_defaults, query_calibration=query_calibration)
+        return gen.commit(updated, faiss_index)
+
+
+def add_bm25(index: str | Path, *, indexes_dir: Path = DEFAULT_INDEXES_DIR) -> Manifest:
+    """Give an index built without a BM25 side one, from its stored texts (no re-encoding)."""
+    with _update(index, indexes_dir) as (manifest, gen, store, faiss_index):
+        updated = replace(manifest, lexical=write_lexical(store, gen.lexical_path))
+        return gen.commit(updated, faiss_index)

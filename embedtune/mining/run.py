@@ -17,7 +17,7 @@ from embedtune.io import atomic_file, check_destination, check_writable, write_t
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
-from embedtune.retrieval import BM25Retriever, DenseRetriever, Retriever
+from embedtune.retrieval import BM25Retriever, DenseRetriever, Reranker, Retriever, ScorerRetriever
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -62,12 +62,15 @@ def mine_to_file(
     indexes_dir: Path | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    scorer: str | Path | None = None,
 ) -> MiningReport:
     """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``.
 
     ``retriever`` is ``dense`` (``model`` encodes corpus and queries as ``encoding`` says; the default
     model if ``None``) or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a
     name under ``indexes_dir``, or a path) mines with a built index's vectors instead of encoding the corpus.
+    ``scorer`` (a cross-encoder directory) rescores every candidate and positive: the margins that filter
+    false negatives and the scores written for MarginMSE are then the teacher's.
     """
     config = config or MiningConfig()
     config.validate()
@@ -78,6 +81,7 @@ def mine_to_file(
     check_writable(output)
     if retriever not in RETRIEVERS:
         raise EmbedtuneError(f"unknown retriever '{retriever}' (choose from {', '.join(RETRIEVERS)})")
+    teacher = Reranker(scorer) if scorer is not None else None  # a bad directory fails before the retrieval
     inputs = load_mining_input(Path(data), split)
     started = time.perf_counter()
     if retriever == "bm25":
@@ -90,6 +94,8 @@ def mine_to_file(
     else:
         name = f"dense:{model_name}" if model_name else None
         searcher = DenseRetriever.encode(model, inputs, encoding, name=name, show_progress=show_progress)
+    if teacher is not None:
+        searcher = ScorerRetriever(searcher, teacher, inputs.query_texts, inputs.doc_texts)
     prepare_seconds = round(time.perf_counter() - started, 2)
     mined, report = mine(inputs, searcher, config, show_progress=show_progress)
     report.seconds["prepare"] = prepare_seconds

@@ -1,124 +1,20 @@
-"""BM25 retrieval over a corpus in memory: the lexical baseline, and a source of lexical candidates.
+"""BM25 over a corpus in memory, behind the Retriever contract: the lexical baseline and a source of lexical candidates.
 
-A thin wrapper around `bm25s <https://github.com/xhluca/bm25s>`_ (sparse scoring in numpy/scipy)
-with the analysis BEIR's Elasticsearch baseline uses: lower-casing, English stop words and Snowball
-stemming, Lucene's BM25 with ``k1 = 1.2`` and ``b = 0.75``. Documents that share no term with a
-query score 0 and are not returned, so a query of stop words only gets no results rather than
-arbitrary ones.
-
-Besides top-k search, the index exposes its scores as sparse matrices: :class:`BM25Retriever` (the
-:class:`~embedtune.retrieval.base.Retriever` that mining and evaluation use) scores a chunk of
-queries against the whole corpus with one sparse product, far faster than bm25s' per-query loop,
-and reads the score of any (query, document) pair without scoring the rest of the corpus.
+The index itself (:class:`~embedtune.index.lexical.BM25`: bm25s with BEIR's analysis, Lucene's
+``k1 = 1.2`` and ``b = 0.75``) lives in :mod:`embedtune.index.lexical`, which also saves it beside an
+index's vectors; it is re-exported here. :class:`BM25Retriever` (what mining and evaluation use)
+scores a chunk of queries against the whole corpus with one sparse product, far faster than bm25s'
+per-query loop, and reads the score of any (query, document) pair without scoring the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from embedtune.errors import EmbedtuneError
+from embedtune.index.lexical import BM25, K1, B, Hits
 from embedtune.retrieval.base import RetrievalInput
 
-if TYPE_CHECKING:
-    import scipy.sparse as sp
-
-_BM25_CELLS = 1 << 24  # scores held at once while ranking a chunk of queries (64 MiB of float32)
-
-Hits = list[tuple[str, float]]  # (doc_id, score), best first
-
-
-# Lucene's (and BEIR's) BM25 parameters, the baseline every comparison here uses.
-K1 = 1.2
-B = 0.75
-
-
-class BM25:
-    """A BM25 index of ``corpus`` (``{doc_id: text}``), built once for any number of searches."""
-
-    def __init__(
-        self,
-        corpus: Mapping[str, str],
-        *,
-        k1: float = K1,
-        b: float = B,
-        stopwords: str | None = "en",
-        stem: bool = True,
-        show_progress: bool = False,
-    ) -> None:
-        import bm25s
-        import Stemmer
-
-        if not corpus:
-            raise EmbedtuneError("BM25 needs at least one document")
-        self.doc_ids = list(corpus)
-        self._tokenizer = bm25s.tokenization.Tokenizer(
-            stopwords=stopwords, stemmer=Stemmer.Stemmer("english") if stem else None
-        )
-        tokens = self._tokenizer.tokenize(
-            list(corpus.values()), update_vocab=True, return_as="tuple", show_progress=show_progress
-        )
-        self._retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
-        self._retriever.index(tokens, show_progress=show_progress)
-
-    def __len__(self) -> int:
-        return len(self.doc_ids)
-
-    def search(self, queries: list[str], k: int = 10, *, show_progress: bool = False) -> list[Hits]:
-        """The top-``k`` ``(doc_id, score)`` per query, best first; fewer where fewer documents match."""
-        if k <= 0:
-            raise EmbedtuneError(f"k must be positive, got {k}")
-        k = min(k, len(self))
-        vocab = self._retriever.vocab_dict
-        tokens = self._tokenizer.tokenize(queries, update_vocab=False, return_as="string", show_progress=False)
-        # Terms absent from the corpus (mapped to "" by the tokenizer) cannot match anything.
-        tokens = [[t for t in q if t and t in vocab] for q in tokens]
-        matchable = [i for i, q in enumerate(tokens) if q]
-        hits: list[Hits] = [[] for _ in queries]
-        if not matchable:
-            return hits
-        rows, scores = self._retriever.retrieve(
-            [tokens[i] for i in matchable], k=k, show_progress=show_progress, n_threads=0
-        )
-        for i, q_rows, q_scores in zip(matchable, rows, scores, strict=True):
-            hits[i] = [(self.doc_ids[r], float(s)) for r, s in zip(q_rows, q_scores, strict=True) if s > 0]
-        return hits
-
-    @cached_property
-    def _term_doc(self) -> sp.csr_matrix:
-        """The (term x document) score matrix bm25s precomputed at index time (a view, no copy)."""
-        import scipy.sparse as sp
-
-        s = self._retriever.scores
-        shape = (len(s["indptr"]) - 1, int(s["num_docs"]))
-        return sp.csr_matrix((s["data"], s["indices"], s["indptr"]), shape=shape)
-
-    @cached_property
-    def _doc_term(self) -> sp.csr_matrix:
-        return self._term_doc.T.tocsr()
-
-    def query_terms(self, queries: Sequence[str]) -> sp.csr_matrix:
-        """Term counts of each query (a repeated word counts twice, as in bm25s); words absent from
-        the corpus map to the empty token, whose scores are all zero."""
-        import scipy.sparse as sp
-
-        ids = self._tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
-        rows = np.repeat(np.arange(len(ids)), [len(q) for q in ids])
-        cols = np.fromiter((t for q in ids for t in q), dtype=np.int64, count=len(rows))
-        shape = (len(ids), self._term_doc.shape[0])
-        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
-
-    def score_matrix(self, query_terms: sp.csr_matrix) -> np.ndarray:
-        """Dense ``(queries, documents)`` BM25 scores of ``query_terms`` rows; callers bound the chunk."""
-        return (query_terms @ self._term_doc).toarray().astype(np.float32, copy=False)
-
-    def pair_scores(self, query_terms: sp.csr_matrix, doc_rows: np.ndarray) -> np.ndarray:
-        """BM25 score of query row ``i`` against document row ``doc_rows[i]``, for each ``i``."""
-        doc_term = self._doc_term[doc_rows]
-        return np.asarray(query_terms.multiply(doc_term).sum(axis=1), dtype=np.float32).ravel()
+__all__ = ["BM25", "K1", "B", "BM25Retriever", "Hits"]
 
 
 class BM25Retriever:
@@ -147,19 +43,10 @@ class BM25Retriever:
         self.matches_only = matches_only
 
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        step = max(1, _BM25_CELLS // len(self.bm25))
-        scores, rows = [], []
-        for start in range(0, len(query_rows), step):
-            full = self.bm25.score_matrix(self.query_terms[query_rows[start : start + step]])
-            top = np.argpartition(-full, k - 1, axis=1)[:, :k] if k < full.shape[1] else np.argsort(-full, axis=1)
-            top_scores = np.take_along_axis(full, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            scores.append(np.take_along_axis(top_scores, order, axis=1))
-            rows.append(np.take_along_axis(top, order, axis=1))
-        scores_out, rows_out = np.concatenate(scores), np.concatenate(rows)
+        scores, rows = self.bm25.top_k(self.query_terms[query_rows], k)
         if self.matches_only:
-            rows_out[scores_out <= 0] = -1
-        return scores_out, rows_out
+            rows[scores <= 0] = -1
+        return scores, rows
 
     def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
         return self.bm25.pair_scores(self.query_terms[query_rows], doc_rows)

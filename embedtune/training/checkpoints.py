@@ -3,7 +3,9 @@
 Checkpoints accumulate beside the output (``<output>.checkpoints``), which itself appears only once
 training is done. A resume must be the run that was killed: the same config (:meth:`TrainConfig.identity`),
 the same base model (by fingerprint), and a complete checkpoint to continue from; a checkpoint cut
-short by a kill mid-save is removed rather than loaded.
+short by a kill mid-save is removed rather than loaded. Under DDP only rank 0 calls the functions
+that write here (:mod:`embedtune.training.distributed`); a kill of any rank stops the run, and the
+newest checkpoint whose ``trainer_state.json`` was written is the one a resume continues from.
 """
 
 from __future__ import annotations
@@ -11,14 +13,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
 from embedtune.io import write_text_atomic
-from embedtune.models import model_fingerprint
+from embedtune.models import load_model, model_fingerprint
+from embedtune.training.choices import Choice, check_same_choices
 from embedtune.training.config import TrainConfig
+from embedtune.training.distributed import world_size
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformerTrainer
 
 CONFIG_FILE = "train_config.yaml"
 CHECKPOINTS_SUFFIX = ".checkpoints"
+PROCESSES_FILE = "processes"  # how many data-parallel processes the run began on
 
 
 def checkpoints_dir(output: Path) -> Path:
@@ -74,6 +83,30 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
+def open_run_dir(
+    config: TrainConfig, base_path: Path, choices: dict[str, Choice], held_out: list[str]
+) -> tuple[Path, Path | None, str]:
+    """The checkpoints folder (created or reopened), the checkpoint to resume from and the base
+    model's fingerprint, after checking that a resume continues the same run (config, model, choices)."""
+    run_dir, checkpoint = prepare_run_dir(config)
+    check_processes(run_dir, config.resume)
+    fingerprint = check_base_model(config, base_path, run_dir)
+    check_same_choices(run_dir, choices, held_out, config.resume)
+    return run_dir, checkpoint, fingerprint
+
+
+def check_processes(run_dir: Path, resume: bool) -> None:
+    """Record the number of processes; a resume must run on as many (each step's batch is N x batch_size)."""
+    path, now = run_dir / PROCESSES_FILE, world_size()
+    before = int(path.read_text()) if resume and path.is_file() else now
+    if before != now:
+        raise EmbedtuneError(
+            f"{run_dir}: the run began on {before} processes and would resume on {now}, which changes each "
+            f"step's batch (processes x batch_size); resume on {before} processes, or start again with overwrite=True"
+        )
+    write_text_atomic(path, f"{now}\n")
+
+
 def check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str:
     """Fingerprint the base model; on resume it must be the model the checkpoints were made from."""
     fingerprint = model_fingerprint(base_path)
@@ -83,3 +116,26 @@ def check_base_model(config: TrainConfig, base_path: Path, run_dir: Path) -> str
     if not marker.is_file():
         write_text_atomic(marker, fingerprint + "\n")
     return fingerprint
+
+
+def restore_finished(trainer: SentenceTransformerTrainer, checkpoint: Path | None, *, best: bool) -> bool:
+    """Resuming a run that was killed after its last step (while writing the output): take the
+    trainer's state and the kept model (the best checkpoint when ``best``, else the last) from the
+    checkpoints instead of training again. Returns whether the run was finished.
+
+    The Hugging Face trainer, resumed from a checkpoint at the final step, runs one step more than
+    the uninterrupted run did, so its weights would differ. Every process of a DDP run reads the
+    same files here; none writes.
+    """
+    if checkpoint is None:
+        return False
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    if state.global_step < state.max_steps:
+        return False
+    kept = Path(state.best_model_checkpoint) if best and state.best_model_checkpoint else None
+    source = kept if kept is not None and kept.is_dir() else checkpoint
+    trainer.model = load_model(source, device=str(trainer.model.device))
+    trainer.state = state
+    return True

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class LossParams:
     """Knobs shared by the losses. ``temperature`` is the softmax temperature of the in-batch and
-    CoSENT-style losses (scale = 1 / temperature; 0.05 is sentence-transformers' scale 20)."""
+    CoSENT-style losses (scale = 1 / temperature; 0.05 is sentence-transformers' scale 20).
+    ``gather_across_devices``: under DDP, the in-batch-negative losses also take the other processes'
+    texts as negatives, so that N processes of batch B train like one of batch N x B."""
 
     temperature: float = 0.05
     mini_batch_size: int = 32
     triplet_margin: float = 0.1
     matryoshka_dims: tuple[int, ...] | None = None
+    gather_across_devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def _mnrl(directions: tuple[str, ...] = ("query_to_doc",), cached: bool = False)
         from sentence_transformers.sentence_transformer import losses
 
         kwargs = {"scale": 1.0 / p.temperature, "directions": directions}
+        kwargs["gather_across_devices"] = p.gather_across_devices
         if len(directions) > 1:
             kwargs["partition_mode"] = "per_direction"  # one softmax per direction, as the symmetric loss does
         if cached:

@@ -177,6 +177,7 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
         "|---|---|",
         *(f"| {key} | {_fmt(config.get(key))} |" for key in _CARD_FIELDS),
         f"| precision | {record['precision']} on {record['device']} |",
+        *_processes(record, config.get("batch_size")),
         f"| steps | {record['steps']} ({record['rows']:,} rows, {record['train_seconds']} s) |",
         "",
         *_choices(choices),
@@ -218,6 +219,17 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _processes(record: dict[str, Any], batch: int | None) -> list[str]:
+    """The data-parallel row: N processes x batch B, and whether that trains like one batch of N*B."""
+    n = record.get("processes", 1)
+    if n <= 1 or batch is None:
+        return []
+    row = f"| processes | {n} (data-parallel): {n} x batch {batch} = {n * batch} rows a step"
+    if record.get("negatives_across_processes"):
+        row += f"; in-batch negatives gathered across processes, so it trains like one batch of {n * batch}"
+    return [row + " |"]
 
 
 def _choices(choices: dict[str, dict[str, Any]]) -> list[str]:

@@ -35,8 +35,9 @@ from embedtune.errors import EmbedtuneWarning
 from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
-from embedtune.training.checkpoints import CONFIG_FILE, check_base_model, prepare_run_dir
-from embedtune.training.choices import Choice, as_record, base_limit, check_same_choices, choose_lengths
+from embedtune.training import distributed
+from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
+from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
 from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
@@ -94,7 +95,7 @@ class TrainResult:
 def _planned_steps(config: TrainConfig, rows: int) -> int:
     if config.max_steps is not None:
         return config.max_steps
-    per_epoch = math.ceil(math.ceil(rows / config.batch_size) / config.gradient_accumulation_steps)
+    per_epoch = math.ceil(distributed.batches(rows, config.batch_size) / config.gradient_accumulation_steps)
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
@@ -122,7 +123,7 @@ def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int 
 class _Setup:
     """What a run is made of, loaded and checked before any checkpoint folder is touched."""
 
-    config: TrainConfig  # the schedule filled in
+    config: TrainConfig  # the schedule filled in (embedtune.training.schedule)
     data: TrainingData
     dataset: Dataset  # the rows the trainer sees (without a label column the loss does not use)
     spec: LossSpec
@@ -160,20 +161,18 @@ def train(
 
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
-    if not config.resume:
-        check_destination(config.output, config.overwrite)
-    check_writable(config.output, directory=True)
-    setup = _set_up(config)
+    distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
+    setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
     config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
-    for name, choice in setup.choices.items() if log is not None else ():
+    for name, choice in setup.choices.items() if log is not None and distributed.is_main() else ():
         log(choice.line(name))
-    run_dir, checkpoint = prepare_run_dir(config)
-    fingerprint = check_base_model(config, setup.base_path, run_dir)
-    check_same_choices(run_dir, setup.choices, setup.held_out, config.resume)
-    dev_before = _baseline(setup.dev, setup.model, run_dir) if setup.dev is not None else {}
+    run_dir, checkpoint, fingerprint = distributed.on_main(
+        lambda: open_run_dir(config, setup.base_path, setup.choices, setup.held_out)
+    )
+    dev_before = {} if setup.dev is None else distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir))
     trainer = _trainer(config, setup, run_dir, callbacks)
     started = time.perf_counter()
-    if not _restore_finished(trainer, setup, checkpoint):
+    if not restore_finished(trainer, checkpoint, best=setup.dev is not None):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
@@ -183,7 +182,7 @@ def train(
     result = TrainResult(
         config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric, setup.choices
     )
-    if result.worse_than_base:
+    if result.worse_than_base and distributed.is_main():
         _warn_worse(result)
     record = {
         **_record(config, setup, trainer.state, fingerprint),
@@ -195,14 +194,22 @@ def train(
         "losses": losses,
     }
     trainer.model.max_seq_length = setup.choices["inference_max_seq_length"].value  # the limit it searches with
-    _write_output(config, trainer.model, run_dir, record, history, dev_before)
-    if not config.keep_checkpoints:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    distributed.on_main(lambda: _write_output(config, trainer.model, run_dir, record, history, dev_before))
     return result
 
 
+def _preflight(config: TrainConfig) -> Path:
+    """The checks before anything loads (output, tracker, base model's path); returns the model's path."""
+    if not config.resume:
+        check_destination(config.output, config.overwrite)
+    check_writable(config.output, directory=True)
+    check_reporter(config.report_to)
+    return resolve_model_path(config.model)
+
+
 def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
-    """The model, its record, config, card and plots, written to a temporary folder renamed to the output."""
+    """The model, its record, config, card and plots, written to a temporary folder renamed to the output;
+    then the checkpoints are removed unless kept."""
     with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
         model.save(str(tmp))
         (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -210,6 +217,8 @@ def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, histo
         write_run_report(tmp, record, history, dev_before, name=config.output.name)
         if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
             shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
+    if not config.keep_checkpoints:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _warn_worse(result: TrainResult) -> None:
@@ -223,39 +232,39 @@ def _warn_worse(result: TrainResult) -> None:
     )
 
 
-def _restore_finished(trainer: SentenceTransformerTrainer, setup: _Setup, checkpoint: Path | None) -> bool:
-    """Resuming a run that was killed after its last step (while writing the output): take the
-    trainer's state and the kept model from the checkpoints instead of training again.
-
-    The Hugging Face trainer, resumed from a checkpoint at the final step, runs one step more than
-    the uninterrupted run did, so its weights would differ. Returns whether the run was finished.
-    """
-    if checkpoint is None:
-        return False
-    from transformers import TrainerState
-
-    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    if state.global_step < state.max_steps:
-        return False
-    best = Path(state.best_model_checkpoint) if setup.dev is not None and state.best_model_checkpoint else None
-    kept = best if best is not None and best.is_dir() else checkpoint
-    trainer.model = load_model(kept, device=str(setup.model.device))
-    trainer.state = state
-    return True
-
-
-def _set_up(config: TrainConfig) -> _Setup:
-    """Load and check the data, the loss, the base model and the dev set; resolve what follows the data."""
-    check_reporter(config.report_to)
-    data = load_training_data(config.data, split=config.split, score_range=config.score_range)
-    spec = resolve_loss(config.loss, data)
-    base_path = resolve_model_path(config.model)
-    model = load_model(base_path, pooling=config.pooling, normalize=config.normalize)
+def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
+    """Load the base model on every process; the data, dev set and lengths are resolved once (rank 0)."""
+    model = load_model(base_path, device=distributed.device(), pooling=config.pooling, normalize=config.normalize)
     limit = base_limit(model)  # read before the training length replaces it
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     precision = resolve_training_precision(config.precision, str(model.device))
+    config, data, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
+    model.max_seq_length = choices["max_seq_length"].value
+    spec = resolve_loss(config.loss, data)
+    params = LossParams(
+        config.temperature,
+        config.mini_batch_size,
+        config.triplet_margin,
+        config.matryoshka_dims,
+        gather_across_devices=distributed.world_size() > 1,
+    )
+    loss = build_loss(spec, model, params)
+    dataset = (
+        data.dataset
+        if spec.uses_label or "label" not in data.dataset.column_names
+        else data.dataset.remove_columns("label")
+    )
+    return _Setup(config, data, dataset, spec, loss, model, base_path, precision, dev, choices, held_out)
+
+
+def _plan(
+    config: TrainConfig, model: SentenceTransformer, limit: int, precision: str
+) -> tuple[TrainConfig, TrainingData, DevEvaluator | None, dict[str, Choice], list[str]]:
+    """Read and check the data, choose the dev set, schedule, lengths and loss: done once (rank 0 under DDP)."""
+    data = load_training_data(config.data, split=config.split, score_range=config.score_range)
+    spec = resolve_loss(config.loss, data)
     plan = (
         choose_dev(config.dev_settings(), data, precision)
         if config.dev
@@ -269,28 +278,17 @@ def _set_up(config: TrainConfig) -> _Setup:
         )
     data = plan.data  # without the held-out dev queries
     config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None)
-    params = LossParams(config.temperature, config.mini_batch_size, config.triplet_margin, config.matryoshka_dims)
-    loss = build_loss(spec, model, params)
+    distributed.check_rows(len(data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
-    model.max_seq_length = choices["max_seq_length"].value
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
     reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
     choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
-    choices |= schedule
-    dataset = (
-        data.dataset
-        if spec.uses_label or "label" not in data.dataset.column_names
-        else data.dataset.remove_columns("label")
-    )
-    return _Setup(
-        config, data, dataset, spec, loss, model, base_path, precision, plan.evaluator, choices, plan.held_out
-    )
+    return config, data, plan.evaluator, choices | schedule, plan.held_out
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
 
     dev, device = setup.dev, str(setup.model.device)
     steps = _planned_steps(config, len(setup.dataset))
@@ -308,9 +306,10 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
+        dataloader_drop_last=distributed.world_size() > 1,  # what the batch sampler does under DDP anyway
         bf16=setup.precision == "bf16",
         use_cpu=device == "cpu",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=distributed.batch_sampler,  # NO_DUPLICATES; under DDP one global batch sliced per process
         prompts=_column_prompts(config, setup.data.text_columns),
         logging_first_step=True,
         logging_steps=max(1, min(10, steps // 20)),
@@ -361,6 +360,8 @@ def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint
         "loss": setup.spec.name,
         "loss_module": type(setup.loss).__name__,
         "batch_sampler": "NO_DUPLICATES",
+        "processes": distributed.world_size(),  # data-parallel: each step sees processes x batch_size rows
+        "negatives_across_processes": distributed.world_size() > 1 and distributed.gathers(setup.loss),
         "precision": setup.precision,
         "device": str(setup.model.device),
         "rows": len(setup.dataset),

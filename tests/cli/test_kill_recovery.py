@@ -83,7 +83,7 @@ def test_index_add_killed_keeps_the_old_index(tmp_path, tiny_st, beir_dir):
     assert len(Index.load("tiny", indexes)) == len(CORPUS)  # the old state, complete
     assert "1 added" in _ok(args)
     assert len(Index.load("tiny", indexes)) == len(CORPUS) + 1
-    assert sorted(os.listdir(indexes / "tiny")) == ["docs.2.sqlite", "index.2.faiss", "manifest.json"]
+    assert sorted(os.listdir(indexes / "tiny")) == ["docs.2.sqlite", "index.2.faiss", "lexical.2.npz", "manifest.json"]
 
 
 @pytest.mark.parametrize(

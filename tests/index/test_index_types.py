@@ -75,7 +75,10 @@ def test_every_index_type_round_trips(tmp_path, tiny_st, big_corpus, kind):
     m = index.manifest
     assert (m.index_type, m.count, m.vectors, m.dimension) == (kind, len(BIG_CORPUS), len(BIG_CORPUS), 32)
     assert index.doc_ids == list(BIG_CORPUS) and index.texts == [f"t {t}" for t in BIG_CORPUS.values()]
-    assert sorted(m.files) == ["docs.1.sqlite", "index.1.faiss"] and m.choice == f"chosen explicitly (type {kind})"
+    assert (
+        sorted(m.files) == ["docs.1.sqlite", "index.1.faiss", "lexical.1.npz"]
+        and m.choice == f"chosen explicitly (type {kind})"
+    )
     assert set(m.search_defaults) == (
         {"nprobe"} if kind.startswith("ivf") else {"ef_search"} if kind == "hnsw" else set()
     )
@@ -136,6 +139,7 @@ def test_add_and_remove_without_rebuild(tmp_path, tiny_st, big_corpus, kind, mon
     assert len(index) == len(BIG_CORPUS) - 1 and sorted(p.name for p in index.path.iterdir()) == [
         "docs.3.sqlite",
         "index.3.faiss",
+        "lexical.3.npz",
         "manifest.json",
     ]
     with warnings.catch_warnings():
@@ -197,6 +201,7 @@ def test_kill_during_build_or_update_leaves_previous_index_usable(tmp_path, tiny
     assert sorted(p.name for p in (idx / "tiny").iterdir()) == [
         "docs.2.sqlite",
         "index.2.faiss",
+        "lexical.2.npz",
         "manifest.json",
     ]
     assert len(Index.load("tiny", idx, verify=True)) == len(BIG_CORPUS) + 1

@@ -78,3 +78,27 @@ def test_a_local_base_model_has_no_base_model_id(tmp_path, tiny_st, beir_dir):
     card = ModelCard.load(result.output / "README.md")
     assert "base_model" not in card.data.to_dict()
     assert f"from `{tiny_st.name}`" in card.text
+
+
+def test_a_trained_folder_is_named_in_mteb(tmp_path, cached_base, beir_dir):
+    """MTEB names what ``embedtune.models.load_model`` loads from a folder by the card, not
+    "no_model_name/available" (which a plain ``SentenceTransformer(folder)`` gets offline)."""
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from sentence_transformers import SentenceTransformer
+
+    from embedtune.models import load_model
+
+    result = _train(tmp_path, cached_base, beir_dir)
+    meta = SentenceTransformerEncoderWrapper(load_model(result.output, device="cpu")).mteb_model_meta
+    assert meta.name == "m1" and meta.adapted_from == "someone/tiny-st"
+    plain = SentenceTransformer(str(result.output), device="cpu", local_files_only=True)
+    # what load_model is for: offline, sentence-transformers leaves a folder anonymous
+    assert SentenceTransformerEncoderWrapper(plain).mteb_model_meta.name == "no_model_name/available"
+
+
+def test_the_bundled_model_is_named_by_its_hub_id_in_mteb():
+    from mteb.models import SentenceTransformerEncoderWrapper
+
+    from embedtune.models import DEFAULT_MODEL_HUB_ID, load_model
+
+    assert SentenceTransformerEncoderWrapper(load_model(device="cpu")).mteb_model_meta.name == DEFAULT_MODEL_HUB_ID
