@@ -277,7 +277,7 @@ def _plan(
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
-    config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None)
+    config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None, distributed.world_size())
     distributed.check_rows(len(data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with

@@ -63,17 +63,22 @@ PATIENCE = 2  # evaluations without improvement before stopping
 MIN_EVALS_FOR_PATIENCE = 4
 
 
-def choose_schedule(config: TrainConfig, rows: int, has_dev: bool) -> tuple[TrainConfig, dict[str, Choice]]:
+def choose_schedule(
+    config: TrainConfig, rows: int, has_dev: bool, processes: int = 1
+) -> tuple[TrainConfig, dict[str, Choice]]:
     """``config`` with every schedule setting filled in for ``rows`` training rows, and each choice with its reason.
 
     ``has_dev`` says whether the run has a dev set (early stopping and the per-epoch evaluation need
-    one). The returned config is checked again (:class:`TrainConfig` validates on construction).
+    one). ``processes`` (DDP) each take ``batch_size`` rows a step, only in full global batches, so
+    an epoch has fewer steps and a small set a smaller per-process batch. The returned config is
+    checked again (:class:`TrainConfig` validates on construction).
     """
     rows = max(1, rows)
-    choices: dict[str, Choice] = {"batch_size": _batch_size(config, rows)}
+    choices: dict[str, Choice] = {"batch_size": _batch_size(config, max(1, rows // processes))}
     batch = choices["batch_size"].value
     choices["learning_rate"] = _learning_rate(config, batch)
-    per_epoch = math.ceil(math.ceil(rows / batch) / config.gradient_accumulation_steps)
+    batches = math.ceil(rows / batch) if processes == 1 else max(1, rows // (batch * processes))
+    per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
     choices |= _length(config, rows, per_epoch)
     steps = config.max_steps or max(1, math.ceil(per_epoch * choices["epochs"].value))
     choices["warmup_ratio"] = _warmup(config, steps)

@@ -62,6 +62,13 @@ def test_given_values_win_and_the_rules_that_depend_on_them_follow():
     assert steps.max_steps == 40 and why["max_steps"].source == "given"
 
 
+def test_under_ddp_an_epoch_has_fewer_steps_and_a_small_set_smaller_batches():
+    one, _ = _chosen(800)
+    four, _ = choose_schedule(TrainConfig(output="m"), 800, True, processes=4)
+    assert four.epochs == one.epochs and four.batch_size == 8  # 200 rows a process: 16 batches of 8 each
+    assert four.checkpoint_steps == 800 // (8 * 4) and one.checkpoint_steps == 25
+
+
 def test_warm_up_is_a_tenth_of_the_steps_but_at_most_500():
     assert _chosen(2_000)[0].warmup_ratio == 0.1
     long_run, why = _chosen(1_000_000, epochs=1.0)
