@@ -107,9 +107,11 @@ class TrainConfig:
 
     ``temperature`` is the softmax temperature of the in-batch and CoSENT-style losses (0.05 is
     sentence-transformers' scale 20). ``max_steps`` overrides ``epochs``. ``checkpoint_steps`` is how
-    often the dev set is evaluated and a checkpoint saved (default: see
-    :func:`embedtune.training.run.eval_interval`). ``pooling``/``normalize`` apply only to plain
-    Hugging Face checkpoints, which have no pooling yet.
+    often the dev set is evaluated and a checkpoint saved. A schedule setting left at None (epochs,
+    batch size, learning rate, warm-up, temperature, checkpoint interval, early stopping) is chosen
+    from the data by :func:`embedtune.training.schedule.choose_schedule`, which returns the config
+    with every one of them filled in; a value the user gives always wins. ``pooling``/``normalize``
+    apply only to plain Hugging Face checkpoints, which have no pooling yet.
     """
 
     output: Path = setting(help="Model directory to write (atomically, at the end).", flag=("--output", "-o"))
@@ -134,7 +136,9 @@ class TrainConfig:
         help="Loss by name; auto = cosent for scored pairs, mnrl otherwise. One of: auto, " + ", ".join(LOSSES) + ".",
         choices=LOSS_NAMES,
     )
-    temperature: float = setting(0.05, help="Softmax temperature (1/scale).", above=0)
+    temperature: float | None = setting(
+        None, help="Softmax temperature (1/scale) (default: 0.05, see embedtune.training.schedule).", above=0
+    )
     mini_batch_size: int = setting(32, help="GradCache chunk of cached-mnrl (bounds memory).", min=1)
     triplet_margin: float = setting(0.1, help="Cosine margin of the triplet loss.", min=0)
     matryoshka_dims: tuple[int, ...] | None = setting(
@@ -146,11 +150,17 @@ class TrainConfig:
         None, help="Prefix for queries, e.g. 'query: ' (E5) — saved as the model's 'query' prompt."
     )
     document_prompt: str | None = setting(None, help="Prefix for documents, e.g. 'passage: ' (E5).")
-    epochs: float = setting(1.0, help="Passes over the data.", above=0)
+    epochs: float | None = setting(
+        None,
+        help="Passes over the data (default: from its size, several for a small set and less than one for a large "
+        "one; see embedtune.training.schedule).",
+        above=0,
+    )
     max_steps: int | None = setting(None, help="Stop after this many optimiser steps (overrides epochs).", min=1)
-    batch_size: int = setting(
-        32,
-        help="Rows per batch: each query's in-batch negatives are the batch's other positives (and negatives).",
+    batch_size: int | None = setting(
+        None,
+        help="Rows per batch: each query's in-batch negatives are the batch's other positives (and negatives) "
+        "(default: 32, smaller for a set too small to fill 16 batches).",
         min=1,
     )
     gradient_accumulation_steps: int = setting(
@@ -160,10 +170,17 @@ class TrainConfig:
         min=1,
         flag="--grad-accum",
     )
-    learning_rate: float = setting(5e-5, help="Peak learning rate.", min=0, flag="--lr")
+    learning_rate: float | None = setting(
+        None,
+        help="Peak learning rate (default: 5e-5 at batch size 32, scaled by the square root of the batch size).",
+        min=0,
+        flag="--lr",
+    )
     lr_scheduler: str = setting("linear", help="Learning-rate schedule after warm-up.", choices=LR_SCHEDULERS)
     # Below 1: the trainer reads a warm-up of 1 or more as a number of steps, not as a ratio.
-    warmup_ratio: float = setting(0.1, help="Fraction of steps of warm-up.", min=0, below=1)
+    warmup_ratio: float | None = setting(
+        None, help="Fraction of steps of warm-up (default: 0.1, at most 500 steps).", min=0, below=1
+    )
     weight_decay: float = setting(0.01, help="AdamW weight decay.", min=0)
     max_grad_norm: float = setting(1.0, help="Clip gradients to this norm (0 = no clipping).", min=0)
     max_seq_length: int | None = setting(
@@ -208,12 +225,17 @@ class TrainConfig:
     )
     checkpoint_steps: int | None = setting(
         None,
-        help="Evaluate on dev and save a checkpoint every N steps (default: 4 times per run, fewer where "
-        "evaluating would cost over 10% of the training compute; short runs are evaluated at the end only).",
+        help="Evaluate on dev and save a checkpoint every N steps (default: at the end of every epoch of a run of "
+        "two or more, with early stopping; else 4 times per run, fewer where evaluating would cost over 10% of the "
+        "training compute, so short runs are evaluated at the end only).",
         min=1,
     )
     early_stopping_patience: int | None = setting(
-        None, help="Stop when the dev metric has not improved for N evaluations.", min=1, flag="--early-stopping"
+        None,
+        help="Stop when the dev metric has not improved for N evaluations; 0: never stop early (default: 2 when "
+        "there is a dev set and 4 or more evaluations, else 0).",
+        min=0,
+        flag="--early-stopping",
     )
     seed: int = setting(42, help="Seed for initialisation, batching and dropout: equal seeds give equal runs.", min=0)
     precision: str = setting(
@@ -257,11 +279,13 @@ class TrainConfig:
             raise SettingError("score_range", f"the low end must be below the high end, got {list(self.score_range)}")
         if self.metric not in ("auto", *SIMILARITY_METRICS):
             parse_metric(self.metric, scored=False)
-        if self.early_stopping_patience is not None and not self.dev:
+        if self.early_stopping_patience and not self.dev:
             raise SettingError("early_stopping_patience", "needs the dev evaluation (dev=True)")
-        if self.early_stopping_patience is not None and self.dev_split == NO_DEV and self.dev_data is None:
+        if self.early_stopping_patience and self.dev_split == NO_DEV and self.dev_data is None:
             raise SettingError("early_stopping_patience", "needs a dev set: dev_split='none' and no dev_data")
         loss = LOSSES.get(ALIASES.get(self.loss, self.loss))  # None for auto: mnrl or cosent, both in-batch
+        if self.batch_size is None:  # chosen from the data (embedtune.training.schedule), within these rules
+            return
         if self.batch_size < 2 and (loss is None or loss.in_batch):
             raise SettingError(
                 "batch_size",

@@ -43,6 +43,7 @@ from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
 from embedtune.training.model_card import card_facts, write_run_report
+from embedtune.training.schedule import choose_schedule
 from embedtune.training_data import TrainingData, load_training_data
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int 
 class _Setup:
     """What a run is made of, loaded and checked before any checkpoint folder is touched."""
 
+    config: TrainConfig  # the schedule filled in (embedtune.training.schedule)
     data: TrainingData
     dataset: Dataset  # the rows the trainer sees (without a label column the loss does not use)
     spec: LossSpec
@@ -161,6 +163,7 @@ def train(
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
     setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
+    config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
     for name, choice in setup.choices.items() if log is not None and distributed.is_main() else ():
         log(choice.line(name))
     run_dir, checkpoint, fingerprint = distributed.on_main(
@@ -237,7 +240,7 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     precision = resolve_training_precision(config.precision, str(model.device))
-    data, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
+    config, data, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
     model.max_seq_length = choices["max_seq_length"].value
     spec = resolve_loss(config.loss, data)
     params = LossParams(
@@ -253,13 +256,13 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
         if spec.uses_label or "label" not in data.dataset.column_names
         else data.dataset.remove_columns("label")
     )
-    return _Setup(data, dataset, spec, loss, model, base_path, precision, dev, choices, held_out)
+    return _Setup(config, data, dataset, spec, loss, model, base_path, precision, dev, choices, held_out)
 
 
 def _plan(
     config: TrainConfig, model: SentenceTransformer, limit: int, precision: str
-) -> tuple[TrainingData, DevEvaluator | None, dict[str, Choice], list[str]]:
-    """Read and check the data, choose the dev set, lengths and loss: done once (rank 0 under DDP)."""
+) -> tuple[TrainConfig, TrainingData, DevEvaluator | None, dict[str, Choice], list[str]]:
+    """Read and check the data, choose the dev set, schedule, lengths and loss: done once (rank 0 under DDP)."""
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
     spec = resolve_loss(config.loss, data)
     plan = (
@@ -267,20 +270,21 @@ def _plan(
         if config.dev
         else DevPlan(None, data, Choice(NO_DEV, "given", "dev=False: no dev evaluation, no checkpoint choice"))
     )
-    if plan.evaluator is None and config.early_stopping_patience is not None:
+    if plan.evaluator is None and config.early_stopping_patience:
         raise SettingError(
             "early_stopping_patience",
             "needs a dev set: give dev_data, a BEIR folder with a dev split, or data with enough queries to "
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
+    config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None, distributed.world_size())
     distributed.check_rows(len(data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
     reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
     choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
-    return data, plan.evaluator, choices, plan.held_out
+    return config, data, plan.evaluator, choices | schedule, plan.held_out
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:

@@ -96,5 +96,5 @@ def test_epoch_based_training_covers_every_pair_once(tmp_path, tiny_st, beir_dir
     ],
 )
 def test_dev_evaluation_is_spaced_by_its_cost(steps, checkpoint_steps, dev_texts, expected):
-    config = TrainConfig(output=Path("unused"), checkpoint_steps=checkpoint_steps)
+    config = TrainConfig(output=Path("unused"), checkpoint_steps=checkpoint_steps, batch_size=32)
     assert eval_interval(config, steps, columns=2, dev_texts=dev_texts) == expected

@@ -1,0 +1,302 @@
+"""Defaults across regimes: ``embedtune train`` (and ``--mine``) against a plain sentence-transformers script.
+
+The regimes are built from the bundled Debian set (data/debian), as a new user's data would look:
+
+* ``small``: 800 training queries sampled (seeded) from Debian train, qrels for train and test only
+  (no dev split), the full corpus, scored on Debian test;
+* ``small-long``: the same, with long documents: the corpus is cut into groups of three
+  descriptions of one archive section, each group concatenated in a seeded order into one document
+  (relevant to the queries of all three), so that what a query asks about is often past the first
+  128 tokens and truncation matters;
+* ``full``: all of Debian train (with its dev split) at a time budget: both sides train for the
+  steps that budget buys (``--budget``; the length rule does not apply);
+
+and every model is also scored zero-shot on data/stsb-retrieval (with ``ignore_own_id``), to show
+what general similarity training costs.
+
+Systems, trained in the same run on the same training pairs: ``base`` (all-MiniLM-L6-v2 untouched),
+``st-plain`` (benchmarks/st_plain.py: MNRL, 3 epochs, lr 2e-5, batch 32, 256 tokens, NO_DUPLICATES),
+``embedtune`` (``embedtune train --data DIR`` with its defaults) and ``embedtune-mine`` (the same
+with ``--mine``). Test nDCG@10 is pytrec_eval's (:mod:`embedtune.metrics`, through
+:func:`embedtune.evaluate.evaluate`).
+
+``--quick`` shrinks a regime: a corpus of the train and test queries' relevant documents filled up
+to 3,000, 300 test queries (the 800 training queries stay), and STS-B cut the same way (300
+queries, 2,000 sentences). ``--steps N`` caps every trained system at N steps: a smoke run of the
+script itself, whose numbers mean nothing (the report marks it).
+
+    python benchmarks/regimes.py --quick --regime small
+    python benchmarks/regimes.py --regime small --regime small-long --regime full --budget 1800
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS, machine  # noqa: E402
+
+ROOT = HERE.parent
+DEBIAN = ROOT / "data" / "debian"
+STSB = ROOT / "data" / "stsb-retrieval"
+WORK = ROOT / "models" / "bench-regimes"
+REGIMES = ("small", "small-long", "full")
+SYSTEMS = ("base", "st-plain", "embedtune", "embedtune-mine")
+TRAIN_QUERIES = 800
+QUICK_CORPUS = 3000
+QUICK_TEST = 300
+QUICK_STSB = 2000
+GROUP = 3  # descriptions per long document
+PEER_EPOCHS, PEER_BATCH, PEER_LENGTH = 3, 32, 256
+KEYS = ("ndcg@10", "recall@10", "mrr@10", "recall@100")
+
+
+def _read(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _qrels(split: str) -> dict[str, set[str]]:
+    qrels: dict[str, set[str]] = defaultdict(set)
+    lines = (DEBIAN / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    for line in lines:
+        query, doc, _ = line.split("\t")
+        qrels[query].add(doc)
+    return qrels
+
+
+def _write_beir(folder: Path, corpus: list[dict], queries: dict[str, str], qrels: dict[str, dict[str, set]]) -> None:
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": d["_id"], "title": "", "text": d["text"]}) + "\n" for d in corpus)
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in sorted(queries.items()))
+    for split, pairs in qrels.items():
+        rows = [f"{q}\t{d}\t1\n" for q in sorted(pairs) for d in sorted(pairs[q])]
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
+
+
+def build(regime: str, quick: bool, seed: int = 42) -> Path:
+    """Write the regime's BEIR folder under WORK and return it."""
+    folder = WORK / f"{regime}{'-quick' if quick else ''}" / "data"
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    rng = random.Random(seed)
+    corpus, queries = _read(DEBIAN / "corpus.jsonl.gz"), _read(DEBIAN / "queries.jsonl.gz")
+    train, test = _qrels("train"), _qrels("test")
+    splits = {"train": train, "test": test}
+    if regime != "full":
+        splits["train"] = {q: train[q] for q in rng.sample(sorted(train), TRAIN_QUERIES)}
+    else:
+        splits["dev"] = _qrels("dev")
+    if quick:
+        splits["test"] = {q: test[q] for q in rng.sample(sorted(test), QUICK_TEST)}
+        if "dev" in splits:
+            splits["dev"] = {q: splits["dev"][q] for q in rng.sample(sorted(splits["dev"]), QUICK_TEST)}
+        needed = {d for pairs in splits.values() for docs in pairs.values() for d in docs}
+        others = sorted(d["_id"] for d in corpus if d["_id"] not in needed)
+        keep = needed | set(rng.sample(others, max(0, QUICK_CORPUS - len(needed))))
+        corpus = [d for d in corpus if d["_id"] in keep]
+    if regime == "small-long":
+        corpus, splits = _long_documents(corpus, splits, rng)
+    wanted = {q for pairs in splits.values() for q in pairs}
+    texts = {q["_id"]: q["text"] for q in queries if q["_id"] in wanted}
+    _write_beir(folder, corpus, texts, splits)
+    return folder
+
+
+def _long_documents(corpus: list[dict], splits: dict, rng: random.Random) -> tuple[list[dict], dict]:
+    """Groups of GROUP descriptions of one section, concatenated in a seeded order; qrels follow their members."""
+    by_section: dict[str, list[dict]] = defaultdict(list)
+    for doc in corpus:
+        by_section[doc["metadata"].get("section", "")].append(doc)
+    merged, owner = [], {}
+    for section in sorted(by_section):
+        docs = by_section[section]
+        rng.shuffle(docs)
+        for start in range(0, len(docs), GROUP):
+            members = docs[start : start + GROUP]
+            doc_id = f"g{len(merged)}"
+            merged.append({"_id": doc_id, "text": "\n\n".join(d["text"] for d in members)})
+            owner |= {d["_id"]: doc_id for d in members}
+    regrouped = {
+        split: {q: {owner[d] for d in docs if d in owner} for q, docs in pairs.items()}
+        for split, pairs in splits.items()
+    }
+    return merged, regrouped
+
+
+def stsb(quick: bool, seed: int = 42) -> Path:
+    """data/stsb-retrieval, or for ``quick`` a seeded cut of it: QUICK_TEST queries, QUICK_STSB sentences."""
+    if not quick:
+        return STSB
+    folder = WORK / "stsb-quick"
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    rng = random.Random(seed)
+    qrels: dict[str, dict[str, str]] = defaultdict(dict)
+    for line in (STSB / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        query, doc, grade = line.split("\t")
+        qrels[query][doc] = grade
+    qrels = {q: qrels[q] for q in rng.sample(sorted(qrels), QUICK_TEST)}
+    corpus = _read(STSB / "corpus.jsonl.gz")
+    needed = {d for docs in qrels.values() for d in docs} | set(qrels)  # a query is a corpus sentence too
+    others = sorted(d["_id"] for d in corpus if d["_id"] not in needed)
+    keep = needed | set(rng.sample(others, max(0, QUICK_STSB - len(needed))))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(
+            json.dumps({"_id": d["_id"], "title": "", "text": d["text"]}) + "\n" for d in corpus if d["_id"] in keep
+        )
+    texts = {q["_id"]: q["text"] for q in _read(STSB / "queries.jsonl.gz") if q["_id"] in qrels}
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in sorted(texts.items()))
+    rows = [f"{q}\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
+    return folder
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def train_embedtune(data: Path, output: Path, mine: bool, max_steps: int | None) -> dict:
+    """``embedtune train`` with its defaults (``--mine``: mined first); the JSON result and the command's wall time."""
+    cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite", "--json"]
+    cmd += ["--mine"] if mine else []
+    cmd += ["--max-steps", str(max_steps)] if max_steps else []
+    started = time.perf_counter()
+    done = subprocess.run(cmd, check=True, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    result = json.loads(done.stdout)
+    choices = {name: c["value"] for name, c in result["choices"].items()}
+    return {"steps": result["steps"], "wall_s": round(time.perf_counter() - started, 1), "choices": choices}
+
+
+def train_peer(data: Path, output: Path, max_steps: int | None) -> dict:
+    """The plain script: 3 epochs (or ``max_steps``) of MNRL at batch 32, lr 2e-5, 256 tokens."""
+    from st_plain import train_plain
+
+    from embedtune.training_data import load_training_data
+
+    rows = len(load_training_data(data).dataset)
+    steps = max_steps or PEER_EPOCHS * math.ceil(rows / PEER_BATCH)
+    started = time.perf_counter()
+    train_plain(output, max_steps=steps, data=data, max_seq_length=PEER_LENGTH)
+    return {"steps": steps, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def score(models: dict[str, str], data: Path, ignore_own_id: bool) -> dict[str, dict[str, float]]:
+    """Each model's test metrics on ``data`` (pytrec_eval, exact search over the whole corpus)."""
+    from embedtune.encoding import EncodeSettings
+    from embedtune.evaluate import EvalSettings, evaluate
+
+    settings = EvalSettings(ignore_own_id=ignore_own_id, show_progress=False)
+    results = evaluate(
+        data, "test", models=list(models.values()), settings=settings, encoding=EncodeSettings(cache=False)
+    )
+    return {name: {k: r.metrics[k] for k in KEYS if k in r.metrics} for name, r in zip(models, results, strict=True)}
+
+
+def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float | None, cap: int | None) -> dict:
+    data = build(regime, quick)
+    work = data.parent
+    steps = cap or (_budget_steps(budget) if regime == "full" else None)
+    trained: dict[str, dict] = {}
+    models = {"base": "default"}
+    for system in systems:
+        if system == "base":
+            continue
+        output = work / system
+        print(f"[{regime}] training {system} ...", flush=True)
+        if system == "st-plain":
+            trained[system] = train_peer(data, output, steps)
+        else:
+            trained[system] = train_embedtune(data, output, system == "embedtune-mine", steps)
+        models[system] = str(output)
+    print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
+    test = score(models, data, ignore_own_id=False)
+    zero_shot = score(models, stsb(quick), ignore_own_id=True)
+    return {
+        "regime": regime,
+        "quick": quick,
+        "smoke_steps": cap,
+        "budget_s": budget if regime == "full" else None,
+        "documents": sum(1 for _ in open(data / "corpus.jsonl", encoding="utf-8")),
+        "rows": {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models},
+    }
+
+
+def _budget_steps(budget: float | None) -> int:
+    """Steps of 32 pairs the budget buys at the plain script's measured rate (results/train_throughput.json)."""
+    if budget is None:
+        raise SystemExit("regime 'full' needs --budget SECONDS")
+    rates = json.loads((RESULTS / "train_throughput.json").read_text())["variants"]
+    return max(1, int(budget * rates["st-plain"]["pairs_per_s"] / PEER_BATCH))
+
+
+def report(runs: list[dict]) -> str:
+    """The markdown of every stored run: per regime, test and zero-shot metrics and what embedtune chose."""
+    lines = [
+        "# Defaults across regimes: embedtune train vs a plain sentence-transformers script",
+        "",
+        "Built and run by `benchmarks/regimes.py` (see its docstring for the regimes). Test nDCG@10 etc. by "
+        f"pytrec_eval, exact search; STS-B zero-shot with ignore_own_id. {machine()}.",
+        "",
+    ]
+    for run in runs:
+        name = f"{run['regime']}{' (quick)' if run['quick'] else ''}"
+        if run.get("smoke_steps"):
+            name += f" (SMOKE RUN, {run['smoke_steps']} steps per system: numbers meaningless)"
+        lines += [f"## {name}: {run['documents']:,} documents", ""]
+        lines += ["| system | steps | wall s | " + " | ".join(KEYS) + " | STS-B ndcg@10 |"]
+        lines += ["|---|---|---|" + "---|" * len(KEYS) + "---|"]
+        for system, row in run["rows"].items():
+            cells = " | ".join(f"{row['test'].get(k, float('nan')):.4f}" for k in KEYS)
+            lines.append(
+                f"| {system} | {row.get('steps', 0)} | {row.get('wall_s', 0):.0f} | {cells} | "
+                f"{row['stsb']['ndcg@10']:.4f} |"
+            )
+        for system, row in run["rows"].items():
+            if row.get("choices"):
+                chosen = ", ".join(f"{k}={v}" for k, v in row["choices"].items() if k != "dev")
+                lines.append(f"\n{system} chose: {chosen}; dev: {row['choices'].get('dev')}")
+        lines.append("")
+    done = {(r["regime"], r["quick"]) for r in runs if not r.get("smoke_steps")}
+    missing = [f"{r}{' --quick' if q else ''}" for r in REGIMES for q in (True, False) if (r, q) not in done]
+    if missing:
+        lines += [f"Not yet run: {', '.join(missing)} (commands in the docstring of benchmarks/regimes.py).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regime", action="append", choices=REGIMES, help="repeatable (default: all)")
+    parser.add_argument("--system", action="append", choices=SYSTEMS, help="repeatable (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a smaller corpus and test set (see the docstring)")
+    parser.add_argument("--budget", type=float, default=None, help="regime full: seconds of training per side")
+    parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
+    args = parser.parse_args()
+    path = RESULTS / "regimes.json"
+    stored = json.loads(path.read_text()) if path.is_file() else []
+    for regime in args.regime or REGIMES:
+        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps)
+        key = (regime, args.quick, args.steps)
+        stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
+        path.write_text(json.dumps(stored, indent=2) + "\n")
+        (RESULTS / "regimes.md").write_text(report(stored))
+    print(report(stored))
+
+
+if __name__ == "__main__":
+    main()
