@@ -11,6 +11,8 @@ The modules, from the bottom up:
   at construction, and :class:`DevSettings`, the part of it the dev evaluation reads;
 * :mod:`~embedtune.training.choices` — what a run resolves from the data (the training and inference
   lengths), each as a :class:`Choice` with its reason;
+* :mod:`~embedtune.training.schedule` — epochs, batch size, learning rate, warm-up, temperature and
+  early stopping chosen from the data's size, each as a :class:`Choice` (a given value wins);
 * :mod:`~embedtune.training.dev` — the dev evaluator (scored with ``embedtune eval``'s metrics);
 * :mod:`~embedtune.training.holdout` — which dev set: ``dev_data``, the dev split, or a held-out slice
   of the training queries;

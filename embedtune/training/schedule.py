@@ -27,8 +27,9 @@ from the number of training rows, and said as a :class:`~embedtune.training.choi
   so that an epoch is more than a handful of steps. The batch is never below the GradCache chunk
   of ``cached-mnrl``.
 * **Learning rate.** ``BASE_LR`` at batch 32, scaled by the square root of ``batch / 32`` (the
-  square-root rule for Adam: the gradient noise of a batch falls with its square root). An
-  explicit batch size moves the chosen learning rate with it.
+  square-root rule for Adam: the gradient noise of a batch falls with its square root), where the
+  batch is the global one (per-process batch x processes under DDP, whose gradients are averaged).
+  An explicit batch size moves the chosen learning rate with it.
 * **Warm-up.** ``WARMUP_RATIO`` of the steps, at most ``MAX_WARMUP_STEPS`` steps: the warm-up
   protects the pretrained weights from the first, noisy updates, which takes a few hundred
   steps, not a tenth of a long run.
@@ -76,7 +77,7 @@ def choose_schedule(
     rows = max(1, rows)
     choices: dict[str, Choice] = {"batch_size": _batch_size(config, max(1, rows // processes))}
     batch = choices["batch_size"].value
-    choices["learning_rate"] = _learning_rate(config, batch)
+    choices["learning_rate"] = _learning_rate(config, batch * processes)  # DDP averages the N processes' gradients
     batches = math.ceil(rows / batch) if processes == 1 else max(1, rows // (batch * processes))
     per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
     choices |= _length(config, rows, per_epoch)

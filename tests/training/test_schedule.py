@@ -67,6 +67,8 @@ def test_under_ddp_an_epoch_has_fewer_steps_and_a_small_set_smaller_batches():
     four, _ = choose_schedule(TrainConfig(output="m"), 800, True, processes=4)
     assert four.epochs == one.epochs and four.batch_size == 8  # 200 rows a process: 16 batches of 8 each
     assert four.checkpoint_steps == 800 // (8 * 4) and one.checkpoint_steps == 25
+    # the learning rate follows the global batch (4 x 8 = 32), whose gradients DDP averages
+    assert four.learning_rate == choose_schedule(TrainConfig(output="m", batch_size=32), 800, True)[0].learning_rate
 
 
 def test_warm_up_is_a_tenth_of_the_steps_but_at_most_500():
