@@ -22,7 +22,9 @@ Failures designed out:
   from the cache was checked when it was written.
 * **bf16 where it does not pay.** The bf16 inference-precision hint is given only where the CPU has
   AMX (:func:`~embedtune.encoding.precision.cpu_has_amx_bf16`); elsewhere the model runs in f32, and
-  the encoder reports ``fp32``. int8 needs a calibration set and a quality gate (not offered here):
+  the encoder reports ``fp32``. int8 (NNCF static quantisation on a calibration sample of the
+  corpus) is offered only if it passes the quality gate of ``benchmarks/openvino_int8.py`` (nDCG@10
+  and top-10 agreement against fp32); it does not today (``benchmarks/results/openvino_int8.md``), so
   asked for, it falls back to the backend's ``auto`` choice with a warning, as impossible precisions do.
 
 OpenVINO runs on its own thread pool (one thread per physical core by default), which
