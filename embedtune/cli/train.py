@@ -119,24 +119,27 @@ def _train(config_file: Path | None, mine_first: bool, retriever: str, as_json: 
         raise click.UsageError("give --output (or a --config file that names it)")
     else:
         config = TrainConfig(**settings)
-    mining = None
-    if mine_first:
-        from embedtune.workflows import mine_for_training
+    try:
+        mining = None
+        if mine_first:
+            from embedtune.workflows import mine_for_training
 
-        say(f"loading model {config.model} to mine with ...")
-        distributed.start()
-        mining_config = MiningConfig(**selection, seed=config.seed)
-        config, report = distributed.on_main(lambda: mine_for_training(config, mining_config, retriever=retriever))
-        mining = mining_payload(report, config.data)
-        if not as_json and distributed.is_main():
-            echo_mining(report, config.data)
-    elif selection or retriever != "dense":
-        raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
-    say(f"loading model {config.model} and the training data ...")
-    result = run_training(config, log=lambda line: say(f"chose {line}"))
-    if not distributed.is_main():
-        return
-    if as_json:
-        emit("train", _payload(result) | ({"mining": mining} if mining else {}))
-    else:
-        click.echo(_describe(result))
+            say(f"loading model {config.model} to mine with ...")
+            distributed.start()
+            mining_config = MiningConfig(**selection, seed=config.seed)
+            config, report = distributed.on_main(lambda: mine_for_training(config, mining_config, retriever=retriever))
+            mining = mining_payload(report, config.data)
+            if not as_json and distributed.is_main():
+                echo_mining(report, config.data)
+        elif selection or retriever != "dense":
+            raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
+        say(f"loading model {config.model} and the training data ...")
+        result = run_training(config, log=lambda line: say(f"chose {line}"))
+        if not distributed.is_main():
+            return
+        if as_json:
+            emit("train", _payload(result) | ({"mining": mining} if mining else {}))
+        else:
+            click.echo(_describe(result))
+    finally:
+        distributed.stop()  # every rank leaves the process group before it exits

@@ -80,6 +80,17 @@ def start() -> None:
         PartialState(timeout=WAIT)  # a singleton: the trainer's TrainingArguments reuse this state
 
 
+def stop() -> None:
+    """Leave the process group, if this process joined one. A process that exits with a gloo group
+    still open can abort ('terminate called without an active exception', SIGABRT) while the
+    group's threads are torn down, turning a finished run into a failed exit status."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @functools.cache
 def _object_group():
     """The group that carries Python objects: gloo, on the CPU. Over NCCL the pickled objects (the
