@@ -6,6 +6,12 @@ rename columns to suit one loss, the format is read off the column names and eve
 (non-empty texts, scores in the declared range), with the file and line of the first bad row in the
 error. The result is a ``datasets.Dataset`` whose columns are in the order the sentence-transformers
 losses expect: ``anchor, positive, negative_1..n`` (or ``sentence1, sentence2``) then ``label``.
+
+Any format may carry a ``weight`` column (a finite number above 0): how often the row is drawn,
+relative to the others (:mod:`embedtune.training.sampling`). It stays a column of the dataset, so
+that every row filter (the held-out dev slice) keeps each weight with its row, and is never one of
+``text_columns``; the run takes it out before the trainer sees the rows, so it never reaches a loss
+as a text or a label.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ POSITIVE_COLUMNS = ("positive", "document", "passage", "answer")
 SENTENCE_COLUMNS = (("sentence1", "sentence2"), ("text1", "text2"))
 SCORE_COLUMNS = ("score", "label", "similarity")
 TEACHER_SCORES = "scores"
+WEIGHT = "weight"  # per-row sampling weight, > 0
 _NEGATIVE = re.compile(r"^negative(?:_(\d+))?$")
 
 Format = Literal["pair", "triplet", "n-tuple", "scored-pair"]
@@ -54,11 +61,17 @@ class TrainingData:
     source_columns: dict[str, str] = field(default_factory=dict)  # canonical name -> name in the file
 
     @property
+    def weights(self) -> list[float] | None:
+        """The ``weight`` column (aligned with the rows), or None when the data has none."""
+        return list(self.dataset[WEIGHT]) if WEIGHT in self.dataset.column_names else None
+
+    @property
     def negatives(self) -> int:
         return sum(1 for c in self.text_columns if c.startswith("negative"))
 
     def describe(self) -> str:
         extra = " with teacher scores" if self.teacher_scores else ""
+        extra += " and weights" if WEIGHT in self.dataset.column_names else ""
         return f"{len(self.dataset):,} {self.format}s{extra} ({', '.join(self.text_columns)})"
 
 
@@ -120,7 +133,7 @@ def load_training_data(
 
 def _describe(dataset: Dataset, files: list[Path]) -> TrainingData:
     columns = dataset.column_names
-    texts = [c for c in columns if c not in ("label", TEACHER_SCORES)]
+    texts = [c for c in columns if c not in ("label", TEACHER_SCORES, WEIGHT)]
     if texts[0] == "sentence1":
         fmt: Format = "scored-pair"
     else:
@@ -132,8 +145,14 @@ def _describe(dataset: Dataset, files: list[Path]) -> TrainingData:
 
 
 def _map_columns(path: Path, columns: Iterable[str]) -> dict[str, str]:
-    """Map canonical column names to the file's names, or say what is missing and what was found."""
+    """Map canonical column names to the file's names (a ``weight`` column with any format)."""
     columns = list(columns)
+    mapping = _map_format(path, columns)
+    return mapping | ({WEIGHT: WEIGHT} if WEIGHT in columns else {})
+
+
+def _map_format(path: Path, columns: list[str]) -> dict[str, str]:
+    """The format's columns, or say what is missing and what was found."""
     found = set(columns)
     mapping: dict[str, str] = {}
     for pair in SENTENCE_COLUMNS:
@@ -261,7 +280,7 @@ def _validate(
     score_range: tuple[float, float] | None,
 ) -> None:
     """Check every text is a non-empty string and every score a finite number in range; rescale scores."""
-    texts = [c for c in rows if c not in ("label", TEACHER_SCORES)]
+    texts = [c for c in rows if c not in ("label", TEACHER_SCORES, WEIGHT)]
     for canonical in texts:
         for line, value in zip(lines, rows[canonical], strict=True):
             if not isinstance(value, str) or not value.strip():
@@ -296,6 +315,16 @@ def _validate(
                 )
             for score in value:
                 _number(path, line, TEACHER_SCORES, score)
+    if WEIGHT in rows:
+        rows[WEIGHT] = [_weight(path, line, value) for line, value in zip(lines, rows[WEIGHT], strict=True)]
+
+
+def _weight(path: Path, line: int, value) -> float:
+    """A row's weight: a finite number above 0 (0 or below would never draw the row, or break the draw)."""
+    weight = _number(path, line, WEIGHT, value)
+    if weight <= 0:
+        raise DataError(path, f"weight {weight:g} is not above 0", line=line, field=WEIGHT)
+    return weight
 
 
 def _number(path: Path, line: int, column: str, value) -> float:

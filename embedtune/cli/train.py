@@ -11,6 +11,7 @@ from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_pr
 from embedtune.cli.mine import echo_mining, mining_payload, retriever_option
 from embedtune.cli.options import given, options_from
 from embedtune.mining import MiningConfig
+from embedtune.settings import meta_of
 from embedtune.training import TrainConfig, TrainResult, distributed
 
 
@@ -60,7 +61,14 @@ def _payload(result: TrainResult) -> dict:
     help="YAML file of settings (names as below, with underscores); options given here override it. "
     "The resolved config is saved with the model as train_config.yaml.",
 )
-@options_from(TrainConfig)
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help=meta_of(TrainConfig, "data").help + " Repeat to train on several datasets together (see --mix).",
+)
+@options_from(TrainConfig, exclude=("data",))  # --data is repeatable: the first is data, the others more_data
 @click.option(
     "--mine",
     "mine_first",
@@ -112,7 +120,10 @@ def _train(config_file: Path | None, mine_first: bool, retriever: str, as_json: 
 
     say = note if distributed.is_main() else lambda _line: None  # one voice for N processes: rank 0's
     selection = given(MiningConfig, options, exclude=("seed",))  # mining is seeded by the run's seed
+    datasets = options.pop("data", ())  # repeatable --data: the first is data, the others more_data
     settings = given(TrainConfig, options) | {"show_progress": show_progress() and distributed.is_main()}
+    if datasets:
+        settings |= {"data": datasets[0]} | ({"more_data": tuple(datasets[1:])} if len(datasets) > 1 else {})
     if config_file is not None:
         config = TrainConfig.from_yaml(config_file, **settings)
     elif "output" not in settings:

@@ -25,6 +25,8 @@ from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError
 from embedtune.settings import SettingError, setting
 from embedtune.training.losses import ALIASES, LOSSES
+from embedtune.training.sampling import MIXES
+from embedtune.training.weighting import WEIGHT_BY
 
 # Fields that say how to run, not what to train: they may differ between a run and its resume.
 RUN_OPTIONS = (
@@ -130,6 +132,28 @@ class TrainConfig:
     split: str = setting("train", help="Qrels split of a BEIR data folder to train on.")
     score_range: tuple[float, float] | None = setting(
         None, help="Scale of a score column, e.g. '0 5' for STS-B; scores are rescaled to 0..1 (default: 0 1)."
+    )
+    # Row weights and several datasets (embedtune.training.sampling, .mixing, .weighting)
+    more_data: tuple[Path, ...] = setting(
+        (),
+        help="More training datasets, each read and checked on its own and trained together with data (on the "
+        "command line: repeat --data). Each gets the loss its data picks, or loss for all; the dev set comes "
+        "from the first.",
+        cli=False,
+    )
+    mix: str = setting(
+        "proportional",
+        help="How batches are drawn from several datasets (each batch from one): proportional = every batch of "
+        "every dataset once per epoch, in seeded random order; round-robin = one of each in turn until the "
+        "smallest runs out.",
+        choices=MIXES,
+    )
+    weight_by: str = setting(
+        "none",
+        help="difficulty: weight rows by how hard the base model finds them (1 - cosine(query, positive), or "
+        "the cosine's distance from the score), clipped to 0.5..2 of the mean, times any weight column. Rows "
+        "are drawn with probability proportional to their weight.",
+        choices=WEIGHT_BY,
     )
     loss: str = setting(
         "auto",
@@ -275,6 +299,8 @@ class TrainConfig:
 
     def _check_relations(self) -> None:
         """Values that are fine alone but not together."""
+        if len({Path(p).resolve() for p in (self.data, *self.more_data)}) < 1 + len(self.more_data):
+            raise SettingError("more_data", "a dataset is given twice (data and more_data must all differ)")
         if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
             raise SettingError("score_range", f"the low end must be below the high end, got {list(self.score_range)}")
         if self.metric not in ("auto", *SIMILARITY_METRICS):

@@ -35,19 +35,19 @@ from embedtune.errors import EmbedtuneWarning
 from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
-from embedtune.training import distributed
+from embedtune.training import distributed, mixing
 from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
 from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
 from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
-from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
+from embedtune.training.losses import LossParams, LossSpec
 from embedtune.training.model_card import card_facts, write_run_report
 from embedtune.training.schedule import choose_schedule
+from embedtune.training.weighting import weigh_by_difficulty
 from embedtune.training_data import TrainingData, load_training_data
 
 if TYPE_CHECKING:
-    from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -125,7 +125,7 @@ class _Setup:
 
     config: TrainConfig  # the schedule filled in (embedtune.training.schedule)
     data: TrainingData
-    dataset: Dataset  # the rows the trainer sees (without a label column the loss does not use)
+    mixture: mixing.Mixture  # the rows, loss(es) and batch samplers the trainer gets: one dataset or several
     spec: LossSpec
     loss: nn.Module
     model: SentenceTransformer
@@ -180,7 +180,7 @@ def train(
     dev_after = _best_eval(history, setup.metric, trainer.state.best_global_step) if setup.dev is not None else {}
     steps = int(trainer.state.global_step)
     result = TrainResult(
-        config.output, steps, len(setup.dataset), seconds, losses, dev_before, dev_after, setup.metric, setup.choices
+        config.output, steps, setup.mixture.rows, seconds, losses, dev_before, dev_after, setup.metric, setup.choices
     )
     if result.worse_than_base and distributed.is_main():
         _warn_worse(result)
@@ -240,9 +240,8 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     precision = resolve_training_precision(config.precision, str(model.device))
-    config, data, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
+    config, parts, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
     model.max_seq_length = choices["max_seq_length"].value
-    spec = resolve_loss(config.loss, data)
     params = LossParams(
         config.temperature,
         config.mini_batch_size,
@@ -250,21 +249,18 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
         config.matryoshka_dims,
         gather_across_devices=distributed.world_size() > 1,
     )
-    loss = build_loss(spec, model, params)
-    dataset = (
-        data.dataset
-        if spec.uses_label or "label" not in data.dataset.column_names
-        else data.dataset.remove_columns("label")
-    )
-    return _Setup(config, data, dataset, spec, loss, model, base_path, precision, dev, choices, held_out)
+    mixture = mixing.Mixture.build(parts, mixing.resolve_losses(config, parts), model, params, config.mix)
+    spec, loss = mixture.specs[0], mixture.losses[0]
+    return _Setup(config, parts[0].data, mixture, spec, loss, model, base_path, precision, dev, choices, held_out)
 
 
 def _plan(
     config: TrainConfig, model: SentenceTransformer, limit: int, precision: str
-) -> tuple[TrainConfig, TrainingData, DevEvaluator | None, dict[str, Choice], list[str]]:
+) -> tuple[TrainConfig, list[mixing.Part], DevEvaluator | None, dict[str, Choice], list[str]]:
     """Read and check the data, choose the dev set, schedule, lengths and loss: done once (rank 0 under DDP)."""
     data = load_training_data(config.data, split=config.split, score_range=config.score_range)
-    spec = resolve_loss(config.loss, data)
+    parts = [mixing.first_part(config, data), *mixing.load_more(config)]
+    specs = mixing.resolve_losses(config, parts)
     plan = (
         choose_dev(config.dev_settings(), data, precision)
         if config.dev
@@ -277,21 +273,25 @@ def _plan(
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
-    config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None, distributed.world_size())
-    distributed.check_rows(len(data.dataset), config.batch_size)
+    parts, weights = mixing.weigh(
+        config, parts, data, lambda d: weigh_by_difficulty(model, d, precision, config.show_progress)
+    )
+    rows = mixing.epoch_rows(config.mix, [len(p.data.dataset) for p in parts])
+    config, schedule = choose_schedule(config, rows, plan.evaluator is not None, distributed.world_size())
+    for part in parts:
+        distributed.check_rows(len(part.data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
-    reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
-    choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
-    return config, data, plan.evaluator, choices | schedule, plan.held_out
+    choices |= {"dev": plan.choice, **mixing.choices(config, parts, specs), **weights}
+    return config, parts, plan.evaluator, choices | schedule, plan.held_out
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     dev, device = setup.dev, str(setup.model.device)
-    steps = _planned_steps(config, len(setup.dataset))
+    steps = _planned_steps(config, setup.mixture.epoch_rows)
     every = eval_interval(config, steps, len(setup.data.text_columns), dev.texts if dev is not None else None)
     return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
@@ -309,8 +309,9 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         dataloader_drop_last=distributed.world_size() > 1,  # what the batch sampler does under DDP anyway
         bf16=setup.precision == "bf16",
         use_cpu=device == "cpu",
-        batch_sampler=distributed.batch_sampler,  # NO_DUPLICATES; under DDP one global batch sliced per process
-        prompts=_column_prompts(config, setup.data.text_columns),
+        batch_sampler=setup.mixture.batch_sampler(),  # NO_DUPLICATES, drawn by weight; DDP: global batches sliced
+        multi_dataset_batch_sampler=setup.mixture.multi_dataset_batch_sampler(),  # several datasets: config.mix
+        prompts=_column_prompts(config, setup.mixture.text_columns),
         logging_first_step=True,
         logging_steps=max(1, min(10, steps // 20)),
         eval_strategy="steps" if dev is not None else "no",
@@ -337,8 +338,8 @@ def _trainer(
     trainer = SentenceTransformerTrainer(
         model=setup.model,
         args=_training_args(config, setup, run_dir),
-        train_dataset=setup.dataset,
-        loss=setup.loss,
+        train_dataset=setup.mixture.train_dataset,
+        loss=setup.mixture.train_loss,
         evaluator=trainer_evaluator(setup.dev) if setup.dev is not None else None,
         callbacks=[*stoppers, *callbacks],
     )
@@ -355,16 +356,17 @@ def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint
         "config": config.identity(),
         "base_model_path": str(setup.base_path),
         "base_model_fingerprint": fingerprint,
-        "data_files": {str(f): file_sha256(f) for f in setup.data.files},
-        "data": setup.data.describe(),
+        "data_files": {str(f): file_sha256(f) for f in setup.mixture.files},
+        "data": setup.mixture.describe(),
         "loss": setup.spec.name,
         "loss_module": type(setup.loss).__name__,
         "batch_sampler": "NO_DUPLICATES",
+        "sampling": setup.mixture.record(),  # datasets, their losses, weights and the mix
         "processes": distributed.world_size(),  # data-parallel: each step sees processes x batch_size rows
         "negatives_across_processes": distributed.world_size() > 1 and distributed.gathers(setup.loss),
         "precision": setup.precision,
         "device": str(setup.model.device),
-        "rows": len(setup.dataset),
+        "rows": setup.mixture.rows,
         "steps": int(state.global_step),
         "dev_metric": setup.metric,
         "choices": as_record(setup.choices),
