@@ -352,7 +352,7 @@ class TrainConfig:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [str(v) if isinstance(v, Path) else v for v in value]  # more_data: paths
             out[key] = value
         return out
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from embedtune.errors import EmbedtuneError
 from embedtune.training.choices import Choice
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
-from embedtune.training.sampling import BatchSamplers, epoch_rows, multi_dataset_sampler
+from embedtune.training.sampling import BatchSamplers, MultiDatasetSampler, epoch_rows
 from embedtune.training_data import WEIGHT, TrainingData, load_training_data
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Mixture:
         return BatchSamplers([(d, p.data.weights) for p, d in zip(self.parts, self._datasets, strict=True)])
 
     def multi_dataset_batch_sampler(self):
-        return multi_dataset_sampler(self.mix)
+        return MultiDatasetSampler(self.mix)
 
     @property
     def text_columns(self) -> list[str]:

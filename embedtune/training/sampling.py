@@ -19,7 +19,7 @@ dataset and a multi-dataset sampler that picks which dataset the next batch come
 (``proportional``: every batch of every dataset once per epoch, in a seeded random order;
 ``round-robin``: one batch of each in turn, until the smallest runs out). A batch never mixes
 datasets, so each batch has one format and one loss. Under DDP the per-dataset samplers yield each
-global batch as N consecutive slices; :func:`multi_dataset_sampler` picks datasets per *global*
+global batch as N consecutive slices; :class:`MultiDatasetSampler` picks datasets per *global*
 batch, so all processes train on the same dataset (and loss) in a step, as the all-gather of the
 in-batch losses needs.
 """
@@ -90,8 +90,13 @@ class BatchSamplers:
     how the weights are found (they are not a column the trainer sees).
     """
 
-    def __init__(self, weighted: Sequence[tuple[Dataset, Sequence[float] | None]]) -> None:
+    def __init__(self, weighted: Sequence[tuple[Dataset, Sequence[float] | None]] = ()) -> None:
         self.weighted = list(weighted)
+
+    def __reduce__(self):
+        # The trainer pickles its arguments into every checkpoint (training_args.bin, read by no resume):
+        # keep the rows and weights out of it; a resumed run reads them from the data again.
+        return (type(self), ())
 
     def __call__(
         self,
@@ -102,29 +107,37 @@ class BatchSamplers:
         generator: Generator | None = None,
         seed: int = 0,
     ):
-        def batches(rows: Dataset):
-            return distributed.batch_sampler(rows, batch_size, drop_last, valid_label_columns, generator, seed)
-
         weights = next((w for d, w in self.weighted if d is dataset), None)
-        return batches(dataset) if weights is None else WeightedBatchSampler(dataset, weights, batches, seed)
+        if weights is None:
+            return distributed.batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        import torch
+
+        shuffle = generator if generator is not None else torch.Generator()  # seeded with seed + epoch by the sampler
+
+        def batches(rows: Dataset):
+            return distributed.batch_sampler(rows, batch_size, drop_last, valid_label_columns, shuffle, seed)
+
+        return WeightedBatchSampler(dataset, weights, batches, seed)
 
 
-def multi_dataset_sampler(mix: str) -> Callable:
-    """The trainer's ``multi_dataset_batch_sampler`` function for ``mix`` (see the module docstring)."""
-    if mix not in MIXES:
-        raise EmbedtuneError(f"unknown mix '{mix}' (choose from {', '.join(MIXES)})")
+class MultiDatasetSampler:
+    """The trainer's ``multi_dataset_batch_sampler`` function for ``mix`` (see the module docstring);
+    a class, not a closure, because the trainer pickles its arguments with every checkpoint."""
 
-    def build(dataset, batch_samplers: list, generator: Generator | None = None, seed: int = 0):
+    def __init__(self, mix: str) -> None:
+        if mix not in MIXES:
+            raise EmbedtuneError(f"unknown mix '{mix}' (choose from {', '.join(MIXES)})")
+        self.mix = mix
+
+    def __call__(self, dataset, batch_samplers: list, generator: Generator | None = None, seed: int = 0):
         from sentence_transformers.base.sampler import ProportionalBatchSampler, RoundRobinBatchSampler
 
-        cls = ProportionalBatchSampler if mix == "proportional" else RoundRobinBatchSampler
+        cls = ProportionalBatchSampler if self.mix == "proportional" else RoundRobinBatchSampler
         processes = distributed.world_size()
         if processes == 1:
             return cls(dataset, batch_samplers, generator=generator, seed=seed)
         grouped = [_Grouped(sampler, processes) for sampler in batch_samplers]
         return distributed.SlicedBatchSampler(cls(dataset, grouped, generator=generator, seed=seed), processes)
-
-    return build
 
 
 class _Grouped:
