@@ -27,7 +27,7 @@ in-batch losses needs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedtune.errors import EmbedtuneError
 from embedtune.training import distributed
@@ -98,26 +98,20 @@ class BatchSamplers:
         # keep the rows and weights out of it; a resumed run reads them from the data again.
         return (type(self), ())
 
-    def __call__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        drop_last: bool,
-        valid_label_columns: list[str] | None = None,
-        generator: Generator | None = None,
-        seed: int = 0,
-    ):
+    def __call__(self, dataset: Dataset, batch_size: int, drop_last: bool, **options: Any):
+        """``options``: the rest of sentence-transformers' batch sampler call (valid_label_columns, generator, seed)."""
         weights = next((w for d, w in self.weighted if d is dataset), None)
         if weights is None:
-            return distributed.batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-        import torch
+            return distributed.batch_sampler(dataset, batch_size, drop_last, **options)
+        if options.get("generator") is None:  # the duplicate-free sampler seeds it with seed + epoch
+            import torch
 
-        shuffle = generator if generator is not None else torch.Generator()  # seeded with seed + epoch by the sampler
+            options["generator"] = torch.Generator()
 
         def batches(rows: Dataset):
-            return distributed.batch_sampler(rows, batch_size, drop_last, valid_label_columns, shuffle, seed)
+            return distributed.batch_sampler(rows, batch_size, drop_last, **options)
 
-        return WeightedBatchSampler(dataset, weights, batches, seed)
+        return WeightedBatchSampler(dataset, weights, batches, options.get("seed", 0))
 
 
 class MultiDatasetSampler:
