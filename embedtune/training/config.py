@@ -26,7 +26,6 @@ from embedtune.errors import EmbedtuneError
 from embedtune.settings import SettingError, setting
 from embedtune.training.losses import ALIASES, LOSSES
 from embedtune.training.sampling import MIXES
-from embedtune.training.weighting import WEIGHT_BY
 
 # Fields that say how to run, not what to train: they may differ between a run and its resume.
 RUN_OPTIONS = (
@@ -43,6 +42,7 @@ REPORTERS = ("none", "tensorboard", "wandb")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial")
 POOLINGS = ("mean", "cls", "max")
 LOSS_NAMES = ("auto", *LOSSES, *ALIASES)
+WEIGHT_BY = ("none", "difficulty")  # row weights besides a weight column (embedtune.training.weighting)
 
 DEV_NAME = "dev"
 DEFAULT_DEV_SPLIT = "dev"  # the split dev_split="auto" looks for

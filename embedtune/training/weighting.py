@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 WEIGHT_RANGE = (0.5, 2.0)  # difficulty weights, relative to the mean difficulty
 BATCH_SIZE = 64
-WEIGHT_BY = ("none", "difficulty")
 
 
 def difficulty(model: SentenceTransformer, data: TrainingData, precision: str, show_progress: bool) -> np.ndarray:
