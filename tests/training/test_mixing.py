@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run, train_config
+from helpers import launch, run, train_config
 
 from embedtune.errors import EmbedtuneError
 from embedtune.training import train
@@ -111,3 +111,14 @@ def test_cli_takes_repeated_data_and_shows_the_new_options(tmp_path, tiny_st, be
     payload = json.loads(result.stdout)
     assert payload["choices"]["mix"]["value"] == "round-robin" and payload["rows"] == 5 + 6
     assert _record(tmp_path / "m")["config"]["more_data"] == [str(pairs)]
+
+
+def test_two_processes_train_a_weighted_mix_of_two_formats(tmp_path, tiny_st, beir_dir):
+    sts = _write(tmp_path / "sts.jsonl", _rows("scored-pair", 8))
+    output = tmp_path / "model"
+    args = ["-o", output, "-m", tiny_st, "--data", beir_dir, "--data", sts, "--max-steps", 4, "--batch-size", 2]
+    done = launch("-m", "embedtune", "train", *args, "--no-dev", "--precision", "fp32", "--seed", 0, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]  # a step whose ranks took different datasets would hang
+    record = _record(output)
+    assert record["processes"] == 2 and record["sampling"]["mix"] == "proportional" and record["steps"] == 4
+    assert [d["weighted"] for d in record["sampling"]["datasets"]] == [False, True]
