@@ -70,11 +70,18 @@ def test_augment_mixes_pairs_and_records_the_choice(tmp_path):
     assert "held out query" not in data.dataset["anchor"]  # test queries are never read
 
 
-def test_corpus_pairs_need_a_beir_folder(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('{"query": "a b", "positive": "c d"}\n')
-    config = train_config(tmp_path / "m", "default", path, corpus_pairs=1.0)
-    with pytest.raises(SettingError, match="corpus_pairs: needs a BEIR folder"):
+@pytest.mark.parametrize(
+    ("name", "text", "setting", "error"),
+    [
+        ("pairs.jsonl", '{"query": "a b", "positive": "c d"}\n', "corpus_pairs", "needs a BEIR folder"),
+        ("sts.tsv", "sentence1\tsentence2\tscore\na cat\ta dog\t0.5\n", "query_noise", "applies to queries"),
+    ],
+)
+def test_data_of_another_shape_is_refused(tmp_path, name, text, setting, error):
+    path = tmp_path / name
+    path.write_text(text)
+    config = train_config(tmp_path / "m", "default", path, **{setting: 0.5})
+    with pytest.raises(SettingError, match=f"{setting}: {error}"):
         augment(config, load_training_data(path))
 
 
@@ -99,14 +106,6 @@ def test_noise_changes_only_queries(tmp_path, beir_dir):
     assert noisy.dataset["positive"] == data.dataset["positive"]
     assert noisy.dataset["anchor"] != data.dataset["anchor"] and noisy.dataset.column_names == ["anchor", "positive"]
     assert choices["query_noise"].value == 5 and "5 of 5 queries" in choices["query_noise"].why
-
-
-def test_noise_refuses_scored_pairs(tmp_path):
-    path = tmp_path / "sts.tsv"
-    path.write_text("sentence1\tsentence2\tscore\na cat\ta dog\t0.5\n")
-    config = train_config(tmp_path / "m", "default", path, query_noise=0.5)
-    with pytest.raises(SettingError, match="query_noise: applies to queries"):
-        augment(config, load_training_data(path))
 
 
 @pytest.mark.skipif(find_wordnet() is None, reason="no WordNet database (apt-get install wordnet-base)")
