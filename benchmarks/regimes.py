@@ -211,9 +211,9 @@ def score(models: dict[str, str], data: Path, ignore_own_id: bool) -> dict[str, 
     from embedtune.evaluate import EvalSettings, evaluate
 
     settings = EvalSettings(ignore_own_id=ignore_own_id, show_progress=False)
-    results = evaluate(
-        data, "test", models=list(models.values()), settings=settings, encoding=EncodeSettings(cache=False)
-    )
+    # fp32 whatever the machine's auto: rows scored in different runs (--reuse, one --system) stay comparable
+    encoding = EncodeSettings(cache=False, precision="fp32")
+    results = evaluate(data, "test", models=list(models.values()), settings=settings, encoding=encoding)
     return {name: {k: r.metrics[k] for k in KEYS if k in r.metrics} for name, r in zip(models, results, strict=True)}
 
 
