@@ -17,7 +17,9 @@ what general similarity training costs.
 Systems, trained in the same run on the same training pairs: ``base`` (all-MiniLM-L6-v2 untouched),
 ``st-plain`` (benchmarks/st_plain.py: MNRL, 3 epochs, lr 2e-5, batch 32, 256 tokens, NO_DUPLICATES),
 ``embedtune`` (``embedtune train --data DIR`` with its defaults) and ``embedtune-mine`` (the same
-with ``--mine``). Test nDCG@10 is pytrec_eval's (:mod:`embedtune.metrics`, through
+with ``--mine``); on request (``--system``) the options measured one at a time against the defaults
+(:data:`VARIANTS`: corpus pairs, query noise, layer-wise learning-rate decay). Test nDCG@10 is
+pytrec_eval's (:mod:`embedtune.metrics`, through
 :func:`embedtune.evaluate.evaluate`).
 
 ``--quick`` shrinks a regime: a corpus of the train and test queries' relevant documents filled up
@@ -53,6 +55,13 @@ STSB = ROOT / "data" / "stsb-retrieval"
 WORK = ROOT / "models" / "bench-regimes"
 REGIMES = ("small", "small-long", "full")
 SYSTEMS = ("base", "st-plain", "embedtune", "embedtune-mine")
+# Options measured one at a time against the defaults: system name -> extra `embedtune train` flags.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "embedtune-corpus": ("--corpus-pairs", "1"),  # as many corpus pairs (sentence -> rest) as labelled ones
+    "embedtune-noise": ("--query-noise", "0.2"),
+    "embedtune-llrd": ("--layer-lr-decay", "0.8"),
+}
+RECORD = "bench_regimes.json"  # what a trained system's folder keeps for --reuse
 TRAIN_QUERIES = 800
 QUICK_CORPUS = 3000
 QUICK_TEST = 300
@@ -171,10 +180,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def train_embedtune(data: Path, output: Path, mine: bool, max_steps: int | None) -> dict:
-    """``embedtune train`` with its defaults (``--mine``: mined first); the JSON result and the command's wall time."""
+def train_embedtune(data: Path, output: Path, flags: tuple[str, ...], max_steps: int | None) -> dict:
+    """``embedtune train`` with its defaults plus ``flags``; the JSON result and the command's wall time."""
     cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite", "--json"]
-    cmd += ["--mine"] if mine else []
+    cmd += list(flags)
     cmd += ["--max-steps", str(max_steps)] if max_steps else []
     started = time.perf_counter()
     done = subprocess.run(cmd, check=True, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
@@ -208,7 +217,10 @@ def score(models: dict[str, str], data: Path, ignore_own_id: bool) -> dict[str, 
     return {name: {k: r.metrics[k] for k in KEYS if k in r.metrics} for name, r in zip(models, results, strict=True)}
 
 
-def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float | None, cap: int | None) -> dict:
+def run_regime(
+    regime: str, quick: bool, systems: tuple[str, ...], budget: float | None, cap: int | None, reuse: bool
+) -> dict:
+    """Train ``systems`` on the regime (``reuse``: keep a system already trained there), score them all."""
     data = build(regime, quick)
     work = data.parent
     steps = cap or (_budget_steps(budget) if regime == "full" else None)
@@ -218,12 +230,18 @@ def run_regime(regime: str, quick: bool, systems: tuple[str, ...], budget: float
         if system == "base":
             continue
         output = work / system
+        models[system] = str(output)
+        if reuse and (output / RECORD).is_file():
+            print(f"[{regime}] reusing {system} ({output})", flush=True)
+            trained[system] = json.loads((output / RECORD).read_text())
+            continue
         print(f"[{regime}] training {system} ...", flush=True)
         if system == "st-plain":
             trained[system] = train_peer(data, output, steps)
         else:
-            trained[system] = train_embedtune(data, output, system == "embedtune-mine", steps)
-        models[system] = str(output)
+            flags = ("--mine",) if system == "embedtune-mine" else VARIANTS.get(system, ())
+            trained[system] = train_embedtune(data, output, flags, steps)
+        (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
     test = score(models, data, ignore_own_id=False)
     zero_shot = score(models, stsb(quick), ignore_own_id=True)
@@ -259,6 +277,8 @@ def report(runs: list[dict]) -> str:
         if run.get("smoke_steps"):
             name += f" (SMOKE RUN, {run['smoke_steps']} steps per system: numbers meaningless)"
         lines += [f"## {name}: {run['documents']:,} documents", ""]
+        if run.get("note"):
+            lines += [run["note"], ""]
         lines += ["| system | steps | wall s | " + " | ".join(KEYS) + " | STS-B ndcg@10 |"]
         lines += ["|---|---|---|" + "---|" * len(KEYS) + "---|"]
         for system, row in run["rows"].items():
@@ -282,7 +302,12 @@ def report(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regime", action="append", choices=REGIMES, help="repeatable (default: all)")
-    parser.add_argument("--system", action="append", choices=SYSTEMS, help="repeatable (default: all)")
+    parser.add_argument(
+        "--system", action="append", choices=(*SYSTEMS, *VARIANTS), help=f"repeatable (default: {', '.join(SYSTEMS)})"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep a system already trained in this regime instead of training again"
+    )
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and test set (see the docstring)")
     parser.add_argument("--budget", type=float, default=None, help="regime full: seconds of training per side")
     parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
@@ -290,8 +315,11 @@ def main() -> None:
     path = RESULTS / "regimes.json"
     stored = json.loads(path.read_text()) if path.is_file() else []
     for regime in args.regime or REGIMES:
-        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps)
+        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps, args.reuse)
         key = (regime, args.quick, args.steps)
+        earlier = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == key]
+        if earlier:  # systems not run this time keep their earlier rows
+            run["rows"] = {**earlier[0]["rows"], **run["rows"]}
         stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))

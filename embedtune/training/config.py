@@ -198,6 +198,27 @@ class TrainConfig:
     )
     freeze_embeddings: bool = setting(False, help="Do not train the token embeddings.")
     freeze_layers: int = setting(0, help="Do not train the lowest N transformer layers.", min=0)
+    # Augmentation and layer-wise learning rates (embedtune.training.augment, embedtune.training.optim).
+    corpus_pairs: float = setting(
+        0.0,
+        help="Extra (pseudo-query, passage) pairs per labelled pair, built (seeded) from the corpus of a BEIR "
+        "data folder: a title -> its text, else a sentence -> the rest of its document (0 = off).",
+        min=0,
+    )
+    query_noise: float = setting(
+        0.0,
+        help="Share of training queries given one seeded edit before training: a word deleted, two adjacent "
+        "words swapped, or a word replaced by a WordNet synonym (needs Debian's wordnet-base) (0 = off).",
+        min=0,
+        max=1,
+    )
+    layer_lr_decay: float = setting(
+        1.0,
+        help="Layer-wise learning-rate decay: the top transformer layer trains at the learning rate, each layer "
+        "below at this times the one above, the embeddings lowest; pooling and heads at the full rate (1 = off).",
+        above=0,
+        max=1,
+    )
     dev: bool = setting(
         True, help="Evaluate on a dev set and keep the best checkpoint (off: neither).", flag="--no-dev"
     )

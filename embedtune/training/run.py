@@ -36,6 +36,7 @@ from embedtune.io import atomic_directory, check_destination, check_writable, fi
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training import distributed
+from embedtune.training.augment import augment
 from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
 from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
@@ -43,6 +44,7 @@ from embedtune.training.dev import DevEvaluator, trainer_evaluator
 from embedtune.training.holdout import DevPlan, choose_dev
 from embedtune.training.losses import LossParams, LossSpec, build_loss, resolve_loss
 from embedtune.training.model_card import card_facts, write_run_report
+from embedtune.training.optim import layer_learning_rates
 from embedtune.training.schedule import choose_schedule
 from embedtune.training_data import TrainingData, load_training_data
 
@@ -239,6 +241,7 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
+    layer_learning_rates(model, model, 1.0, config.layer_lr_decay)  # a model without findable layers: refused now
     precision = resolve_training_precision(config.precision, str(model.device))
     config, data, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
     model.max_seq_length = choices["max_seq_length"].value
@@ -277,6 +280,7 @@ def _plan(
             "hold out (dev_holdout)",
         )
     data = plan.data  # without the held-out dev queries
+    data, augmented = augment(config, data)  # corpus pairs, query noise (embedtune.training.augment)
     config, schedule = choose_schedule(config, len(data.dataset), plan.evaluator is not None, distributed.world_size())
     distributed.check_rows(len(data.dataset), config.batch_size)
     choices = choose_lengths(config, model, data, limit)
@@ -284,7 +288,7 @@ def _plan(
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
     reason = f"auto: {data.format} rows" if config.loss == "auto" else "loss"
     choices |= {"dev": plan.choice, "loss": Choice(spec.name, "data" if config.loss == "auto" else "given", reason)}
-    return config, data, plan.evaluator, choices | schedule, plan.held_out
+    return config, data, plan.evaluator, choices | schedule | augmented, plan.held_out
 
 
 def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
@@ -293,6 +297,7 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
     dev, device = setup.dev, str(setup.model.device)
     steps = _planned_steps(config, len(setup.dataset))
     every = eval_interval(config, steps, len(setup.data.text_columns), dev.texts if dev is not None else None)
+    decay = config.layer_lr_decay  # below 1: lower layers learn more slowly (embedtune.training.optim)
     return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
         num_train_epochs=config.epochs,
@@ -303,6 +308,7 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # below 1: a ratio of the steps
         weight_decay=config.weight_decay,
+        learning_rate_mapping=layer_learning_rates(setup.loss, setup.model, config.learning_rate, decay),
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
