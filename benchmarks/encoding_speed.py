@@ -35,6 +35,7 @@ includes the quantisation; where nncf is installed). On a GPU:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import random
@@ -60,6 +61,9 @@ CPU_VARIANTS = (
 )
 GPU_VARIANTS = ("st-fp32", "st-fp16", "fp32", "fp16", "bf16")
 KINDS = ("documents", "queries")
+# The reference rows auto is held against, and the quality bound a row must meet to count.
+REFERENCES = ("torch-bf16-loop", "openvino-fp32", "openvino-bf16", "openvino-int8")
+MIN_TOP10 = 0.98
 
 
 def _texts(kind: str, n: int) -> list[str]:
@@ -70,8 +74,8 @@ def _texts(kind: str, n: int) -> list[str]:
     return random.Random(SEED).sample(texts, n)
 
 
-def _encode_fn(variant: str):
-    """A function texts -> normalised vectors for one variant."""
+def _encode_fn(variant: str, scratch: Path):
+    """A function texts -> normalised vectors for one variant (``scratch``: the run's folder)."""
     from embedtune.encoding import Encoder
     from embedtune.models import load_model
 
@@ -82,10 +86,17 @@ def _encode_fn(variant: str):
         return lambda texts: model.encode(texts, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False)
     if variant == "torch-bf16-loop":
         return _plain_bf16_loop(model)
-    if variant == "openvino-int8":
+    if variant == "openvino-int8":  # quantised once per run (minutes), read back by the later processes
+        import openvino as ov
         from openvino_int8 import Int8Encoder, quantize
 
-        return Int8Encoder(model, quantize(model, _texts("documents", SAMPLE + 300)[SAMPLE:])).encode
+        saved = scratch / "openvino-int8.xml"
+        if saved.is_file():
+            quantized = ov.Core().read_model(saved)
+        else:
+            quantized = quantize(model, _texts("documents", SAMPLE + 300)[SAMPLE:])
+            ov.save_model(quantized, saved, compress_to_fp16=False)
+        return Int8Encoder(model, quantized).encode
     if variant.startswith("openvino"):
         precision = variant.partition("-")[2] or "auto"
         if precision == "bf16":  # the reference row: the bf16 hint whatever the CPU (the backend gives it on AMX only)
@@ -105,25 +116,90 @@ def _encode_fn(variant: str):
     return lambda texts: encoder.encode(texts, batch_size=BATCH, show_progress=False)
 
 
-def _plain_bf16_loop(model):
-    """The reference a user could write in a few lines: ``model.bfloat16()``, batches sorted by token count."""
+def _plain_bf16_loop(model, stages: dict[str, float] | None = None):
+    """The reference a user could write in a few lines: ``model.bfloat16()``, batches sorted by token count.
+
+    ``stages`` (the profile) collects the seconds of its length pass, tokenisation and model calls.
+    """
     import numpy as np
     import torch
 
     model = model.bfloat16().eval()
+    clock = _Stages(stages)
 
     def encode(texts: list[str]) -> np.ndarray:
-        tokens = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
-        order = np.argsort([len(ids) for ids in tokens])[::-1]
+        with clock("length pass"):
+            tokens = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+            order = np.argsort([len(ids) for ids in tokens])[::-1]
         out = np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), BATCH):
                 rows = order[start : start + BATCH]
-                features = model.preprocess([texts[i] for i in rows])
-                out[rows] = model(dict(features))["sentence_embedding"].float().numpy()
+                with clock("tokenisation"):
+                    features = model.preprocess([texts[i] for i in rows])
+                with clock("model"):
+                    out[rows] = model(dict(features))["sentence_embedding"].float().numpy()
         return out
 
     return encode
+
+
+class _Stages:
+    """A context manager per stage name that adds the stage's seconds to ``stages`` (nothing if None)."""
+
+    def __init__(self, stages: dict[str, float] | None):
+        self.stages = stages
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.stages is not None:
+                self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - started
+
+
+def _timed(clock: _Stages, name: str, fn):
+    def timed(*args, **kwargs):
+        with clock(name):
+            return fn(*args, **kwargs)
+
+    return timed
+
+
+def profile_stages(variant: str, n: int) -> dict:
+    """Seconds per stage of one encode of ``n`` documents: ``bf16`` (embedtune's encoder, what ``auto``
+    runs with bf16) or ``torch-bf16-loop``. The model stage includes pooling; ``transformer`` is its
+    share spent in the transformer; ``other`` is the rest of the call (sorting, normalising, copying)."""
+    from embedtune.encoding import Encoder
+    from embedtune.models import load_model
+
+    stages: dict[str, float] = {}
+    clock = _Stages(stages)
+    model = load_model(None)
+    if variant == "torch-bf16-loop":
+        encode = _plain_bf16_loop(model, stages)
+        transformer = model[0]
+    else:
+        encoder = Encoder(model, variant, cache=None)
+        encoder._token_lengths = _timed(clock, "length pass", encoder._token_lengths)
+        encoder.model.preprocess = _timed(clock, "tokenisation", encoder.model.preprocess)
+        encoder._forward = _timed(clock, "model", encoder._forward)
+        transformer = encoder.model[0]
+
+        def encode(texts):
+            return encoder.encode(texts, batch_size=BATCH, show_progress=False)
+
+    transformer.forward = _timed(clock, "transformer", transformer.forward)
+    encode(_texts("documents", 2 * BATCH))  # warm-up, as in run_variant
+    stages.clear()
+    texts = _texts("documents", n)
+    started = time.perf_counter()
+    encode(texts)
+    total = time.perf_counter() - started
+    stages["other"] = total - sum(v for k, v in stages.items() if k != "transformer")
+    return {"variant": variant, "texts": n, "total_s": round(total, 3)} | {k: round(v, 3) for k, v in stages.items()}
 
 
 def run_variant(variant: str, kind: str, n: int, vectors_out: Path) -> dict:
@@ -131,7 +207,7 @@ def run_variant(variant: str, kind: str, n: int, vectors_out: Path) -> dict:
     import numpy as np
     import torch
 
-    encode = _encode_fn(variant)
+    encode = _encode_fn(variant, vectors_out.parent)
     started = time.perf_counter()
     encode(_texts("documents", 2 * BATCH))  # warm-up: allocations, oneDNN kernels, compilation if any
     encode(_texts("queries", 1))  # a compiled model compiles again for a batch of 1
@@ -182,6 +258,9 @@ def _child(args: list[str]) -> dict:
 
 
 def _cosines(vectors: Path, variants: tuple[str, ...], peer: str) -> dict:
+    """Per variant: cosine to the peer's vectors (min, mean) per kind, and ``top10``: the share of the
+    peer's top 10 documents (of the sample) for each sample query that the variant's vectors also rank
+    in their top 10, the agreement the quality bound is stated in."""
     import numpy as np
 
     found = {}
@@ -191,7 +270,29 @@ def _cosines(vectors: Path, variants: tuple[str, ...], peer: str) -> dict:
             cos = np.sum(np.load(vectors / f"{variant}.{kind}.npy") * reference, axis=1)
             stats = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 6)}
             found.setdefault(variant, {})[kind] = stats
+
+    def top10(variant: str) -> np.ndarray:
+        scores = np.load(vectors / f"{variant}.queries.npy") @ np.load(vectors / f"{variant}.documents.npy").T
+        return np.argpartition(-scores, 10, axis=1)[:, :10]
+
+    expected = top10(peer)
+    for variant in variants:
+        got = top10(variant)
+        shared = [len(set(a) & set(b)) for a, b in zip(expected, got, strict=True)]
+        found[variant]["top10"] = round(float(np.mean(shared)) / 10, 4)
     return found
+
+
+def limit(summary: dict) -> dict | None:
+    """``auto``'s documents/s against the fastest reference row whose top-10 agreement meets the bound."""
+    speed, cosine = summary["speed"], summary["cosine"]
+    auto = "bf16" if summary["auto"] == "bf16" else "fp32"
+    meeting = [v for v in REFERENCES if v in speed and cosine[v]["top10"] >= MIN_TOP10]
+    if auto not in speed or not meeting:
+        return None
+    fastest = max(meeting, key=lambda v: speed[v]["documents"]["texts_per_s"])
+    ratio = speed[auto]["documents"]["texts_per_s"] / speed[fastest]["documents"]["texts_per_s"]
+    return {"auto": auto, "fastest_reference": fastest, "ratio": round(ratio, 3)}
 
 
 def _markdown(summary: dict) -> str:
@@ -206,8 +307,8 @@ def _markdown(summary: dict) -> str:
         f"Peer: sentence-transformers `encode()` {peer.removeprefix('st-')}. `auto` here: {summary['auto']}.",
         "",
         "| variant | documents/s | vs peer | queries/s | vs peer | query latency, batch 1 (median / p95 ms) "
-        "| first calls (s) | min cosine to peer (docs / queries) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| first calls (s) | min cosine to peer (docs / queries) | top-10 agreement with peer |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in summary["variants"]:
         row = speed[variant]
@@ -217,8 +318,33 @@ def _markdown(summary: dict) -> str:
             f"| {variant} | {d['texts_per_s']:.1f} | {d['texts_per_s'] / speed[peer]['documents']['texts_per_s']:.2f}x "
             f"| {q['texts_per_s']:.1f} | {q['texts_per_s'] / speed[peer]['queries']['texts_per_s']:.2f}x "
             f"| {q['latency_ms_median']:.1f} / {q['latency_ms_p95']:.1f} | {d['first_call_seconds']:.1f} "
-            f"| {cos['documents']['min']:.5f} / {cos['queries']['min']:.5f} |"
+            f"| {cos['documents']['min']:.5f} / {cos['queries']['min']:.5f} | {cos['top10']:.4f} |"
         )
+    lines += [
+        "",
+        f"Top-10 agreement: for each of the {summary['texts']} sample queries, the share of the peer's top 10 of "
+        f"the {summary['texts']} sample documents that the variant also ranks in its top 10. Reference rows: "
+        f"{', '.join(v for v in REFERENCES if v in speed)}; a reference row counts if its agreement is at least "
+        f"{MIN_TOP10}.",
+    ]
+    if summary.get("limit"):
+        lim = summary["limit"]
+        lines.append(
+            f"`auto` ({lim['auto']}) encodes documents at **{lim['ratio']:.2f}x** the fastest reference row that "
+            f"meets the bound ({lim['fastest_reference']})."
+        )
+    if summary.get("profile"):
+        lines += ["", "## Where the time goes (documents, seconds of one encode call)", ""]
+        names = ["length pass", "tokenisation", "model", "transformer", "other"]
+        lines += ["| variant | total | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for row in summary["profile"]:
+            cells = " | ".join(f"{row.get(n, 0):.2f} ({row.get(n, 0) / row['total_s']:.0%})" for n in names)
+            lines.append(f"| {row['variant']} | {row['total_s']:.2f} | {cells} |")
+        lines += [
+            "",
+            "`model` is the model call with pooling; `transformer` the part of it spent in the transformer; "
+            "`other` the rest of the call (sorting, normalising, copying out).",
+        ]
     if summary.get("quality"):
         lines += [
             "",
@@ -271,6 +397,10 @@ def main() -> None:
     )
     parser.add_argument("--run", help=argparse.SUPPRESS)  # VARIANT:KIND:N:VECTORS in a child process
     parser.add_argument("--run-quality", help=argparse.SUPPRESS)  # PRECISION in a child process
+    parser.add_argument("--run-profile", help=argparse.SUPPRESS)  # VARIANT:N in a child process
+    parser.add_argument(
+        "--profile", action="store_true", help="also time each stage of bf16 and the plain bf16 loop (documents)"
+    )
     args = parser.parse_args()
     if args.run:
         variant, kind, n, vectors = args.run.split(":", 3)
@@ -278,6 +408,10 @@ def main() -> None:
         return
     if args.run_quality:
         print(json.dumps(run_quality(args.run_quality)))
+        return
+    if args.run_profile:
+        variant, n = args.run_profile.split(":")
+        print(json.dumps(profile_stages(variant, int(n))))
         return
 
     import torch
@@ -333,6 +467,9 @@ def main() -> None:
         "runs": runs,
         "command": "python benchmarks/encoding_speed.py " + " ".join(sys.argv[1:]),
     }
+    summary["limit"] = limit(summary)
+    if args.profile and not gpu:
+        summary["profile"] = [_child(["--run-profile", f"{v}:{args.texts}"]) for v in ("bf16", "torch-bf16-loop")]
     if args.quality:
         precisions = ("fp32", "fp16", "bf16") if gpu else ("fp32", "auto", "int8")
         summary["quality"] = {}

@@ -1,4 +1,4 @@
-"""How much faster can bf16 encode at all? The matrix products of the default model, bf16 against fp32.
+"""How much faster can bf16 or int8 encode at all? The matrix products of the default model against fp32.
 
 Encoding speed in bf16 is bounded by how much faster this machine multiplies bf16 matrices (AMX)
 than fp32 ones (AVX-512): the Linear layers are ~96% of the model's arithmetic at 82 tokens. This times one
@@ -10,6 +10,11 @@ AMX well), so the end-to-end ratio of ``encoding_speed.py`` sits below this one.
 
 The ratio also moves with the machine: on this project's VM, bf16 products of these shapes ran at
 0.85-1.06 TFLOP/s in one sitting and 1.4-2.1 in another minutes before, fp32 at 0.23-0.29 in both.
+The int8 rows bound int8 encoding the same way: ``int8-dynamic`` is what ``--precision int8`` runs
+(PyTorch's dynamically quantised Linear: int8 weights, activations quantised per call, VNNI or AMX
+int8 kernels), and ``int8-gemm`` the bare int8 x int8 -> int32 product (``torch._int_mm``) with
+activations already in int8 and no requantisation, as a static-int8 runtime would run it at best.
+
 Run it next to ``encoding_speed.py``::
 
     python benchmarks/gemm_ceiling.py     # ~1 min; results/gemm_ceiling.{json,md}
@@ -21,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,16 +37,38 @@ TOKENS, HIDDEN, FFN, REPEATS, CALLS = 32 * 82, 384, 1536, 7, 10
 SHAPES = [(HIDDEN, HIDDEN)] * 4 + [(HIDDEN, FFN), (FFN, HIDDEN)]
 
 
-def layer_seconds(dtype, packed: bool) -> float:
-    """Seconds for the six Linear products of one layer (best of ``CALLS`` after a warm-up)."""
+def _layers(variant: str) -> list:
+    """The six Linear products of one layer in ``variant``, each a function of its fp32 input."""
     import torch
 
     from embedtune.encoding.kernels import PackedLinear
 
-    x = {n_in: torch.randn(TOKENS, n_in, dtype=dtype) for n_in in (HIDDEN, FFN)}
+    dtype = torch.bfloat16 if variant.startswith("bf16") else torch.float32
     layers = [torch.nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in SHAPES]
-    if packed:  # what embedtune's bf16 encoder runs: oneDNN's pre-packed weights
-        layers = [PackedLinear(layer) for layer in layers]
+    if variant == "bf16-packed":  # what embedtune's bf16 encoder runs: oneDNN's pre-packed weights
+        return [PackedLinear(layer) for layer in layers]
+    if variant == "int8-dynamic":  # what --precision int8 runs
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao's deprecation notices
+            warnings.simplefilter("ignore")
+            config = {torch.nn.Linear: per_channel_dynamic_qconfig}
+            return [quantize_dynamic(torch.nn.Sequential(layer), config, dtype=torch.qint8) for layer in layers]
+    if variant == "int8-gemm":  # int8 x int8 -> int32, nothing else
+        weights = [torch.randint(-127, 128, (n_in, n_out), dtype=torch.int8) for n_in, n_out in SHAPES]
+        return [lambda x, w=w: torch._int_mm(x, w) for w in weights]
+    return layers
+
+
+def layer_seconds(variant: str) -> float:
+    """Seconds for the six Linear products of one layer (best of ``CALLS`` after a warm-up)."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "int8": torch.int8}.get(variant[:4], torch.float32)
+    if variant == "int8-dynamic":
+        dtype = torch.float32  # quantised inside each call
+    x = {n_in: torch.randn(TOKENS, n_in).mul(40).to(dtype) for n_in in (HIDDEN, FFN)}
+    layers = _layers(variant)
     best = float("inf")
     with torch.inference_mode():
         for call in range(CALLS + 2):
@@ -56,11 +84,11 @@ def main() -> None:
     import torch
 
     flops = 2 * TOKENS * sum(n_in * n_out for n_in, n_out in SHAPES)
-    variants = {"fp32": (torch.float32, False), "bf16": (torch.bfloat16, False), "bf16-packed": (torch.bfloat16, True)}
+    variants = ("fp32", "bf16", "bf16-packed", "int8-dynamic", "int8-gemm")
     runs: dict[str, list[float]] = {v: [] for v in variants}
     for repeat in range(REPEATS):
         for name in variants if repeat % 2 == 0 else reversed(variants):
-            runs[name].append(layer_seconds(*variants[name]))
+            runs[name].append(layer_seconds(name))
     seconds = {v: statistics.median(s) for v, s in runs.items()}
     summary = {
         "machine": machine(),
@@ -73,12 +101,12 @@ def main() -> None:
         "command": "python benchmarks/gemm_ceiling.py",
     }
     lines = [
-        "# bf16 against fp32 on the Linear layers alone (the ceiling of bf16 encoding)",
+        "# bf16 and int8 against fp32 on the Linear layers alone (the ceilings of bf16 and int8 encoding)",
         "",
         f"The six Linear products of one all-MiniLM-L6-v2 layer at {TOKENS} tokens (batch 32 x 82), best of "
         f"{CALLS} calls, median of {REPEATS} alternating repeats; {summary['machine']}, {summary['threads']} threads.",
         "",
-        "| variant | GFLOP/s | x fp32 |",
+        "| variant | GFLOP/s (GOP/s for int8) | x fp32 |",
         "|---|---|---|",
         *(f"| {v} | {summary['gflop_per_s'][v]:,.0f} | {summary['speedup_over_fp32'][v]:.2f}x |" for v in variants),
         "",

@@ -9,7 +9,7 @@ import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, indexes_dir_option, json_option, note, show_progress
 from embedtune.cli.options import given, options_from
-from embedtune.encoding import PRECISIONS, EncodeSettings
+from embedtune.encoding import PRECISIONS, QUERY_BACKENDS, EncodeSettings
 from embedtune.retrieval.hybrid import SearchSettings
 from embedtune.settings import meta_of
 from embedtune.text import terminal_safe
@@ -60,6 +60,15 @@ from embedtune.text import terminal_safe
     help="Precision of the query encoding (default: the index's own, as 'index info' shows). "
     + meta_of(EncodeSettings, "precision").help,
 )
+@click.option(
+    "--backend",
+    type=click.Choice(QUERY_BACKENDS),
+    default="auto",
+    show_default=True,
+    help="What encodes the queries: auto = openvino for a single QUERY where it is installed (the optional extra "
+    "embedtune[openvino]; least overhead for one text; falls back to torch with a warning if its conversion fails "
+    "the check against PyTorch), torch for a --queries batch.",
+)
 @options_from(SearchSettings)
 def search(
     query: tuple[str, ...],
@@ -73,6 +82,7 @@ def search(
     nprobe: int | None,
     ef_search: int | None,
     precision: str | None,
+    backend: str,
     **options,
 ) -> None:
     """Print the top-k documents of an index for QUERY (all arguments joined by spaces) or a --queries file."""
@@ -89,8 +99,10 @@ def search(
         raise click.UsageError("give either QUERY or --queries FILE")
     queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
     note(f"loading index {index_name} and its model ...")
+    if backend == "auto" and queries_file is not None:
+        backend = "torch"  # batches: torch's own bf16 path is the faster one (benchmarks/results/encoding_speed.md)
     searcher = HybridSearcher.open(
-        index_name, indexes_dir=indexes_dir, model=model, precision=precision, settings=settings
+        index_name, indexes_dir=indexes_dir, model=model, precision=precision, backend=backend, settings=settings
     )
     progress = show_progress() and queries_file is not None  # one query is over before a bar could help
     texts = [text for _, text in queries]
@@ -102,6 +114,7 @@ def search(
         if as_json:
             payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
             payload |= {"mode": searcher.mode, "reranked": settings.rerank is not None, "ms_per_query": ms}
+            payload["encoder"] = {"backend": searcher.encoder.backend, "precision": searcher.encoder.precision}
             payload["hits"] = [
                 {"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6)}
                 | ({"text": h.text} if width else {})

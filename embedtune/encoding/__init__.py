@@ -9,13 +9,14 @@ the disk cache of vectors, :mod:`~embedtune.encoding.config` the settings every 
 """
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir
-from embedtune.encoding.config import BACKENDS, EncodeSettings
-from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names
+from embedtune.encoding.config import BACKENDS, QUERY_BACKENDS, EncodeSettings
+from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names, query_encoder
 from embedtune.encoding.files import EncodedFile, encode_file, read_texts, write_vectors
 from embedtune.encoding.precision import (
     PRECISIONS,
     TRAIN_PRECISIONS,
     cpu_has_amx_bf16,
+    cpu_has_bf16,
     resolve_precision,
     resolve_training_precision,
 )
@@ -23,6 +24,7 @@ from embedtune.encoding.precision import (
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
+    "QUERY_BACKENDS",
     "TRAIN_PRECISIONS",
     "CacheOption",
     "EncodeSettings",
@@ -31,9 +33,11 @@ __all__ = [
     "Encoder",
     "EncodingCache",
     "cpu_has_amx_bf16",
+    "cpu_has_bf16",
     "default_cache_dir",
     "encode_file",
     "prompt_names",
+    "query_encoder",
     "read_texts",
     "resolve_precision",
     "resolve_training_precision",

@@ -14,6 +14,8 @@ from embedtune.encoding.precision import PRECISIONS
 from embedtune.settings import setting, validate
 
 BACKENDS: tuple[str, ...] = ("torch", "openvino")
+# What encodes queries that come one or a few at a time (search, the service): auto = openvino when installed.
+QUERY_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS)
 
 
 @dataclass

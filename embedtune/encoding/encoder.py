@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir, warn_unusable
-from embedtune.encoding.config import BACKENDS
+from embedtune.encoding.config import BACKENDS, QUERY_BACKENDS
 from embedtune.encoding.kernels import can_pack, prepared_model
 from embedtune.encoding.precision import resolve_precision
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
@@ -305,3 +305,29 @@ class Encoder:
                 ready = pending.result()
                 pending = pool.submit(features, batches[i + 1]) if i + 1 < len(batches) else None
                 yield rows, ready
+
+
+def query_encoder(
+    model: SentenceTransformer, precision: str | None, *, backend: str = "auto", fallback: str = "auto"
+) -> Encoder:
+    """An encoder for queries that arrive one or a few at a time (a search, the service).
+
+    ``backend="auto"`` is OpenVINO where it is installed and the model is on a CPU, else torch: for a
+    batch of one, OpenVINO's per-call overhead is well below PyTorch's eager dispatch, which dominates
+    a short query (``benchmarks/results/openvino_latency.md``). A conversion that OpenVINO cannot do,
+    or whose vectors fail the check against PyTorch, falls back to torch with a warning rather than
+    failing a search the user did not ask OpenVINO for. ``precision`` None means ``fallback``, the
+    precision the torch backend would use (an index's own); OpenVINO then picks its own ``auto``.
+    """
+    if backend not in QUERY_BACKENDS:
+        raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(QUERY_BACKENDS)})")
+    if backend != "auto":
+        return Encoder(model, precision or fallback, backend=backend)
+    from importlib.util import find_spec
+
+    if model.device.type == "cpu" and find_spec("openvino") is not None:
+        try:
+            return Encoder(model, precision or "auto", backend="openvino")
+        except EmbedtuneError as e:
+            warnings.warn(f"openvino unusable ({e}); encoding queries with torch", EmbedtuneWarning, stacklevel=2)
+    return Encoder(model, precision or fallback, backend="torch")

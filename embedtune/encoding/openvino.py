@@ -73,7 +73,13 @@ def require_openvino() -> ModuleType:
 
 
 def openvino_precision(precision: str) -> str:
-    """What ``precision`` means for the OpenVINO backend: ``bf16`` on CPUs with AMX, else ``fp32``."""
+    """What ``precision`` means for the OpenVINO backend: ``bf16`` on CPUs with AMX, else ``fp32``.
+
+    Unlike the torch backend's, OpenVINO's bf16 hint runs slower than f32 on a CPU with AVX512-BF16 but
+    no AMX (``encoding_speed.md``'s ``openvino-bf16`` row), so ``auto`` means bf16 only with AMX.
+    """
+    if precision == "auto":
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
     resolved = resolve_precision(precision, "cpu")
     if resolved == "int8" or (resolved == "bf16" and not cpu_has_amx_bf16()):
         why = "is not offered" if resolved == "int8" else "runs only on CPUs with AMX"

@@ -1,7 +1,10 @@
 """Which precision encoding and training run in: the names, and what ``auto`` means on this machine.
 
-``auto`` picks bf16 where the hardware has native bf16 matrix units (AMX on Intel CPUs, CUDA GPUs
-with bf16), fp16 on older CUDA GPUs, else fp32. A precision the device cannot run (fp16 on a CPU,
+``auto`` picks bf16 where the hardware has native bf16 arithmetic (CPUs with AMX tiles or AVX512-BF16
+dot products, CUDA GPUs with bf16), fp16 on older CUDA GPUs, else fp32: on a CPU with only AVX512-BF16
+(AMD Zen 4, Cooper Lake) oneDNN's bf16 kernels still beat fp32 clearly (``encoding_speed.md``), so AMX
+is not required for encoding. Training's ``auto`` asks for AMX: bf16 autocast training was measured on
+AMX CPUs only. A precision the device cannot run (fp16 on a CPU,
 int8 on a GPU) falls back to the device's ``auto`` choice with a warning rather than failing, so an
 index built in fp16 on a GPU can still be searched on a CPU. Training accepts only the precisions it
 can train in, and refuses the encoding-only ones by name before any work starts.
@@ -29,13 +32,24 @@ def cpu_has_amx_bf16() -> bool:
         return False
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 arithmetic: AMX tiles or AVX512-BF16 dot products."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def _native_half(device: str) -> Literal["fp32", "bf16", "fp16"]:
-    """The fastest safe precision of a device: bf16 on AMX CPUs and bf16 GPUs, fp16 on other GPUs."""
+    """The fastest safe encoding precision of a device: bf16 on CPUs with bf16 arithmetic and on bf16
+    GPUs, fp16 on other GPUs."""
     if device.startswith("cuda"):
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_amx_bf16() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -72,4 +86,6 @@ def resolve_training_precision(precision: str, device: str) -> Literal["fp32", "
         raise EmbedtuneError(f"unknown precision '{precision}' (choose from {', '.join(TRAIN_PRECISIONS)})")
     if precision != "auto":
         return precision  # type: ignore[return-value]
+    if not device.startswith("cuda"):
+        return "bf16" if cpu_has_amx_bf16() else "fp32"
     return "bf16" if _native_half(device) == "bf16" else "fp32"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtune.encoding import Encoder
+from embedtune.encoding import query_encoder
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR
 from embedtune.index.reader import Index
@@ -49,7 +49,8 @@ class Searcher:
     still be byte-identical to the one that built the index, else it is refused. Queries are encoded
     in the index's precision unless ``precision`` says otherwise: vectors of one model agree closely
     across precisions (int8 a little less; ``benchmarks/results/encoding_speed.md``), so e.g. an index
-    built in fp32 may be searched in bf16.
+    built in fp32 may be searched in bf16. ``backend`` is what encodes them
+    (:func:`~embedtune.encoding.query_encoder`: ``auto`` = OpenVINO when installed, in its own precision).
     """
 
     def __init__(
@@ -69,7 +70,7 @@ class Searcher:
                 f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
                 f"{manifest.dimension}-dim ones; rebuild the index with this model"
             )
-        self.encoder = Encoder(model, precision or manifest.precision, backend=backend)
+        self.encoder = query_encoder(model, precision, backend=backend, fallback=manifest.precision)
 
     @classmethod
     def open(

@@ -35,7 +35,8 @@ class DenseRetriever:
     over-fetching ``RESCORE_EXTRA`` candidates that are then rescored in fp32 and re-sorted, so the
     returned scores (used by mining's margins, written for distillation, scored by evaluation) are
     exact and only a document whose bf16 score error exceeds the gap to the k-th candidate can be
-    missed; ``"fp32"`` searches strictly in fp32; ``"auto"`` is bf16 where the CPU has AMX, else fp32.
+    missed; ``"fp32"`` searches strictly in fp32; ``"auto"`` is bf16 where the CPU has bf16 arithmetic
+    (AMX or AVX512-BF16), else fp32.
     """
 
     def __init__(
@@ -43,14 +44,14 @@ class DenseRetriever:
     ) -> None:
         import torch
 
-        from embedtune.encoding import cpu_has_amx_bf16
+        from embedtune.encoding import cpu_has_bf16
 
         self.doc_vectors = np.ascontiguousarray(doc_vectors, dtype=np.float32)
         self.query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         self.name = name
         self.encoded_in: str | None = None  # the encoder's precision, when :meth:`encode` made the vectors
         # The search runs on the CPU: bf16 where asked for or where auto means it, fp32 for the rest.
-        bf16 = precision == "bf16" or (precision == "auto" and cpu_has_amx_bf16())
+        bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
         self.precision = "bf16" if bf16 else "fp32"
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self._search_docs = torch.from_numpy(self.doc_vectors).to(self._dtype)  # no copy when fp32

@@ -58,23 +58,12 @@ def load_searcher(
     index: Index, backend: str, model: str | Path | None = None, reranker: Reranker | None = None
 ) -> HybridSearcher:
     """A searcher over ``index`` in every mode it has (dense; bm25 and hybrid with a BM25 side), with the
-    encoder ``backend`` asks for (``auto``: OpenVINO when installed, else PyTorch; an OpenVINO
-    conversion that fails its check falls back to PyTorch under ``auto``) and the service's ``reranker``."""
-
-    def searcher(backend: str) -> HybridSearcher:
-        return HybridSearcher(index, model, backend=backend, reranker=reranker)
-
-    if backend == "auto":
-        if importlib.util.find_spec("openvino") is None:
-            log.info("index %s: encoding queries with torch (openvino is not installed)", index.name)
-            return searcher("torch")
-        try:
-            found = searcher("openvino")
-        except EmbedtuneError as e:
-            log.warning("index %s: openvino unusable (%s); encoding queries with torch", index.name, e)
-            return searcher("torch")
-    else:
-        found = searcher(backend)
+    query encoder ``backend`` asks for (:func:`~embedtune.encoding.query_encoder`: ``auto`` = OpenVINO
+    when installed; a conversion that fails its check falls back to PyTorch with a warning) and the
+    service's ``reranker``. Which backend encodes goes to the log."""
+    found = HybridSearcher(index, model, backend=backend, reranker=reranker)
+    if backend == "auto" and importlib.util.find_spec("openvino") is None:
+        log.info("index %s: openvino is not installed", index.name)
     log.info("index %s: encoding queries with %s", index.name, found.encoder.backend)
     return found
 

@@ -150,3 +150,24 @@ def test_mine_with_a_cross_encoder_scorer_writes_the_teachers_scores(tmp_path, t
         run("mine", "-o", tmp_path / "x.jsonl", "--data", beir_dir, "-m", tiny_st, "--scorer", tiny_st, ok=False),
         "not a cross-encoder",
     )
+
+
+def test_search_encodes_a_single_query_with_openvino_and_a_batch_with_torch(tmp_path, tiny_st, beir_dir):
+    """--backend auto: OpenVINO answers one query (least per-call overhead), torch's bf16 path a batch."""
+    import pytest
+
+    pytest.importorskip("openvino")
+    idx = _index(tmp_path, tiny_st, beir_dir)
+    base = ("search", "--index", "t", "--indexes-dir", idx, "-k", "3", "--json")
+    single = json.loads(run(*base, "secure shell").stdout)
+    assert single["encoder"]["backend"] == "openvino"
+    queries = tmp_path / "q.txt"
+    queries.write_text("secure shell\n")
+    batch = json.loads(run(*base, "--queries", queries).stdout.splitlines()[0])
+    assert batch["encoder"]["backend"] == "torch"
+    forced = json.loads(run(*base, "--backend", "torch", "secure shell").stdout)
+    assert forced["encoder"]["backend"] == "torch"
+    # the same documents, whichever backend encoded the query
+    assert [h["id"] for h in single["hits"]] == [h["id"] for h in forced["hits"]] == [h["id"] for h in batch["hits"]]
+    for ov, pt in zip(single["hits"], forced["hits"], strict=True):
+        assert abs(ov["score"] - pt["score"]) < 5e-3

@@ -93,6 +93,20 @@ def test_precisions_it_does_not_run_fall_back_to_fp32_with_a_warning(model, monk
         assert Encoder(model, "bf16", backend="openvino").precision == "fp32"
 
 
+def test_auto_means_bf16_only_on_amx_without_a_warning(monkeypatch):
+    """OpenVINO's bf16 hint is slower than f32 on AVX512-BF16 without AMX, where torch's bf16 is not."""
+    import warnings
+
+    from embedtune.encoding import precision as precision_policy
+
+    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: True)
+    for amx, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(ov_backend, "cpu_has_amx_bf16", lambda amx=amx: amx)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert ov_backend.openvino_precision("auto") == expected
+
+
 def test_an_unwritable_folder_warns_and_encoding_goes_on(model, texts, tmp_path, reference):
     blocker = tmp_path / "cache"
     blocker.mkdir()

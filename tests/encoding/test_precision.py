@@ -11,15 +11,38 @@ from embedtune.training import TrainConfig
 
 
 def test_impossible_precisions_fall_back_with_a_warning(model, monkeypatch):
-    monkeypatch.setattr(precision_policy, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: False)
     with pytest.warns(EmbedtuneWarning, match="fp16 runs on CUDA GPUs only; encoding in fp32 on cpu"):
         assert Encoder(model, "fp16").precision == "fp32"
-    monkeypatch.setattr(precision_policy, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16"
     with pytest.warns(EmbedtuneWarning, match="fp16 runs on CUDA GPUs only; encoding in bf16"):
         assert resolve_precision("fp16", "cpu") == "bf16"
     with pytest.raises(EmbedtuneError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", "cpu")
+
+
+@pytest.mark.parametrize(
+    ("amx", "bf16", "encoding", "training"),
+    [(True, True, "bf16", "bf16"), (False, True, "bf16", "fp32"), (False, False, "fp32", "fp32")],
+)
+def test_auto_encodes_in_bf16_wherever_the_cpu_has_it_but_trains_in_bf16_only_on_amx(
+    monkeypatch, amx, bf16, encoding, training
+):
+    """AVX512-BF16 without AMX (AMD Zen 4): bf16 encoding pays there, bf16 training was never measured."""
+    monkeypatch.setattr(precision_policy, "cpu_has_amx_bf16", lambda: amx)
+    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: bf16)
+    assert resolve_precision("auto", "cpu") == encoding
+    assert resolve_training_precision("auto", "cpu") == training
+
+
+def test_bf16_arithmetic_is_read_from_the_cpu_flags(monkeypatch):
+    flags = {"amx_bf16 avx512f": True, "avx512_bf16 avx512f": True, "avx512f avx2": False}
+    for line, expected in flags.items():
+        precision_policy.cpu_has_bf16.cache_clear()
+        monkeypatch.setattr(precision_policy.Path, "read_text", lambda self, line=line: f"flags : {line}\n")
+        assert precision_policy.cpu_has_bf16() is expected
+    precision_policy.cpu_has_bf16.cache_clear()
 
 
 def test_training_refuses_encoding_only_precisions():
