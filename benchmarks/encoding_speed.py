@@ -16,6 +16,11 @@ slow part. Commands (results go to benchmarks/results/encoding_speed.{json,md,pn
     python benchmarks/encoding_speed.py --quality     # ~15 min of speed + ~30 min of quality on 2 cores
     python benchmarks/encoding_speed.py               # speed only, 2 alternating repeats
     python benchmarks/encoding_speed.py --quick       # smoke test: 64 texts, 1 repeat, prints only (<1 min)
+    python benchmarks/encoding_speed.py --profile     # speed, and each stage of bf16 and the plain bf16 loop
+    python benchmarks/encoding_speed.py --quality-only  # the quality part added to the stored speed run
+
+The speed part wants a machine that runs nothing else; the quality part does not, so it can be run
+apart, when the machine is busy.
 
 Variants on a CPU: ``st-fp32`` (the peer), embedtune ``fp32``, ``bf16`` (what ``auto`` runs on an
 AMX CPU: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's own bf16 Linear layers,
@@ -393,6 +398,9 @@ def main() -> None:
     parser.add_argument("--variants", help="comma-separated subset of the variants")
     parser.add_argument("--quality", action="store_true", help="also nDCG@10 / recall@10 on the whole test split")
     parser.add_argument(
+        "--quality-only", action="store_true", help="add the quality part to the stored speed run (results/*.json)"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke test: 64 texts, 1 repeat, no compiling unless named; no files"
     )
     parser.add_argument("--run", help=argparse.SUPPRESS)  # VARIANT:KIND:N:VECTORS in a child process
@@ -416,9 +424,32 @@ def main() -> None:
 
     import torch
 
+    gpu = torch.cuda.is_available()
+    if args.quality_only:  # quality beside the stored speed run (slow, and not disturbed by other load)
+        summary = json.loads((RESULTS / "encoding_speed.json").read_text())
+        summary["command"] += " && python benchmarks/encoding_speed.py --quality-only"
+    else:
+        summary = _speed_run(args, gpu)
+    if args.quality or args.quality_only:
+        precisions = ("fp32", "fp16", "bf16") if gpu else ("fp32", "auto", "int8")
+        summary["quality"] = {}
+        for precision in precisions:
+            summary["quality"][precision] = _child(["--run-quality", precision])
+            print(f"quality {precision}: {summary['quality'][precision]}", flush=True)
+    report = _markdown(summary)
+    print(report)
+    if args.quick:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "encoding_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / "encoding_speed.md").write_text(report)
+    _plot(summary, RESULTS / "encoding_speed.png")
+
+
+def _speed_run(args: argparse.Namespace, gpu: bool) -> dict:
+    """Every variant timed in its own processes, alternating over the repeats; the summary of the run."""
     from embedtune.encoding import resolve_precision
 
-    gpu = torch.cuda.is_available()
     variants = GPU_VARIANTS if gpu else CPU_VARIANTS
     if args.quick:
         args.quality = False
@@ -441,7 +472,6 @@ def main() -> None:
                     runs[variant][kind].append(result)
                     print(f"repeat {repeat + 1} {variant} {kind}: {result['texts_per_s']:.1f} texts/s", flush=True)
         cosine = _cosines(vectors, variants, peer)
-    auto = resolve_precision("auto", "cuda" if gpu else "cpu")
     speed = {
         v: {
             k: {
@@ -460,7 +490,7 @@ def main() -> None:
         "repeats": args.repeats,
         "batch_size": BATCH,
         "peer": peer,
-        "auto": auto,
+        "auto": resolve_precision("auto", "cuda" if gpu else "cpu"),
         "variants": list(variants),
         "speed": speed,
         "cosine": cosine,
@@ -470,20 +500,7 @@ def main() -> None:
     summary["limit"] = limit(summary)
     if args.profile and not gpu:
         summary["profile"] = [_child(["--run-profile", f"{v}:{args.texts}"]) for v in ("bf16", "torch-bf16-loop")]
-    if args.quality:
-        precisions = ("fp32", "fp16", "bf16") if gpu else ("fp32", "auto", "int8")
-        summary["quality"] = {}
-        for precision in precisions:
-            summary["quality"][precision] = _child(["--run-quality", precision])
-            print(f"quality {precision}: {summary['quality'][precision]}", flush=True)
-    report = _markdown(summary)
-    print(report)
-    if args.quick:
-        return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "encoding_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (RESULTS / "encoding_speed.md").write_text(report)
-    _plot(summary, RESULTS / "encoding_speed.png")
+    return summary
 
 
 if __name__ == "__main__":
