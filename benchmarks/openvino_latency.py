@@ -4,8 +4,8 @@ Both encoders live in one process and take turns (per query for the latency, per
 documents, the order swapped each time), so that drift of a shared machine hits both alike. Same
 model (the bundled all-MiniLM-L6-v2 at its 256-token limit), seeded samples of data/debian
 documents and queries, batch 32 for documents, one query per ``encode`` call for the latency; no
-vector cache. The PyTorch side runs ``--precision`` (default ``auto``: bf16 on AMX CPUs, else fp32)
-and so does the OpenVINO side (bf16 hint only on AMX). Also reported: the conversion time of a first
+vector cache. The PyTorch side runs ``--precision`` (default ``auto``: bf16 on CPUs with AMX or
+AVX512-BF16, else fp32) and so does the OpenVINO side. Also reported: the conversion time of a first
 use (empty converted-model folder) and the load time of a later one (read back from that folder),
 and the cosine between the two backends' vectors. Results go to benchmarks/results/openvino_latency.{json,md}::
 
@@ -46,7 +46,7 @@ def measure(documents: int, queries: int, repeats: int, precision: str) -> dict:
     import openvino
     import torch
 
-    from embedtune.encoding import Encoder, cpu_has_amx_bf16
+    from embedtune.encoding import Encoder, cpu_has_amx_bf16, cpu_has_bf16
     from embedtune.models import load_model
 
     model = load_model(None, device="cpu")
@@ -91,6 +91,7 @@ def measure(documents: int, queries: int, repeats: int, precision: str) -> dict:
     return {
         "machine": machine(),
         "amx_bf16": cpu_has_amx_bf16(),
+        "bf16": cpu_has_bf16(),
         "openvino": openvino.__version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -112,7 +113,7 @@ def measure(documents: int, queries: int, repeats: int, precision: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    amx = "with AMX" if result["amx_bf16"] else "no AMX"
+    amx = "with AMX" if result["amx_bf16"] else ("AVX512-BF16, no AMX" if result.get("bf16") else "no bf16")
     lines = [
         "# OpenVINO backend against the PyTorch encoder (one process, alternating)",
         "",

@@ -20,12 +20,13 @@ Failures designed out:
   name, and vectors that disagree mean a conversion problem the user should see, not a slower run
   they did not choose). Nothing is cached then, so the next attempt checks again. A model read back
   from the cache was checked when it was written.
-* **bf16 where it does not pay.** The bf16 inference-precision hint is given only where the CPU has
-  AMX (:func:`~embedtune.encoding.precision.cpu_has_amx_bf16`); elsewhere the model runs in f32, and
-  the encoder reports ``fp32``. int8 (NNCF static quantisation on a calibration sample of the
-  corpus) is offered only if it passes the quality gate of ``benchmarks/openvino_int8.py`` (nDCG@10
-  and top-10 agreement against fp32); it does not today (``benchmarks/results/openvino_int8.md``), so
-  asked for, it falls back to the backend's ``auto`` choice with a warning, as impossible precisions do.
+* **A precision the CPU cannot run fast.** The bf16 inference-precision hint is given where the CPU
+  has bf16 arithmetic (:func:`~embedtune.encoding.precision.cpu_has_bf16`: AMX or AVX512-BF16), as
+  torch's ``auto`` does; elsewhere the model runs in f32, and the encoder reports ``fp32``. int8
+  (NNCF static quantisation on a calibration sample of the corpus) is offered only if it passes the
+  quality gate of ``benchmarks/openvino_int8.py`` (nDCG@10 and top-10 agreement against fp32); it
+  does not today (``benchmarks/results/openvino_int8.md``), so asked for, it falls back to the
+  backend's ``auto`` choice with a warning, as impossible precisions do.
 
 OpenVINO runs on its own thread pool (one thread per physical core by default), which
 ``torch.set_num_threads`` does not limit.
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtune.encoding.precision import cpu_has_amx_bf16, resolve_precision
+from embedtune.encoding.precision import cpu_has_bf16, resolve_precision
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 
 if TYPE_CHECKING:
@@ -73,22 +74,19 @@ def require_openvino() -> ModuleType:
 
 
 def openvino_precision(precision: str) -> str:
-    """What ``precision`` means for the OpenVINO backend: ``bf16`` on CPUs with AMX, else ``fp32``.
-
-    Unlike the torch backend's, OpenVINO's bf16 hint runs slower than f32 on a CPU with AVX512-BF16 but
-    no AMX (``encoding_speed.md``'s ``openvino-bf16`` row), so ``auto`` means bf16 only with AMX.
-    """
-    if precision == "auto":
-        return "bf16" if cpu_has_amx_bf16() else "fp32"
+    """What ``precision`` means for the OpenVINO backend: ``auto`` as for torch (bf16 on CPUs with bf16
+    arithmetic, AMX or AVX512-BF16, else fp32); int8, and bf16 on a CPU without bf16 arithmetic, fall
+    back to that with a warning."""
     resolved = resolve_precision(precision, "cpu")
-    if resolved == "int8" or (resolved == "bf16" and not cpu_has_amx_bf16()):
-        why = "is not offered" if resolved == "int8" else "runs only on CPUs with AMX"
+    if resolved == "int8" or (resolved == "bf16" and not cpu_has_bf16()):
+        fallback = "bf16" if cpu_has_bf16() else "fp32"
+        why = "is not offered" if resolved == "int8" else "runs only on CPUs with bf16 arithmetic (AMX, AVX512-BF16)"
         warnings.warn(
-            f"precision {resolved} {why} with the openvino backend; encoding in fp32 instead",
+            f"precision {resolved} {why} with the openvino backend; encoding in {fallback} instead",
             EmbedtuneWarning,
             stacklevel=4,
         )
-        return "fp32"
+        return fallback
     return resolved
 
 
@@ -232,7 +230,9 @@ class OpenVINOTransformer:
         import torch
 
         inputs = {name: np.ascontiguousarray(features[name].numpy()) for name in self._inputs}
-        tokens = self._request.infer(inputs)[0]  # a copy: the request's buffers are reused by the next call
+        # Inputs shared, not copied (one request, always called this way); the output is a copy: the
+        # request's buffers are reused by the next call.
+        tokens = self._request.infer(inputs, share_inputs=True)[0]
         features = dict(features, token_embeddings=torch.from_numpy(tokens))
         for module in list(self.model.children())[1:]:
             features = module(features)

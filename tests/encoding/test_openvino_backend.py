@@ -85,23 +85,23 @@ def test_a_conversion_that_disagrees_with_pytorch_is_refused_and_not_cached(mode
     assert not list(tmp_path.glob("openvino/*/model.xml"))
 
 
-def test_precisions_it_does_not_run_fall_back_to_fp32_with_a_warning(model, monkeypatch):
-    with pytest.warns(EmbedtuneWarning, match="int8 is not offered with the openvino backend"):
+def test_precisions_it_does_not_run_fall_back_to_auto_with_a_warning(model, monkeypatch):
+    monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda: False)
+    with pytest.warns(EmbedtuneWarning, match="int8 is not offered with the openvino backend; encoding in fp32"):
         assert Encoder(model, "int8", backend="openvino").precision == "fp32"
-    monkeypatch.setattr(ov_backend, "cpu_has_amx_bf16", lambda: False)
-    with pytest.warns(EmbedtuneWarning, match="bf16 runs only on CPUs with AMX"):
+    with pytest.warns(EmbedtuneWarning, match="bf16 runs only on CPUs with bf16 arithmetic"):
         assert Encoder(model, "bf16", backend="openvino").precision == "fp32"
 
 
-def test_auto_means_bf16_only_on_amx_without_a_warning(monkeypatch):
-    """OpenVINO's bf16 hint is slower than f32 on AVX512-BF16 without AMX, where torch's bf16 is not."""
+def test_auto_means_bf16_where_the_cpu_has_bf16_arithmetic_without_a_warning(monkeypatch):
+    """As for torch: AMX or AVX512-BF16 (OpenVINO's bf16 hint beats f32 on both)."""
     import warnings
 
     from embedtune.encoding import precision as precision_policy
 
-    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: True)
-    for amx, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(ov_backend, "cpu_has_amx_bf16", lambda amx=amx: amx)
+    for bf16, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda bf16=bf16: bf16)
+        monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda bf16=bf16: bf16)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert ov_backend.openvino_precision("auto") == expected
