@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import embedtune.training.distributed as distributed
 from embedtune.errors import EmbedtuneError
-from embedtune.training import distributed
 
 if TYPE_CHECKING:
     from datasets import Dataset
