@@ -259,7 +259,7 @@ def model_fingerprint(model: str | Path | None) -> str:
     return digest.hexdigest()
 
 
-def _layer_list(auto_model) -> list:
+def layer_list(auto_model) -> list:
     """The transformer blocks of a BERT-style encoder (``encoder.layer`` in BERT/RoBERTa/MPNet,
     ``transformer.layer`` in DistilBERT): the first ``ModuleList`` named ``layer``/``layers``."""
     from torch import nn
@@ -279,7 +279,7 @@ def freeze_layers(model: SentenceTransformer, *, embeddings: bool = False, layer
     if not embeddings and layers == 0:
         return
     auto_model = model[0].auto_model
-    blocks = _layer_list(auto_model)
+    blocks = layer_list(auto_model)
     if not 0 <= layers <= len(blocks):
         raise EmbedtuneError(f"cannot freeze {layers} layers: the model has {len(blocks)}")
     frozen = [*blocks[:layers]]

@@ -20,7 +20,7 @@ import re
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.models import _layer_list
+from embedtune.models import layer_list
 from embedtune.settings import SettingError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def layer_learning_rates(
     why = f"needs a transformer encoder as the model's first module, got {type(first).__name__}"
     if auto_model is not None:
         try:
-            blocks = _layer_list(auto_model)
+            blocks = layer_list(auto_model)
         except EmbedtuneError as e:
             why = f"cannot find the transformer layers of {type(auto_model).__name__}"
             raise SettingError("layer_lr_decay", why) from e
