@@ -314,9 +314,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
     args = parser.parse_args()
     path = RESULTS / "regimes.json"
-    stored = json.loads(path.read_text()) if path.is_file() else []
+    stored: list[dict] = []
     for regime in args.regime or REGIMES:
         run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps, args.reuse)
+        stored = json.loads(path.read_text()) if path.is_file() else []  # read now: another run may have written
         key = (regime, args.quick, args.steps)
         earlier = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == key]
         if earlier:  # systems not run this time keep their earlier rows
