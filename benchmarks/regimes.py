@@ -320,8 +320,9 @@ def main() -> None:
         stored = json.loads(path.read_text()) if path.is_file() else []  # read now: another run may have written
         key = (regime, args.quick, args.steps)
         earlier = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == key]
-        if earlier:  # systems not run this time keep their earlier rows
+        if earlier:  # systems not run this time keep their earlier rows, and the run its note
             run["rows"] = {**earlier[0]["rows"], **run["rows"]}
+            run.setdefault("note", earlier[0].get("note"))
         stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))
