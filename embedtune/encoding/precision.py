@@ -24,22 +24,22 @@ TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def cpu_has_amx_bf16() -> bool:
-    """True where the CPU advertises AMX bf16 tiles (Linux ``/proc/cpuinfo`` flags)."""
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
+        return frozenset()
 
 
-@functools.cache
+def cpu_has_amx_bf16() -> bool:
+    """True where the CPU advertises AMX bf16 tiles."""
+    return "amx_bf16" in _cpu_flags()
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic: AMX tiles or AVX512-BF16 dot products."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def _native_half(device: str) -> Literal["fp32", "bf16", "fp16"]:

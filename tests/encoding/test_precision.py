@@ -39,10 +39,10 @@ def test_auto_encodes_in_bf16_wherever_the_cpu_has_it_but_trains_in_bf16_only_on
 def test_bf16_arithmetic_is_read_from_the_cpu_flags(monkeypatch):
     flags = {"amx_bf16 avx512f": True, "avx512_bf16 avx512f": True, "avx512f avx2": False}
     for line, expected in flags.items():
-        precision_policy.cpu_has_bf16.cache_clear()
+        precision_policy._cpu_flags.cache_clear()
         monkeypatch.setattr(precision_policy.Path, "read_text", lambda self, line=line: f"flags : {line}\n")
         assert precision_policy.cpu_has_bf16() is expected
-    precision_policy.cpu_has_bf16.cache_clear()
+    precision_policy._cpu_flags.cache_clear()
 
 
 def test_training_refuses_encoding_only_precisions():
