@@ -79,7 +79,7 @@ def openvino_precision(precision: str) -> str:
     back to that with a warning."""
     resolved = resolve_precision(precision, "cpu")
     if resolved == "int8" or (resolved == "bf16" and not cpu_has_bf16()):
-        fallback = "bf16" if cpu_has_bf16() else "fp32"
+        fallback = resolve_precision("auto", "cpu")
         why = "is not offered" if resolved == "int8" else "runs only on CPUs with bf16 arithmetic (AMX, AVX512-BF16)"
         warnings.warn(
             f"precision {resolved} {why} with the openvino backend; encoding in {fallback} instead",

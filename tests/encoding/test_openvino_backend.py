@@ -86,7 +86,10 @@ def test_a_conversion_that_disagrees_with_pytorch_is_refused_and_not_cached(mode
 
 
 def test_precisions_it_does_not_run_fall_back_to_auto_with_a_warning(model, monkeypatch):
-    monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda: False)
+    from embedtune.encoding import precision as precision_policy
+
+    monkeypatch.setattr(precision_policy, "cpu_has_bf16", lambda: False)  # auto means fp32 ...
+    monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda: False)  # ... and the backend agrees
     with pytest.warns(EmbedtuneWarning, match="int8 is not offered with the openvino backend; encoding in fp32"):
         assert Encoder(model, "int8", backend="openvino").precision == "fp32"
     with pytest.warns(EmbedtuneWarning, match="bf16 runs only on CPUs with bf16 arithmetic"):
