@@ -206,20 +206,27 @@ def train_peer(data: Path, output: Path, max_steps: int | None) -> dict:
     return {"steps": steps, "wall_s": round(time.perf_counter() - started, 1)}
 
 
-def score(models: dict[str, str], data: Path, ignore_own_id: bool) -> dict[str, dict[str, float]]:
+def score(models: dict[str, str], data: Path, ignore_own_id: bool, precision: str) -> dict[str, dict[str, float]]:
     """Each model's test metrics on ``data`` (pytrec_eval, exact search over the whole corpus)."""
     from embedtune.encoding import EncodeSettings
     from embedtune.evaluate import EvalSettings, evaluate
 
     settings = EvalSettings(ignore_own_id=ignore_own_id, show_progress=False)
-    # fp32 whatever the machine's auto: rows scored in different runs (--reuse, one --system) stay comparable
-    encoding = EncodeSettings(cache=False, precision="fp32")
+    # one precision on torch whatever the machine's auto: rows scored in different runs (--reuse, one --system)
+    # compare; fp32 unless a large regime's run asks for bf16 (--score-precision), which all its rows then share
+    encoding = EncodeSettings(cache=False, precision=precision, backend="torch")
     results = evaluate(data, "test", models=list(models.values()), settings=settings, encoding=encoding)
     return {name: {k: r.metrics[k] for k in KEYS if k in r.metrics} for name, r in zip(models, results, strict=True)}
 
 
 def run_regime(
-    regime: str, quick: bool, systems: tuple[str, ...], budget: float | None, cap: int | None, reuse: bool
+    regime: str,
+    quick: bool,
+    systems: tuple[str, ...],
+    budget: float | None,
+    cap: int | None,
+    reuse: bool,
+    precision: str = "fp32",
 ) -> dict:
     """Train ``systems`` on the regime (``reuse``: keep a system already trained there), score them all."""
     data = build(regime, quick)
@@ -244,13 +251,14 @@ def run_regime(
             trained[system] = train_embedtune(data, output, flags, steps)
         (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
-    test = score(models, data, ignore_own_id=False)
-    zero_shot = score(models, stsb(quick), ignore_own_id=True)
+    test = score(models, data, ignore_own_id=False, precision=precision)
+    zero_shot = score(models, stsb(quick), ignore_own_id=True, precision=precision)
     return {
         "regime": regime,
         "quick": quick,
         "smoke_steps": cap,
         "budget_s": budget if regime == "full" else None,
+        "scored_in": precision,
         "documents": sum(1 for _ in open(data / "corpus.jsonl", encoding="utf-8")),
         "rows": {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models},
     }
@@ -277,7 +285,9 @@ def report(runs: list[dict]) -> str:
         name = f"{run['regime']}{' (quick)' if run['quick'] else ''}"
         if run.get("smoke_steps"):
             name += f" (SMOKE RUN, {run['smoke_steps']} steps per system: numbers meaningless)"
-        lines += [f"## {name}: {run['documents']:,} documents", ""]
+        budget = f", {run['budget_s']:.0f} s training budget per side" if run.get("budget_s") else ""
+        scored = f", scored in {run['scored_in']}" if run.get("scored_in", "fp32") != "fp32" else ""
+        lines += [f"## {name}: {run['documents']:,} documents{budget}{scored}", ""]
         if run.get("note"):
             lines += [run["note"], ""]
         lines += ["| system | steps | wall s | " + " | ".join(KEYS) + " | STS-B ndcg@10 |"]
@@ -312,11 +322,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and test set (see the docstring)")
     parser.add_argument("--budget", type=float, default=None, help="regime full: seconds of training per side")
     parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
+    parser.add_argument(
+        "--score-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="precision every row is scored in (bf16: a large regime in half the time; its rows compare only "
+        "with rows scored in bf16)",
+    )
     args = parser.parse_args()
     path = RESULTS / "regimes.json"
     stored: list[dict] = []
     for regime in args.regime or REGIMES:
-        run = run_regime(regime, args.quick, tuple(args.system or SYSTEMS), args.budget, args.steps, args.reuse)
+        systems = tuple(args.system or SYSTEMS)
+        run = run_regime(regime, args.quick, systems, args.budget, args.steps, args.reuse, args.score_precision)
         stored = json.loads(path.read_text()) if path.is_file() else []  # read now: another run may have written
         key = (regime, args.quick, args.steps)
         earlier = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == key]

@@ -122,6 +122,7 @@ def index_build(
                 "documents": manifest.count,
                 "dimension": manifest.dimension,
                 "precision": manifest.precision,
+                "backend": manifest.backend,
                 "index_type": manifest.index_type,
                 "search_defaults": manifest.search_defaults,
                 "encode_seconds": manifest.encode_seconds,
@@ -132,7 +133,8 @@ def index_build(
         return
     click.echo(
         f"index '{name}' written to {Path(indexes_dir) / name}: {manifest.count} documents x {manifest.dimension} "
-        f"dims, encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}); {manifest.describe_search()}"
+        f"dims, encoded in {manifest.encode_seconds:.0f} s ({manifest.precision}, {manifest.backend}); "
+        f"{manifest.describe_search()}"
     )
 
 

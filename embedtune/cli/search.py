@@ -9,7 +9,7 @@ import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, indexes_dir_option, json_option, note, show_progress
 from embedtune.cli.options import given, options_from
-from embedtune.encoding import PRECISIONS, QUERY_BACKENDS, EncodeSettings
+from embedtune.encoding import BACKENDS, PRECISIONS, EncodeSettings
 from embedtune.retrieval.hybrid import SearchSettings
 from embedtune.settings import meta_of
 from embedtune.text import terminal_safe
@@ -62,7 +62,7 @@ from embedtune.text import terminal_safe
 )
 @click.option(
     "--backend",
-    type=click.Choice(QUERY_BACKENDS),
+    type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
     help="What encodes the queries: auto = openvino for a single QUERY where it is installed (the optional extra "

@@ -9,8 +9,8 @@ the disk cache of vectors, :mod:`~embedtune.encoding.config` the settings every 
 """
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir
-from embedtune.encoding.config import BACKENDS, QUERY_BACKENDS, EncodeSettings
-from embedtune.encoding.encoder import Encoder, EncodeStats, prompt_names, query_encoder
+from embedtune.encoding.config import BACKENDS, EncodeSettings
+from embedtune.encoding.encoder import OPENVINO_MIN_TEXTS, Encoder, EncodeStats, make_encoder, prompt_names
 from embedtune.encoding.files import EncodedFile, encode_file, read_texts, write_vectors
 from embedtune.encoding.precision import (
     PRECISIONS,
@@ -23,8 +23,8 @@ from embedtune.encoding.precision import (
 
 __all__ = [
     "BACKENDS",
+    "OPENVINO_MIN_TEXTS",
     "PRECISIONS",
-    "QUERY_BACKENDS",
     "TRAIN_PRECISIONS",
     "CacheOption",
     "EncodeSettings",
@@ -36,8 +36,8 @@ __all__ = [
     "cpu_has_bf16",
     "default_cache_dir",
     "encode_file",
+    "make_encoder",
     "prompt_names",
-    "query_encoder",
     "read_texts",
     "resolve_precision",
     "resolve_training_precision",

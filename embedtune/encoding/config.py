@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from embedtune.encoding.precision import PRECISIONS
 from embedtune.settings import setting, validate
 
-BACKENDS: tuple[str, ...] = ("torch", "openvino")
-# What encodes queries that come one or a few at a time (search, the service): auto = openvino when installed.
-QUERY_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS)
+# auto = openvino where installed and it pays, else torch (embedtune.encoding.make_encoder says when).
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
+# Texts a batch encode needs for auto to convert a model to OpenVINO: a conversion takes seconds and
+# saves a tenth of the encoding time or so (benchmarks/results/encoding_speed.md), so it is repaid only
+# from several thousand texts on.
+OPENVINO_MIN_TEXTS = 5000
 
 
 @dataclass
@@ -24,14 +27,18 @@ class EncodeSettings:
 
     precision: str = setting(
         "auto",
-        help="Encoding precision: auto = bf16 where the CPU has AMX or the GPU has bf16, fp16 on other GPUs, "
-        "else fp32; int8 = dynamically quantised Linear layers (CPU; never chosen by auto: slower than bf16 on AMX).",
+        help="Encoding precision: auto = bf16 where the CPU has bf16 arithmetic (AMX or AVX512-BF16) or the GPU "
+        "has bf16, fp16 on other GPUs, else fp32; int8 = dynamically quantised Linear layers (CPU; never chosen "
+        "by auto: slower than bf16 and further from fp32).",
         choices=PRECISIONS,
     )
     backend: str = setting(
-        "torch",
+        "auto",
         help="What runs the model: torch, or openvino (CPU; the optional extra embedtune[openvino]): the "
-        "transformer converted once and cached beside the encoding cache, checked against PyTorch at conversion.",
+        "transformer converted once and cached beside the encoding cache, checked against PyTorch at conversion. "
+        f"auto = openvino where it is installed, on a CPU, for {OPENVINO_MIN_TEXTS:,} texts or more or a model "
+        "converted before (a conversion takes seconds), else torch; a conversion that fails falls back to torch "
+        "with a warning.",
         choices=BACKENDS,
     )
     batch_size: int = setting(

@@ -24,7 +24,7 @@ reaches every stage. What it does beyond ``SentenceTransformer.encode``:
   (:mod:`embedtune.encoding.openvino`, the optional extra ``embedtune[openvino]``), converted once
   per model and cached on disk; everything else here (sorting, deduplication, the cache, pooling in
   the model's own modules) is the same. Its vectors differ from PyTorch's by rounding, so the cache
-  keys them apart.
+  keys them apart. :func:`make_encoder` picks it for ``auto`` where it pays.
 
 Not done, because it measured no faster here: ``torch.compile`` (frozen weights; a gain of a few
 percent over eager bf16 does not repay its compile time in every process: the ``bf16-compiled`` row
@@ -45,12 +45,13 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from embedtune.encoding.cache import CacheOption, EncodingCache, default_cache_dir, warn_unusable
-from embedtune.encoding.config import BACKENDS, QUERY_BACKENDS
+from embedtune.encoding.config import BACKENDS, OPENVINO_MIN_TEXTS
 from embedtune.encoding.kernels import can_pack, prepared_model
 from embedtune.encoding.precision import resolve_precision
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 T = TypeVar("T")
+
+# What an Encoder runs on; ``auto`` (:data:`BACKENDS`) is chosen between them by :func:`make_encoder`.
+ENCODER_BACKENDS = ("torch", "openvino")
 
 # Bumped when the vectors this module makes for the same model and precision change (cache keys).
 _VECTOR_FORMAT = 2  # 2: bf16 on pre-packed Linear weights, batches padded to 8k tokens (rounding apart)
@@ -121,8 +125,8 @@ class Encoder:
         pack: bool = True,
         backend: str = "torch",
     ):
-        if backend not in BACKENDS:
-            raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+        if backend not in ENCODER_BACKENDS:
+            raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(ENCODER_BACKENDS)})")
         self.device = model.device
         self.cache = EncodingCache.resolve(cache)
         self.backend = self._usable_backend(backend)
@@ -137,9 +141,8 @@ class Encoder:
 
             self.precision = openvino_precision(precision)
             self.model, self._packed = model, False
-            folder = (self.cache.directory if self.cache is not None else default_cache_dir()) / "openvino"
             self._forward: Callable[[dict], dict] = OpenVINOTransformer(
-                model, self.precision, folder, self._fingerprint
+                model, self.precision, openvino_dir(self.cache), self._fingerprint
             )
         else:
             self.precision = resolve_precision(precision, str(model.device))
@@ -307,27 +310,59 @@ class Encoder:
                 yield rows, ready
 
 
-def query_encoder(
-    model: SentenceTransformer, precision: str | None, *, backend: str = "auto", fallback: str = "auto"
+def make_encoder(
+    model: SentenceTransformer,
+    precision: str | None,
+    *,
+    backend: str = "auto",
+    workload: int | None = None,
+    cache: CacheOption = None,
+    fallback: str = "auto",
 ) -> Encoder:
-    """An encoder for queries that arrive one or a few at a time (a search, the service).
+    """An :class:`Encoder` on the backend ``backend`` names; ``auto`` = OpenVINO where it pays, else torch.
 
-    ``backend="auto"`` is OpenVINO where it is installed and the model is on a CPU, else torch: for a
-    batch of one, OpenVINO's per-call overhead is well below PyTorch's eager dispatch, which dominates
-    a short query (``benchmarks/results/openvino_latency.md``). A conversion that OpenVINO cannot do,
-    or whose vectors fail the check against PyTorch, falls back to torch with a warning rather than
-    failing a search the user did not ask OpenVINO for. ``precision`` None means ``fallback``, the
-    precision the torch backend would use (an index's own); OpenVINO then picks its own ``auto``.
+    OpenVINO pays where it is installed, the model is on a CPU and converts, and either texts come one
+    or a few at a time over a long life (``workload=None``: a search, the service, a shard worker;
+    OpenVINO's per-call overhead is well below PyTorch's eager dispatch, which dominates a short query)
+    or a batch of ``workload`` texts repays a conversion (:data:`OPENVINO_MIN_TEXTS`, or a converted
+    model is already cached: a search converts the model an index build used), and OpenVINO runs the
+    precision asked for as asked (not int8). Measured:
+    ``benchmarks/results/encoding_speed.md`` and ``openvino_latency.md``.
+
+    A conversion ``auto`` chose that fails, or whose vectors fail the check against PyTorch, falls back
+    to torch with a warning rather than failing a run the user did not ask OpenVINO for; asked for by
+    name, it fails. ``precision`` None means ``fallback``, the precision torch would use (an index's
+    own); OpenVINO then picks its own ``auto``.
     """
-    if backend not in QUERY_BACKENDS:
-        raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(QUERY_BACKENDS)})")
-    if backend != "auto":
-        return Encoder(model, precision or fallback, backend=backend)
+    if backend not in BACKENDS:
+        raise EmbedtuneError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        if _openvino_pays(model, precision, workload, cache):
+            try:
+                return Encoder(model, precision or "auto", cache=cache, backend="openvino")
+            except EmbedtuneError as e:
+                warnings.warn(f"openvino unusable ({e}); encoding with torch", EmbedtuneWarning, stacklevel=2)
+        backend = "torch"
+    return Encoder(model, precision or fallback, cache=cache, backend=backend)
+
+
+def _openvino_pays(model: SentenceTransformer, precision: str | None, workload: int | None, cache: CacheOption) -> bool:
+    """``auto``'s rule (see :func:`make_encoder`); never for a precision OpenVINO would change (int8)."""
     from importlib.util import find_spec
 
-    if model.device.type == "cpu" and find_spec("openvino") is not None:
-        try:
-            return Encoder(model, precision or "auto", backend="openvino")
-        except EmbedtuneError as e:
-            warnings.warn(f"openvino unusable ({e}); encoding queries with torch", EmbedtuneWarning, stacklevel=2)
-    return Encoder(model, precision or fallback, backend="torch")
+    if model.device.type != "cpu" or find_spec("openvino") is None:
+        return False
+    from embedtune.encoding.openvino import can_convert, is_converted, runs_as_asked
+
+    if not (runs_as_asked(precision) and can_convert(model)):
+        return False
+    if workload is None or workload >= OPENVINO_MIN_TEXTS:
+        return True
+    from embedtune.models import loaded_model_fingerprint
+
+    return is_converted(openvino_dir(EncodingCache.resolve(cache)), loaded_model_fingerprint(model))
+
+
+def openvino_dir(cache: EncodingCache | None) -> Path:
+    """Where converted models are kept: the ``openvino`` folder of the cache folder, or of the default one."""
+    return (cache.directory if cache is not None else default_cache_dir()) / "openvino"

@@ -171,7 +171,7 @@ def encode_file(
     ``prompt`` picks the model's ``query`` or ``document`` prompt (prepended when the model has one,
     as search and index build do) or ``none``. Vectors are exactly :meth:`Encoder.encode`'s.
     """
-    from embedtune.encoding.encoder import Encoder
+    from embedtune.encoding.encoder import make_encoder
     from embedtune.models import load_model, resolve_model_path
 
     settings = settings or EncodeSettings()
@@ -181,7 +181,9 @@ def encode_file(
     _check_output(output, overwrite)
     texts = read_texts(source)
     st = load_model(resolve_model_path(model), max_seq_length=settings.max_seq_length)
-    encoder = Encoder(st, settings.precision, cache=settings.cache, backend=settings.backend)
+    encoder = make_encoder(
+        st, settings.precision, backend=settings.backend, workload=len(texts.texts), cache=settings.cache
+    )
     prompt_name = _prompt_name(st, prompt)
     started = time.perf_counter()
     vectors = encoder.encode(

@@ -73,12 +73,18 @@ def require_openvino() -> ModuleType:
     return openvino
 
 
+def runs_as_asked(precision: str | None) -> bool:
+    """Whether the backend runs ``precision`` as asked (None: its own ``auto``): fp32, and bf16 on CPUs with
+    bf16 arithmetic; int8 is not offered."""
+    return precision in (None, "auto", "fp32") or (precision == "bf16" and cpu_has_bf16())
+
+
 def openvino_precision(precision: str) -> str:
     """What ``precision`` means for the OpenVINO backend: ``auto`` as for torch (bf16 on CPUs with bf16
     arithmetic, AMX or AVX512-BF16, else fp32); int8, and bf16 on a CPU without bf16 arithmetic, fall
     back to that with a warning."""
     resolved = resolve_precision(precision, "cpu")
-    if resolved == "int8" or (resolved == "bf16" and not cpu_has_bf16()):
+    if not runs_as_asked(resolved):
         fallback = resolve_precision("auto", "cpu")
         why = "is not offered" if resolved == "int8" else "runs only on CPUs with bf16 arithmetic (AMX, AVX512-BF16)"
         warnings.warn(
@@ -138,6 +144,27 @@ def _convert(model: SentenceTransformer, ov: ModuleType) -> Any:
         transformer.train(training)
 
 
+def converted_path(directory: Path, fingerprint: str) -> Path:
+    """The folder of the converted model with this ``fingerprint`` under ``directory``, for this OpenVINO."""
+    # the version is a build string (2026.4.1-22982-.../releases/2026/4): made a folder name
+    version = re.sub(r"[^\w.-]", "_", require_openvino().__version__)
+    return Path(directory) / f"{fingerprint[:32]}-openvino-{version}"
+
+
+def is_converted(directory: Path, fingerprint: str) -> bool:
+    """Whether a converted model with this ``fingerprint`` is cached under ``directory`` (no conversion to pay)."""
+    return (converted_path(directory, fingerprint) / _MODEL_FILE).is_file()
+
+
+def can_convert(model: SentenceTransformer) -> bool:
+    """Whether this model's first module is one the backend converts (a text transformer's token embeddings)."""
+    try:
+        _check_supported(model)
+    except EmbedtuneError:
+        return False
+    return True
+
+
 class OpenVINOTransformer:
     """A model's transformer compiled with OpenVINO for the CPU, followed by the model's own torch modules.
 
@@ -151,8 +178,7 @@ class OpenVINOTransformer:
         _check_supported(model)
         self.model = model
         self.precision = precision
-        version = re.sub(r"[^\w.-]", "_", ov.__version__)  # a build string: 2026.4.1-22982-.../releases/2026/4
-        self.path = Path(directory) / f"{fingerprint[:32]}-openvino-{version}"
+        self.path = converted_path(directory, fingerprint)
         self._core = ov.Core()
         self.converted = False  # True when this encoder converted the model (nothing usable was cached)
         converted = self._read()

@@ -19,7 +19,7 @@ import numpy as np
 
 from embedtune import __version__
 from embedtune.data import corpus_file, count_lines, iter_corpus
-from embedtune.encoding import Encoder, EncodeSettings, prompt_names
+from embedtune.encoding import EncodeSettings, make_encoder, prompt_names
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.index.calibrate import Calibration, calibrate
 from embedtune.index.generations import new_generation
@@ -116,9 +116,9 @@ def _build(
 ) -> Manifest:
     """The build itself, under the name's lock: encode, choose and fill the FAISS index, commit."""
     st = load_model(model_path, max_seq_length=encode.max_seq_length)
-    encoder = Encoder(st, encode.precision, cache=encode.cache, backend=encode.backend)
-    dimension = int(st.get_embedding_dimension())
     lines = count_lines(source)
+    encoder = make_encoder(st, encode.precision, backend=encode.backend, workload=lines, cache=encode.cache)
+    dimension = int(st.get_embedding_dimension())
     if lines:  # bad parameters fail now, not after minutes of encoding
         settings.choose(lines, dimension)
 
@@ -137,7 +137,7 @@ def _build(
         if len(vectors) == 0:
             raise DataError(source, "no documents")
         built = build_faiss(vectors, fids, settings, show_progress)
-        identity = model_identity(model_path, st, encoder.precision)
+        identity = model_identity(model_path, st, encoder.precision, encoder.backend)
         manifest = replace(index_manifest(name, identity, corpus_identity(source), ingest.seconds, built), lexical=bm25)
         committed = gen.commit(manifest, built.faiss_index)
     return committed
@@ -166,13 +166,14 @@ def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, 
     return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)
 
 
-def model_identity(model_path: Path, st, precision: str) -> dict[str, object]:
+def model_identity(model_path: Path, st, precision: str, backend: str) -> dict[str, object]:
     """The manifest fields that say which model encoded the vectors, and how (shards carry them to a merge)."""
     return {
         "model_path": str(model_path),
         "model_fingerprint": model_fingerprint(model_path),
         "max_seq_length": int(st.max_seq_length),
         "precision": precision,
+        "backend": backend,
         **describe_model(st),
     }
 

@@ -86,6 +86,7 @@ class Manifest:
     created_at: str
     encode_seconds: float
     format: int = FORMAT
+    backend: str = "torch"  # what encoded the documents (openvino, torch; shards may mix them: "openvino+torch")
     pooling: str = "unknown"
     prompts: dict[str, str] = field(default_factory=dict)
     query_prompt_name: str | None = None
@@ -208,7 +209,7 @@ class Manifest:
             (
                 "encoding",
                 f"{self.dimension} dims, {self.pooling} pooling, normalised, {self.max_seq_length} tokens, "
-                f"{self.precision}",
+                f"{self.precision} ({self.backend})",
             ),
             ("prompts", f"{prompts}; queries use {self.query_prompt_name}, documents {self.document_prompt_name}"),
             ("corpus", f"{self.corpus_path} (sha256 {self.corpus_sha256[:12]})"),

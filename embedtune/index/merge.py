@@ -52,6 +52,11 @@ def _label(path: Path, record: ShardRecord) -> str:
     return f"shard {record.shard} of {record.shards} ({path})"
 
 
+def _settings(identity: dict[str, object]) -> dict[str, object]:
+    """The encoding settings shards must share: their identity less where the model was and what ran it."""
+    return {k: v for k, v in identity.items() if k not in ("model_path", "backend")}
+
+
 def _check_same(found: Sequence[tuple[Path, ShardRecord]]) -> None:
     """Every shard of the same split, model, precision, encoding and corpus as the first."""
     first_path, first = found[0]
@@ -66,7 +71,8 @@ def _check_same(found: Sequence[tuple[Path, ShardRecord]]) -> None:
             )
         elif record.identity["precision"] != first.identity["precision"]:
             what = f"precision {record.identity['precision']}, not {first.identity['precision']}"
-        elif {**record.identity, "model_path": ""} != {**first.identity, "model_path": ""}:
+        # shards encoded by other backends merge: their vectors differ by rounding only
+        elif _settings(record.identity) != _settings(first.identity):
             what = "other encoding settings (max_seq_length, pooling or prompts)"
         elif (record.corpus["corpus_sha256"], record.lines) != (first.corpus["corpus_sha256"], first.lines):
             theirs, ours = record.corpus["corpus_sha256"][:12], first.corpus["corpus_sha256"][:12]
@@ -155,7 +161,9 @@ def merge_shards(
             finally:
                 vectors_path.unlink(missing_ok=True)
             seconds = sum(record.encode_seconds for _, record in shards)
-            manifest = index_manifest(name, first.identity, first.corpus, seconds, built)
+            backends = sorted({str(record.identity.get("backend", "torch")) for _, record in shards})
+            identity = {**first.identity, "backend": "+".join(backends)}
+            manifest = index_manifest(name, identity, first.corpus, seconds, built)
             return gen.commit(replace(manifest, lexical=bm25), built.faiss_index)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtune.encoding import query_encoder
+from embedtune.encoding import make_encoder
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR
 from embedtune.index.reader import Index
@@ -50,7 +50,7 @@ class Searcher:
     in the index's precision unless ``precision`` says otherwise: vectors of one model agree closely
     across precisions (int8 a little less; ``benchmarks/results/encoding_speed.md``), so e.g. an index
     built in fp32 may be searched in bf16. ``backend`` is what encodes them
-    (:func:`~embedtune.encoding.query_encoder`: ``auto`` = OpenVINO when installed, in its own precision).
+    (:func:`~embedtune.encoding.make_encoder`: ``auto`` = OpenVINO when installed, in its own precision).
     """
 
     def __init__(
@@ -70,7 +70,7 @@ class Searcher:
                 f"model makes {model.get_embedding_dimension()}-dim vectors, index '{index.name}' holds "
                 f"{manifest.dimension}-dim ones; rebuild the index with this model"
             )
-        self.encoder = query_encoder(model, precision, backend=backend, fallback=manifest.precision)
+        self.encoder = make_encoder(model, precision, backend=backend, fallback=manifest.precision)
 
     @classmethod
     def open(

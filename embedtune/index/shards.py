@@ -23,7 +23,7 @@ import numpy as np
 
 from embedtune import __version__
 from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
-from embedtune.encoding import Encoder, EncodeSettings, prompt_names
+from embedtune.encoding import Encoder, EncodeSettings, make_encoder, prompt_names
 from embedtune.errors import EmbedtuneError
 from embedtune.index.build import corpus_identity, model_identity
 from embedtune.index.ingest import Ingest, chunked, progress_bar
@@ -152,17 +152,25 @@ class ShardEncoder:
 
     def __init__(self, model: str | Path | None, encode: EncodeSettings):
         self.model_path, self.settings = resolve_model_path(model), encode
-        st = load_model(self.model_path, max_seq_length=encode.max_seq_length)
-        self.encoder = Encoder(st, encode.precision, cache=encode.cache, backend=encode.backend)
-        self.identity = model_identity(self.model_path, st, self.encoder.precision)
-        self.prompt_name = prompt_names(st)[1]
-        self.dimension = int(st.get_embedding_dimension())
+        self.model = load_model(self.model_path, max_seq_length=encode.max_seq_length)
+        self.prompt_name = prompt_names(self.model)[1]
+        self.dimension = int(self.model.get_embedding_dimension())
+        self._encoder: Encoder | None = None
+
+    def encoder(self, lines: int) -> Encoder:
+        """The encoder, made at the first shard for the whole corpus's ``lines``: the backend and precision
+        a one-process build of that corpus picks, so that a merged index equals it."""
+        if self._encoder is None:
+            s = self.settings
+            self._encoder = make_encoder(self.model, s.precision, backend=s.backend, workload=lines, cache=s.cache)
+        return self._encoder
 
     def write(
         self, source: Path, target: Path, name: str, shards: int, shard: int, *, overwrite: bool, show_progress: bool
     ) -> ShardRecord:
         """Encode shard ``shard`` of ``shards`` of corpus file ``source`` into the folder ``target``."""
         lines = count_lines(source)
+        encoder = self.encoder(lines)
         first, end = line_range(lines, shards, shard)
         part = _CorpusSlice(source, first, end)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +179,7 @@ class ShardEncoder:
             try:
                 desc = f"encoding {source.name} shard {shard}/{shards}"
                 with progress_bar(end - first, desc, show_progress) as bar:
-                    ingest = Ingest(store, self.encoder, self.prompt_name, self.settings.batch_size, bar)
+                    ingest = Ingest(store, encoder, self.prompt_name, self.settings.batch_size, bar)
                     for chunk in chunked(part):
                         ingest.next_fid = max(ingest.next_fid, part.before)  # FAISS ids = corpus positions
                         ingest.add(chunk, source)
@@ -190,7 +198,7 @@ class ShardEncoder:
                 first_fid=part.before,
                 count=len(vectors),
                 dimension=self.dimension,
-                identity=self.identity,
+                identity=model_identity(self.model_path, self.model, encoder.precision, encoder.backend),
                 corpus=corpus_identity(source),
                 encode_seconds=round(ingest.seconds, 2),
                 files=shard_files(tmp),

@@ -72,7 +72,7 @@ class DenseRetriever:
         re-encoding a corpus this model has encoded before); the search runs in the encoder's precision.
         The progress bars are labelled with ``name`` (``encoding corpus (default)``).
         """
-        from embedtune.encoding import Encoder, EncodeSettings, prompt_names
+        from embedtune.encoding import EncodeSettings, make_encoder, prompt_names
         from embedtune.models import load_model, resolve_model_path
 
         encoding = encoding or EncodeSettings()
@@ -83,7 +83,10 @@ class DenseRetriever:
             name = name or "dense:model"
             if encoding.max_seq_length is not None:
                 model.max_seq_length = encoding.max_seq_length
-        encoder = Encoder(model, encoding.precision, cache=encoding.cache, backend=encoding.backend)
+        workload = len(data.doc_texts) + len(data.query_texts)
+        encoder = make_encoder(
+            model, encoding.precision, backend=encoding.backend, workload=workload, cache=encoding.cache
+        )
         query_prompt, document_prompt = prompt_names(model)
         batch = {"batch_size": encoding.batch_size, "show_progress": show_progress}
         label = name.removeprefix("dense:")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedtune.encoding.config import BACKENDS
 from embedtune.settings import SettingError, setting, validate
-
-SERVE_BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -29,7 +28,7 @@ class ServeSettings:
         "auto",
         help="What encodes queries: openvino (the optional extra embedtune[openvino]; checked against PyTorch "
         "when converted), torch, or auto = openvino when installed, else torch (said in the log).",
-        choices=SERVE_BACKENDS,
+        choices=BACKENDS,
     )
     max_batch: int = setting(
         64, help="Most texts encoded together: concurrent requests are batched up to this many.", min=1, max=4096

@@ -58,7 +58,7 @@ def load_searcher(
     index: Index, backend: str, model: str | Path | None = None, reranker: Reranker | None = None
 ) -> HybridSearcher:
     """A searcher over ``index`` in every mode it has (dense; bm25 and hybrid with a BM25 side), with the
-    query encoder ``backend`` asks for (:func:`~embedtune.encoding.query_encoder`: ``auto`` = OpenVINO
+    query encoder ``backend`` asks for (:func:`~embedtune.encoding.make_encoder`: ``auto`` = OpenVINO
     when installed; a conversion that fails its check falls back to PyTorch with a warning) and the
     service's ``reranker``. Which backend encodes goes to the log."""
     found = HybridSearcher(index, model, backend=backend, reranker=reranker)

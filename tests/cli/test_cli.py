@@ -256,9 +256,9 @@ def test_eval_bad_input_is_one_line(tmp_path, beir_dir):
 def test_precision_and_cache_options_of_every_encoding_command(tmp_path, tiny_st, beir_dir, encoding_cache_dir):
     idx = tmp_path / "indexes"
     build = ("index", "build", "--model", tiny_st, "--corpus", beir_dir, "--indexes-dir", idx)
-    assert "(int8)" in run(*build, "--name", "q8", "--precision", "int8", "--no-cache").output
+    assert "(int8, torch)" in run(*build, "--name", "q8", "--precision", "int8", "--no-cache").output
     assert not list(encoding_cache_dir.iterdir())  # --no-cache: nothing read or written
-    assert "(fp32)" in run(*build, "--name", "f32", "--precision", "fp32").output
+    assert "(fp32, torch)" in run(*build, "--name", "f32", "--precision", "fp32").output
     assert len(list(encoding_cache_dir.glob("*.sqlite"))) == 1
     assert run("index", "add", "q8", "--corpus", beir_dir, "--indexes-dir", idx, "--no-cache").exit_code == 0
 

@@ -126,3 +126,46 @@ def test_encode_command_takes_the_backend(tmp_path, tiny_st, model):
     run("encode", source, "-o", out, "-m", tiny_st, "--precision", "fp32", "--no-cache", "--backend", "openvino")
     expected = Encoder(model, "fp32").encode(["web server", "text editor"], show_progress=False)
     assert _min_cosine(np.load(out), expected) >= 0.999
+
+
+def test_auto_converts_only_where_the_conversion_pays(model, texts, tmp_path, conversions, monkeypatch):
+    """A batch workload below OPENVINO_MIN_TEXTS stays on torch until the model has been converted once;
+    an open-ended one (a search, the service) and a large one convert."""
+    import embedtune.encoding.encoder as encoder_module
+    from embedtune.encoding import make_encoder
+
+    monkeypatch.setattr(encoder_module, "OPENVINO_MIN_TEXTS", 10)
+    small = make_encoder(model, "fp32", workload=9, cache=tmp_path)
+    assert small.backend == "torch" and conversions == []
+    large = make_encoder(model, "fp32", workload=10, cache=tmp_path)
+    assert large.backend == "openvino" and len(conversions) == 1
+    assert _min_cosine(large.encode(texts, show_progress=False), small.encode(texts, show_progress=False)) >= 0.999
+    # converted now (cached): even a small workload uses it, with no second conversion
+    assert make_encoder(model, "fp32", workload=1, cache=tmp_path).backend == "openvino" and len(conversions) == 1
+    assert make_encoder(model, "fp32", workload=1, cache=tmp_path / "other").backend == "torch"
+    assert make_encoder(model, "fp32", workload=None, cache=tmp_path / "other").backend == "openvino"
+    assert make_encoder(model, "fp32", backend="torch", workload=None).backend == "torch"
+
+
+def test_auto_falls_back_to_torch_when_openvino_is_missing_or_its_conversion_fails(model, tmp_path, monkeypatch):
+    import importlib.util
+
+    from embedtune.encoding import make_encoder
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert make_encoder(model, "fp32", workload=None, cache=tmp_path).backend == "torch"
+    monkeypatch.undo()
+    monkeypatch.setattr(ov_backend, "MIN_COSINE", 1.5)  # every conversion now fails its check
+    with pytest.warns(EmbedtuneWarning, match=r"openvino unusable \(the openvino conversion .* disagrees"):
+        assert make_encoder(model, "fp32", workload=None, cache=tmp_path).backend == "torch"
+    with pytest.raises(EmbedtuneError, match="disagrees with PyTorch"):  # asked for by name: no fallback
+        make_encoder(model, "fp32", backend="openvino", cache=tmp_path)
+
+
+def test_auto_keeps_torch_for_a_precision_openvino_would_change(model, monkeypatch):
+    from embedtune.encoding import make_encoder
+
+    assert make_encoder(model, "int8", workload=None).backend == "torch"  # int8 stays int8, on torch
+    monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda: False)
+    assert make_encoder(model, "bf16", workload=None).backend == "torch"

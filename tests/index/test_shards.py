@@ -185,3 +185,26 @@ def test_ray_build_equals_the_one_process_index(tmp_path, tiny_st, beir_dir):
     assert_same_index(merged, single)
     np.testing.assert_allclose(vectors_of(merged), vectors_of(single), atol=1e-6)
     assert sorted(p.name for p in idx.iterdir()) == ["ray", "single"]  # the shards were temporary
+
+
+def test_shards_follow_the_corpus_size_and_merge_across_backends(tmp_path, tiny_st, beir_dir, monkeypatch):
+    """auto picks for the whole corpus's size, as a one-process build does; shards that other backends
+    encoded (machines with and without OpenVINO) merge, and the manifest says so."""
+    pytest.importorskip("openvino")
+    import embedtune.encoding.encoder as encoder_module
+
+    idx = tmp_path / "idx"
+    monkeypatch.setattr(encoder_module, "OPENVINO_MIN_TEXTS", len(CORPUS))  # this corpus pays a conversion
+    single = build_index(beir_dir, "single", model=tiny_st, encode=FP32, indexes_dir=idx, show_progress=False)
+    encode_all(beir_dir, "auto", idx, tiny_st, 2)
+    assert single.backend == "openvino" and merge_shards("auto", indexes_dir=idx, show_progress=False).backend == (
+        "openvino"
+    )
+    torch_side = EncodeSettings(precision="fp32", cache=False, backend="torch")
+    encode_all(beir_dir, "mixed", idx, tiny_st, 2, only=[0])
+    encode_all(beir_dir, "mixed", idx, tiny_st, 2, encode=torch_side, only=[1])
+    mixed = merge_shards("mixed", indexes_dir=idx, show_progress=False)
+    assert (
+        mixed.backend == "openvino+torch" and "fp32 (openvino+torch)" in dict(mixed.describe(idx / "mixed"))["encoding"]
+    )
+    np.testing.assert_allclose(vectors_of(Index.load("mixed", idx)), vectors_of(Index.load("single", idx)), atol=2e-3)
