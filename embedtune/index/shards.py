@@ -155,22 +155,24 @@ class ShardEncoder:
         self.model = load_model(self.model_path, max_seq_length=encode.max_seq_length)
         self.prompt_name = prompt_names(self.model)[1]
         self.dimension = int(self.model.get_embedding_dimension())
-        self._encoder: Encoder | None = None
+        self._ready: tuple[Encoder, dict[str, object]] | None = None
 
-    def encoder(self, lines: int) -> Encoder:
-        """The encoder, made at the first shard for the whole corpus's ``lines``: the backend and precision
-        a one-process build of that corpus picks, so that a merged index equals it."""
-        if self._encoder is None:
+    def _encoder(self, lines: int) -> tuple[Encoder, dict[str, object]]:
+        """The encoder and the model identity its shards record, made once, at the first shard, for the whole
+        corpus's ``lines``: the backend and precision a one-process build of that corpus picks, so that a
+        merged index equals it."""
+        if self._ready is None:
             s = self.settings
-            self._encoder = make_encoder(self.model, s.precision, backend=s.backend, workload=lines, cache=s.cache)
-        return self._encoder
+            encoder = make_encoder(self.model, s.precision, backend=s.backend, workload=lines, cache=s.cache)
+            self._ready = encoder, model_identity(self.model_path, self.model, encoder.precision, encoder.backend)
+        return self._ready
 
     def write(
         self, source: Path, target: Path, name: str, shards: int, shard: int, *, overwrite: bool, show_progress: bool
     ) -> ShardRecord:
         """Encode shard ``shard`` of ``shards`` of corpus file ``source`` into the folder ``target``."""
         lines = count_lines(source)
-        encoder = self.encoder(lines)
+        encoder, identity = self._encoder(lines)
         first, end = line_range(lines, shards, shard)
         part = _CorpusSlice(source, first, end)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +200,7 @@ class ShardEncoder:
                 first_fid=part.before,
                 count=len(vectors),
                 dimension=self.dimension,
-                identity=model_identity(self.model_path, self.model, encoder.precision, encoder.backend),
+                identity=identity,
                 corpus=corpus_identity(source),
                 encode_seconds=round(ingest.seconds, 2),
                 files=shard_files(tmp),
