@@ -26,19 +26,19 @@ apart, when the machine is busy.
 Variants on a CPU: ``st-fp32`` (the peer), ``auto`` (the encoder every default makes,
 ``make_encoder(model, "auto")``, for a corpus of ``OPENVINO_MIN_TEXTS`` texts: what index build and
 evaluation run on a real corpus; the sample itself is smaller than that; the report says which
-backend and precision it chose), embedtune ``fp32``, ``bf16`` (what ``auto`` runs on an
-AMX CPU: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's own bf16 Linear layers,
-the A/B for packing), ``int8``, and ``bf16-compiled``: the unpacked bf16 encoder with its transformer
-replaced by ``torch.compile(..., dynamic=True, options={"freezing": True})``, a candidate that
-embedtune does not use because its gain (a few %) does not repay its ~30 s compile (the row shows
-whether that still holds), and ``openvino`` (``auto``'s precision through the OpenVINO backend;
-only where openvino is installed; its first calls include the conversion in the first process that
-meets an empty converted-model folder). Reference rows, the limits ``auto`` is held against:
-``torch-bf16-loop`` (a plain ``model.bfloat16()`` loop over token-sorted batches, no embedtune code),
-``openvino-fp32`` and ``openvino-bf16`` (the bf16 hint given whatever the CPU), and ``openvino-int8``
-(NNCF static int8, ``openvino_int8.py``'s quantisation on 300 other documents; its first call
-includes the quantisation; where nncf is installed). On a GPU:
-``st-fp32``, ``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
+backend and precision it chose), embedtune ``fp32``, ``bf16`` (what ``auto`` runs without OpenVINO
+on a CPU with bf16 arithmetic: pre-packed Linear weights, GELU fused), ``bf16-unpacked`` (PyTorch's
+own bf16 Linear layers, the A/B for packing), ``int8``, and ``bf16-compiled``: the unpacked bf16
+encoder with its transformer replaced by ``torch.compile(..., dynamic=True, options={"freezing":
+True})``, a candidate that embedtune does not use because its gain (a few %) does not repay its ~30
+s compile (the row shows whether that still holds), and ``openvino`` (``auto``'s precision through
+the OpenVINO backend; only where openvino is installed; its first calls include the conversion in
+the first process that meets an empty converted-model folder). Reference rows, the limits ``auto``
+is held against: ``torch-bf16-loop`` (a plain ``model.bfloat16()`` loop over token-sorted batches,
+no embedtune code), ``openvino-fp32`` and ``openvino-bf16`` (the bf16 hint given whatever the CPU),
+and ``openvino-int8`` (NNCF static int8, ``openvino_int8.py``'s quantisation on 300 other documents;
+its first call includes the quantisation; where nncf is installed). On a GPU: ``st-fp32``,
+``st-fp16``, ``fp32``, ``fp16`` and ``bf16``.
 """
 
 from __future__ import annotations
