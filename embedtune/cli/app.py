@@ -39,6 +39,7 @@ from embedtune.data import default_data_dir
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.settings import SettingError
+from embedtune.training import distributed
 
 SCHEMA_VERSION = 1  # raised when a JSON document loses or renames a key (adding keys keeps it)
 
@@ -185,8 +186,9 @@ class EmbedtuneCommand(click.Command):
 
 class EmbedtuneGroup(click.Group):
     """Turns EmbedtuneError into a one-line error instead of a traceback, and EmbedtuneWarning into a
-    one-line ``warning:`` on stderr. The top group also reports errors as JSON under --json and turns
-    Ctrl-C into ``interrupted`` with status 130."""
+    one-line ``warning:`` on stderr. The top group also reports errors as JSON under --json, turns
+    Ctrl-C into ``interrupted`` with status 130, and ends a process of a launched (DDP) run through
+    :func:`~embedtune.training.distributed.exit_rank`."""
 
     command_class = EmbedtuneCommand
     group_class = type  # subgroups (index, cache) are EmbedtuneGroups too
@@ -196,6 +198,14 @@ class EmbedtuneGroup(click.Group):
         ctx = super().make_context(info_name, args, parent=parent, **extra)
         ctx.meta.setdefault(_ARGS, typed)
         return ctx
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as e:
+            if distributed.world_size() > 1:  # a process of torchrun / accelerate launch: see exit_rank
+                distributed.exit_rank(e.code if isinstance(e.code, int) else int(e.code is not None))
+            raise
 
     def invoke(self, ctx: click.Context):
         if ctx.parent is not None:  # a subgroup: the top group reports

@@ -24,11 +24,13 @@ module owns, and the failures it designs out:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from embedtune.errors import EmbedtuneError
 from embedtune.settings import SettingError
@@ -83,12 +85,28 @@ def start() -> None:
 def stop() -> None:
     """Leave the process group, if this process joined one. A process that exits with a gloo group
     still open can abort ('terminate called without an active exception', SIGABRT) while the
-    group's threads are torn down, turning a finished run into a failed exit status."""
+    group's threads are torn down, turning a finished run into a failed exit status; the command
+    line goes further (:func:`exit_rank`)."""
     if world_size() > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End this launched process now with ``code``, without the interpreter's teardown.
+
+    Leaving the group is not always enough: the teardown frees what is left of torch.distributed's
+    C++ side (gloo's threads among it) in no set order and can still abort a rank whose run has
+    finished (SIGABRT, seen in CI), and the launcher then reports the whole run as failed. Every
+    file is written (and renamed) before this point, so only the streams need flushing.
+    """
+    stop()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 @functools.cache

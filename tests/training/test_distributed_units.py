@@ -53,3 +53,27 @@ def test_a_resume_on_another_number_of_processes_is_refused(tmp_path, monkeypatc
 
 def test_work_for_rank_0_runs_in_place_with_one_process():
     assert distributed.on_main(lambda: 42) == 42 and distributed.is_main() and distributed.device() is None
+
+
+EXITS = """
+import atexit, sys
+atexit.register(lambda: print("interpreter teardown ran"))
+from embedtune.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("args", "status"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_a_launched_process_ends_with_the_commands_status_and_no_interpreter_teardown(args, status):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    launched = subprocess.run(
+        [sys.executable, "-c", EXITS, *args], env=env | {"WORLD_SIZE": "2"}, capture_output=True, text=True
+    )
+    assert launched.returncode == status and "teardown" not in launched.stdout, launched.stderr
+    assert status or "version" in launched.stdout  # what was printed before the exit is flushed
+    plain = subprocess.run([sys.executable, "-c", EXITS, *args], env=env, capture_output=True, text=True)
+    assert plain.returncode == status and "interpreter teardown ran" in plain.stdout  # one process: untouched
