@@ -15,6 +15,7 @@ from embedtune.errors import EmbedtuneError
 from embedtune.io import check_destination, check_writable
 from embedtune.mining import MiningConfig, MiningReport, mine_to_file
 from embedtune.training import TrainConfig, checkpoints_dir
+from embedtune.training.config import NO_DEV
 
 
 def mined_path(output: Path) -> Path:
@@ -31,8 +32,11 @@ def mine_for_training(
     The model about to be fine-tuned is the dense retriever (same token limit, same precision, the
     same pooling for a plain checkpoint), so negatives are hard for the model that will learn from
     them. Rows go to :func:`mined_path` with their report; the returned config reads them instead
-    of the pairs (n-tuple MNRL by default, or ``loss="margin-mse"`` on the kept scores).
+    of the pairs (n-tuple MNRL by default, or ``loss="margin-mse"`` on the kept scores), and keeps
+    the folder's dev split as its dev set: the mined file alone has none, and the run would hold out
+    a slice of its training queries instead of evaluating on the split the user's folder has.
     """
+    from embedtune.data import qrels_path
     from embedtune.models import load_model
     from embedtune.training_data import is_beir_folder
 
@@ -66,4 +70,13 @@ def mine_for_training(
         overwrite=config.overwrite,
         show_progress=config.show_progress,
     )
-    return dataclasses.replace(config, data=mined_path(config.output)), report
+    mined = dataclasses.replace(config, data=mined_path(config.output))
+    dev = config.dev_settings()
+    if (
+        config.dev
+        and dev.dev_data is None
+        and dev.dev_split != NO_DEV
+        and qrels_path(dev.data, dev.split_name).is_file()
+    ):
+        mined = dataclasses.replace(mined, dev_data=config.data)
+    return mined, report

@@ -272,6 +272,15 @@ def test_train_mine_mines_with_the_base_model_then_trains_on_the_tuples(tmp_path
     assert_one_line_error(without_mine, "only apply with --mine")
 
 
+def test_train_mine_evaluates_on_the_folders_dev_split_not_a_held_out_slice(tmp_path, tiny_st, beir_dir):
+    args = ["train", "-o", tmp_path / "model", "--model", tiny_st, "--data", beir_dir, "--max-steps", 2]
+    result = run(*args, "--batch-size", 2, "--mine", "--max-rank", 8, "--relative-margin", "none", "--json")
+    dev = json.loads(result.stdout)["choices"]["dev"]
+    assert dev["value"] == str(beir_dir) and "held out" not in dev["why"]  # the qrels/dev.tsv of beir_dir
+    opted_out = run(*args, "-o", tmp_path / "m2", "--mine", "--dev-split", "none", "--max-rank", 8, "--json")
+    assert json.loads(opted_out.stdout)["choices"]["dev"]["value"] == "none"
+
+
 def test_mine_with_a_built_index_reuses_its_vectors(tmp_path, tiny_st, beir_dir):
     from embedtune.index import build_index
 
