@@ -17,8 +17,9 @@ what general similarity training costs.
 Systems, trained in the same run on the same training pairs: ``base`` (all-MiniLM-L6-v2 untouched),
 ``st-plain`` (benchmarks/st_plain.py: MNRL, 3 epochs, lr 2e-5, batch 32, 256 tokens, NO_DUPLICATES),
 ``embedtune`` (``embedtune train --data DIR`` with its defaults) and ``embedtune-mine`` (the same
-with ``--mine``); on request (``--system``) the options measured one at a time against the defaults
-(:data:`VARIANTS`: corpus pairs, query noise, layer-wise learning-rate decay, difficulty weights). Test nDCG@10 is
+with ``--mine``: one mined negative a row); on request (``--system``) the options measured one at a
+time against the defaults (:data:`VARIANTS`: corpus pairs, query noise, layer-wise learning-rate
+decay, difficulty weights, five mined negatives a row). Test nDCG@10 is
 pytrec_eval's (:mod:`embedtune.metrics`, through
 :func:`embedtune.evaluate.evaluate`).
 
@@ -61,6 +62,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "embedtune-noise": ("--query-noise", "0.2"),
     "embedtune-llrd": ("--layer-lr-decay", "0.8"),
     "embedtune-difficulty": ("--weight-by", "difficulty"),
+    "embedtune-mine5": ("--mine", "--num-negatives", "5"),  # --mine's default until session 9
 }
 RECORD = "bench_regimes.json"  # what a trained system's folder keeps for --reuse
 TRAIN_QUERIES = 800

@@ -33,9 +33,10 @@ class MiningConfig:
     """
 
     num_negatives: int = setting(
-        5,
+        1,
         help="Negatives per (query, positive) row; a row with fewer survivors is searched deeper, then handled as "
-        "short_rows says.",
+        "short_rows says. 1 (triplets): the in-batch negatives already give each query the batch's other "
+        "documents, and every negative more adds a document to each row's step cost (benchmarks/regimes.py).",
         min=1,
     )
     min_rank: int = setting(
