@@ -25,7 +25,7 @@ SHORT_ROWS = ("pad", "pair", "drop")
 
 @dataclass
 class MiningConfig:
-    """How negatives are chosen. Defaults follow NV-Retriever's best setting (TopK-PercPos 95%).
+    """How negatives are chosen. The default filter is NV-Retriever's best setting (TopK-PercPos 95%).
 
     ``relative_margin=0.05`` drops candidates scoring above ``pos - 0.05 * |pos|`` (95 % of a positive
     score); ``absolute_margin=m`` drops those above ``pos - m``; ``max_score`` drops those above it.
