@@ -15,7 +15,6 @@ from embedtune.errors import EmbedtuneError
 from embedtune.io import check_destination, check_writable
 from embedtune.mining import MiningConfig, MiningReport, mine_to_file
 from embedtune.training import TrainConfig, checkpoints_dir
-from embedtune.training.config import NO_DEV
 
 
 def mined_path(output: Path) -> Path:
@@ -36,7 +35,6 @@ def mine_for_training(
     the folder's dev split as its dev set: the mined file alone has none, and the run would hold out
     a slice of its training queries instead of evaluating on the split the user's folder has.
     """
-    from embedtune.data import qrels_path
     from embedtune.models import load_model
     from embedtune.training_data import is_beir_folder
 
@@ -71,12 +69,6 @@ def mine_for_training(
         show_progress=config.show_progress,
     )
     mined = dataclasses.replace(config, data=mined_path(config.output))
-    dev = config.dev_settings()
-    if (
-        config.dev
-        and dev.dev_data is None
-        and dev.dev_split != NO_DEV
-        and qrels_path(dev.data, dev.split_name).is_file()
-    ):
+    if config.dev and config.dev_data is None and config.dev_settings().has_split():
         mined = dataclasses.replace(mined, dev_data=config.data)
     return mined, report

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtune import settings
-from embedtune.data import default_data_dir
+from embedtune.data import default_data_dir, qrels_path
 from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
 from embedtune.errors import EmbedtuneError
 from embedtune.settings import SettingError, setting
@@ -101,6 +101,10 @@ class DevSettings:
     def split_name(self) -> str:
         """The qrels split to read: ``auto`` looks for ``dev``."""
         return DEFAULT_DEV_SPLIT if self.dev_split == AUTO_DEV else self.dev_split
+
+    def has_split(self) -> bool:
+        """Whether ``data``'s qrels hold the dev split to use (never under ``dev_split='none'``)."""
+        return self.dev_split != NO_DEV and qrels_path(self.data, self.split_name).is_file()
 
 
 @dataclass

@@ -58,7 +58,7 @@ def choose_dev(settings: DevSettings, data: TrainingData, precision: str) -> Dev
     beir = is_beir_folder(settings.data)
     if settings.dev_split == NO_DEV:
         return DevPlan(None, data, Choice(NO_DEV, "given", "dev_split='none': no dev evaluation, no checkpoint choice"))
-    if beir and (settings.data / "qrels" / f"{settings.split_name}.tsv").is_file():
+    if beir and settings.has_split():
         evaluator = build_dev_evaluator(settings, data, precision)
         return DevPlan(evaluator, data, Choice(f"split '{settings.split_name}'", "data", "the data's dev split"))
     if settings.dev_split != AUTO_DEV:
