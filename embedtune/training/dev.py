@@ -189,7 +189,7 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
     if source is None:
         if not is_beir_folder(settings.data) or settings.dev_split == NO_DEV:
             return None
-        if not qrels_path(settings.data, settings.split_name).is_file():
+        if not settings.has_split():
             _missing_split(settings)
             return None
         source = settings.data
