@@ -19,8 +19,9 @@ Systems, trained in the same run on the same training pairs: ``base`` (all-MiniL
 ``embedtune`` (``embedtune train --data DIR`` with its defaults) and ``embedtune-mine`` (the same
 with ``--mine``: one mined negative a row); on request (``--system``) the options measured one at a
 time against the defaults (:data:`VARIANTS`: corpus pairs, query noise, layer-wise learning-rate
-decay, difficulty weights, five mined negatives a row). Test nDCG@10 is
-pytrec_eval's (:mod:`embedtune.metrics`, through
+decay, difficulty weights, five mined negatives a row) and, with ``--quick``, ``embedtune-multi``:
+the regime's data and held-apart STS-B paraphrase pairs as two datasets of one run
+(:func:`sts_pairs`). Test nDCG@10 is pytrec_eval's (:mod:`embedtune.metrics`, through
 :func:`embedtune.evaluate.evaluate`).
 
 ``--quick`` shrinks a regime: a corpus of the train and test queries' relevant documents filled up
@@ -64,6 +65,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "embedtune-difficulty": ("--weight-by", "difficulty"),
     "embedtune-mine5": ("--mine", "--num-negatives", "5"),  # --mine's default until session 9
 }
+MULTI = "embedtune-multi"  # the regime's data and a second dataset in one run (sts_pairs), mixed proportionally
 RECORD = "bench_regimes.json"  # what a trained system's folder keeps for --reuse
 TRAIN_QUERIES = 800
 QUICK_CORPUS = 3000
@@ -179,6 +181,31 @@ def stsb(quick: bool, seed: int = 42) -> Path:
     return folder
 
 
+def sts_pairs(quick: bool) -> Path:
+    """The multi-dataset row's second dataset: general paraphrase pairs, as a user mixes in to keep
+    general quality. They are the STS-B pairs scored 4 or more (grade 2+ in data/stsb-retrieval) that
+    touch no sentence of the quick STS-B cut, so the zero-shot row still scores unseen sentences; the
+    full STS-B split has nothing left over, hence ``--quick`` only."""
+    if not quick:
+        raise SystemExit(f"{MULTI} needs --quick: its second dataset is the STS-B pairs the quick cut leaves out")
+    path = WORK / "stsb-pairs.jsonl"
+    if path.is_file():
+        return path
+    with open(stsb(quick) / "corpus.jsonl", encoding="utf-8") as f:
+        held = {json.loads(line)["_id"] for line in f}
+    texts = {d["_id"]: d["text"] for d in _read(STSB / "corpus.jsonl.gz")}
+    pairs: set[tuple[str, str]] = set()
+    for line in (STSB / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        query, doc, grade = line.split("\t")
+        if int(grade) >= 2 and query not in held and doc not in held:
+            pairs.add((min(query, doc), max(query, doc)))  # the split holds most pairs both ways: once is enough
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"query": texts[a], "positive": texts[b]}) + "\n" for a, b in sorted(pairs))
+    tmp.rename(path)
+    return path
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -250,6 +277,7 @@ def run_regime(
             trained[system] = train_peer(data, output, steps)
         else:
             flags = ("--mine",) if system == "embedtune-mine" else VARIANTS.get(system, ())
+            flags = ("--data", str(sts_pairs(quick))) if system == MULTI else flags
             trained[system] = train_embedtune(data, output, flags, steps)
         (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
@@ -316,7 +344,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regime", action="append", choices=REGIMES, help="repeatable (default: all)")
     parser.add_argument(
-        "--system", action="append", choices=(*SYSTEMS, *VARIANTS), help=f"repeatable (default: {', '.join(SYSTEMS)})"
+        "--system",
+        action="append",
+        choices=(*SYSTEMS, *VARIANTS, MULTI),
+        help=f"repeatable (default: {', '.join(SYSTEMS)})",
     )
     parser.add_argument(
         "--reuse", action="store_true", help="keep a system already trained in this regime instead of training again"
