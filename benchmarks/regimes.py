@@ -262,7 +262,7 @@ def run_regime(
     work = data.parent
     steps = cap or (_budget_steps(budget) if regime == "full" else None)
     trained: dict[str, dict] = {}
-    models = {"base": "default"}
+    models = {"base": "default"} if "base" in systems else {}  # an option's run keeps the stored base row
     for system in systems:
         if system == "base":
             continue
@@ -347,7 +347,7 @@ def main() -> None:
         "--system",
         action="append",
         choices=(*SYSTEMS, *VARIANTS, MULTI),
-        help=f"repeatable (default: {', '.join(SYSTEMS)})",
+        help=f"repeatable (default: {', '.join(SYSTEMS)}); the base model is scored only when named",
     )
     parser.add_argument(
         "--reuse", action="store_true", help="keep a system already trained in this regime instead of training again"
