@@ -206,6 +206,13 @@ def sts_pairs(quick: bool) -> Path:
     return path
 
 
+def _flags(system: str, quick: bool) -> tuple[str, ...]:
+    """What an embedtune system adds to ``embedtune train``'s defaults."""
+    if system == MULTI:
+        return ("--data", str(sts_pairs(quick)))
+    return ("--mine",) if system == "embedtune-mine" else VARIANTS.get(system, ())
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -276,9 +283,7 @@ def run_regime(
         if system == "st-plain":
             trained[system] = train_peer(data, output, steps)
         else:
-            flags = ("--mine",) if system == "embedtune-mine" else VARIANTS.get(system, ())
-            flags = ("--data", str(sts_pairs(quick))) if system == MULTI else flags
-            trained[system] = train_embedtune(data, output, flags, steps)
+            trained[system] = train_embedtune(data, output, _flags(system, quick), steps)
         (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
     test = score(models, data, ignore_own_id=False, precision=precision)
