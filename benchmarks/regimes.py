@@ -30,7 +30,8 @@ queries, 2,000 sentences). ``--steps N`` caps every trained system at N steps: a
 script itself, whose numbers mean nothing (the report marks it).
 
     python benchmarks/regimes.py --quick --regime small
-    python benchmarks/regimes.py --regime small --regime small-long --regime full --budget 1800
+    python benchmarks/regimes.py --regime small --regime small-long --score-precision bf16
+    python benchmarks/regimes.py --regime full --budget 200 --score-precision bf16
 """
 
 from __future__ import annotations
