@@ -32,6 +32,14 @@ script itself, whose numbers mean nothing (the report marks it).
     python benchmarks/regimes.py --quick --regime small
     python benchmarks/regimes.py --regime small --regime small-long --score-precision bf16
     python benchmarks/regimes.py --regime full --budget 200 --score-precision bf16
+
+A large regime trains sooner as ``--train-only`` runs side by side (one thread each), once a first run
+has built its folder, then one ``--reuse`` run scores them together:
+
+    python benchmarks/regimes.py --regime small --train-only --system st-plain
+    OMP_NUM_THREADS=1 python benchmarks/regimes.py --regime small --train-only --system embedtune-mine &
+    OMP_NUM_THREADS=1 python benchmarks/regimes.py --regime small --train-only --system embedtune
+    wait; python benchmarks/regimes.py --regime small --reuse --score-precision bf16
 """
 
 from __future__ import annotations
@@ -264,8 +272,13 @@ def run_regime(
     cap: int | None,
     reuse: bool,
     precision: str = "fp32",
-) -> dict:
-    """Train ``systems`` on the regime (``reuse``: keep a system already trained there), score them all."""
+    train_only: bool = False,
+) -> dict | None:
+    """Train ``systems`` on the regime (``reuse``: keep a system already trained there), score them all.
+
+    ``train_only`` stops before scoring (None): runs of one system each can then train side by side,
+    and one ``--reuse`` run scores them together.
+    """
     data = build(regime, quick)
     work = data.parent
     steps = cap or (_budget_steps(budget) if regime == "full" else None)
@@ -286,6 +299,8 @@ def run_regime(
         else:
             trained[system] = train_embedtune(data, output, _flags(system, quick), steps)
         (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
+    if train_only:
+        return None
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
     test = score(models, data, ignore_own_id=False, precision=precision)
     zero_shot = score(models, stsb(quick), ignore_own_id=True, precision=precision)
@@ -360,6 +375,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and test set (see the docstring)")
     parser.add_argument("--budget", type=float, default=None, help="regime full: seconds of training per side")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (and keep for --reuse) without scoring or writing results: runs side by side, scored later",
+    )
     parser.add_argument("--steps", type=int, default=None, help="cap every system at N steps (a smoke run)")
     parser.add_argument(
         "--score-precision",
@@ -373,7 +393,11 @@ def main() -> None:
     stored: list[dict] = []
     for regime in args.regime or REGIMES:
         systems = tuple(args.system or SYSTEMS)
-        run = run_regime(regime, args.quick, systems, args.budget, args.steps, args.reuse, args.score_precision)
+        run = run_regime(
+            regime, args.quick, systems, args.budget, args.steps, args.reuse, args.score_precision, args.train_only
+        )
+        if run is None:
+            continue
         stored = json.loads(path.read_text()) if path.is_file() else []  # read now: another run may have written
         key = (regime, args.quick, args.steps)
         earlier = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == key]
@@ -383,7 +407,8 @@ def main() -> None:
         stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))
-    print(report(stored))
+    if stored:  # nothing when every regime ran --train-only
+        print(report(stored))
 
 
 if __name__ == "__main__":
