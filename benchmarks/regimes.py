@@ -33,12 +33,11 @@ script itself, whose numbers mean nothing (the report marks it).
     python benchmarks/regimes.py --regime small --regime small-long --score-precision bf16
     python benchmarks/regimes.py --regime full --budget 200 --score-precision bf16
 
-A large regime trains sooner as ``--train-only`` runs side by side (one thread each), once a first run
-has built its folder, then one ``--reuse`` run scores them together:
+A large regime trains sooner as ``--train-only`` runs side by side (one thread each), then one
+``--reuse`` run scores them together:
 
-    python benchmarks/regimes.py --regime small --train-only --system st-plain
     OMP_NUM_THREADS=1 python benchmarks/regimes.py --regime small --train-only --system embedtune-mine &
-    OMP_NUM_THREADS=1 python benchmarks/regimes.py --regime small --train-only --system embedtune
+    OMP_NUM_THREADS=1 python benchmarks/regimes.py --regime small --train-only --system embedtune --system st-plain
     wait; python benchmarks/regimes.py --regime small --reuse --score-precision bf16
 """
 
@@ -50,10 +49,12 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -110,6 +111,20 @@ def _write_beir(folder: Path, corpus: list[dict], queries: dict[str, str], qrels
         (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
 
 
+def _publish(folder: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` the folder into a temporary sibling, then rename it into place: an interrupted run leaves
+    no half-written folder that a later run would take as built, and runs side by side (``--train-only``)
+    never read one. When another run published it first, its copy (the same seeded content) is kept."""
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        shutil.rmtree(tmp)
+    return folder
+
+
 def build(regime: str, quick: bool, seed: int = 42) -> Path:
     """Write the regime's BEIR folder under WORK and return it."""
     folder = WORK / f"{regime}{'-quick' if quick else ''}" / "data"
@@ -135,8 +150,7 @@ def build(regime: str, quick: bool, seed: int = 42) -> Path:
         corpus, splits = _long_documents(corpus, splits, rng)
     wanted = {q for pairs in splits.values() for q in pairs}
     texts = {q["_id"]: q["text"] for q in queries if q["_id"] in wanted}
-    _write_beir(folder, corpus, texts, splits)
-    return folder
+    return _publish(folder, lambda out: _write_beir(out, corpus, texts, splits))
 
 
 def _long_documents(corpus: list[dict], splits: dict, rng: random.Random) -> tuple[list[dict], dict]:
@@ -177,17 +191,20 @@ def stsb(quick: bool, seed: int = 42) -> Path:
     needed = {d for docs in qrels.values() for d in docs} | set(qrels)  # a query is a corpus sentence too
     others = sorted(d["_id"] for d in corpus if d["_id"] not in needed)
     keep = needed | set(rng.sample(others, max(0, QUICK_STSB - len(needed))))
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(
-            json.dumps({"_id": d["_id"], "title": "", "text": d["text"]}) + "\n" for d in corpus if d["_id"] in keep
-        )
     texts = {q["_id"]: q["text"] for q in _read(STSB / "queries.jsonl.gz") if q["_id"] in qrels}
-    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in sorted(texts.items()))
-    rows = [f"{q}\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())]
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
-    return folder
+
+    def write(out: Path) -> None:
+        (out / "qrels").mkdir(parents=True, exist_ok=True)
+        with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(
+                json.dumps({"_id": d["_id"], "title": "", "text": d["text"]}) + "\n" for d in corpus if d["_id"] in keep
+            )
+        with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in sorted(texts.items()))
+        rows = [f"{q}\t{d}\t{g}\n" for q in sorted(qrels) for d, g in sorted(qrels[q].items())]
+        (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
+
+    return _publish(folder, write)
 
 
 def sts_pairs(quick: bool) -> Path:
