@@ -22,7 +22,8 @@ time against the defaults (:data:`VARIANTS`: corpus pairs, query noise, layer-wi
 decay, difficulty weights, five mined negatives a row) and, with ``--quick``, ``embedtune-multi``:
 the regime's data and held-apart STS-B paraphrase pairs as two datasets of one run
 (:func:`sts_pairs`). Test nDCG@10 is pytrec_eval's (:mod:`embedtune.metrics`, through
-:func:`embedtune.evaluate.evaluate`).
+:func:`embedtune.evaluate.evaluate`). Results: results/regimes.json, the report regimes.md and the
+chart regimes.png, rewritten by every run that scores.
 
 ``--quick`` shrinks a regime: a corpus of the train and test queries' relevant documents filled up
 to 3,000, 300 test queries (the 800 training queries stay), and STS-B cut the same way (300
@@ -348,6 +349,8 @@ def report(runs: list[dict]) -> str:
         "Built and run by `benchmarks/regimes.py` (see its docstring for the regimes). Test nDCG@10 etc. by "
         f"pytrec_eval, exact search; STS-B zero-shot with ignore_own_id. {machine()}.",
         "",
+        "![test nDCG@10 per regime](regimes.png)",
+        "",
     ]
     for run in runs:
         name = f"{run['regime']}{' (quick)' if run['quick'] else ''}"
@@ -376,6 +379,35 @@ def report(runs: list[dict]) -> str:
     if missing:
         lines += [f"Not yet run: {', '.join(missing)} (commands in the docstring of benchmarks/regimes.py).", ""]
     return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path) -> Path:
+    """Test nDCG@10 of the four main systems, a group of bars per regime: full-size runs left, quick cuts right."""
+    import numpy as np
+
+    from embedtune.plots import figure, save_png
+
+    def order(run: dict) -> int:
+        return REGIMES.index(run["regime"])
+
+    panels = [
+        (title, sorted((r for r in runs if r["quick"] == quick and not r.get("smoke_steps")), key=order))
+        for title, quick in (("full size (bf16)", False), ("--quick cuts", True))
+    ]
+    with figure(1, 2, figsize=(11, 4), sharey=True) as (fig, axes):
+        for ax, (title, chosen) in zip(axes, panels, strict=True):
+            width = 0.8 / len(SYSTEMS)
+            for i, system in enumerate(SYSTEMS):
+                values = [r["rows"].get(system, {}).get("test", {}).get("ndcg@10", np.nan) for r in chosen]
+                ax.bar(np.arange(len(chosen)) + (i - 1.5) * width, values, width, label=system)
+            ax.set_xticks(np.arange(len(chosen)), [r["regime"] for r in chosen])
+            ax.set_title(title)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("test nDCG@10 (pytrec_eval)")
+        fig.suptitle("embedtune train defaults and --mine against a plain sentence-transformers script")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(SYSTEMS), frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        return save_png(fig, path)
 
 
 def main() -> None:
@@ -424,6 +456,7 @@ def main() -> None:
         stored = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) != key] + [run]
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))
+        plot(stored, RESULTS / "regimes.png")
     if stored:  # nothing when every regime ran --train-only
         print(report(stored))
 
