@@ -392,14 +392,14 @@ def plot(runs: list[dict], path: Path) -> Path:
 
     panels = [
         (title, sorted((r for r in runs if r["quick"] == quick and not r.get("smoke_steps")), key=order))
-        for title, quick in (("full size (bf16)", False), ("--quick cuts", True))
+        for title, quick in (("full size", False), ("--quick cuts", True))
     ]
     with figure(1, 2, figsize=(11, 4), sharey=True) as (fig, axes):
         for ax, (title, chosen) in zip(axes, panels, strict=True):
             width = 0.8 / len(SYSTEMS)
             for i, system in enumerate(SYSTEMS):
                 values = [r["rows"].get(system, {}).get("test", {}).get("ndcg@10", np.nan) for r in chosen]
-                ax.bar(np.arange(len(chosen)) + (i - 1.5) * width, values, width, label=system)
+                ax.bar(np.arange(len(chosen)) + (i - (len(SYSTEMS) - 1) / 2) * width, values, width, label=system)
             ax.set_xticks(np.arange(len(chosen)), [r["regime"] for r in chosen])
             ax.set_title(title)
             ax.grid(axis="y", alpha=0.3)
