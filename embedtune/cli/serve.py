@@ -44,6 +44,7 @@ def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **
         import uvicorn
 
         from embedtune.serve.app import create_app
+        from embedtune.serve.server import uvicorn_config
     except ImportError as e:
         raise click.ClickException(f"serve needs {e.name}: pip install 'embedtune[serve]'") from e
 
@@ -58,7 +59,7 @@ def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **
     # tokenizer, FAISS and SQLite call); at the default 5 ms switch interval a busy event loop makes each
     # hand-back wait. This process is the service alone, so it takes a shorter interval.
     sys.setswitchinterval(0.0005)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    config = uvicorn_config(app, host=settings.host, port=settings.port)
     # SIGINT/SIGTERM: stop accepting, finish the requests in flight and what is queued, then end by the
     # signal (uvicorn re-raises it): Ctrl-C exits 130 like every command, SIGTERM as killed by it.
     uvicorn.Server(config).run()

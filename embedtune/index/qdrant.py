@@ -13,15 +13,22 @@ searched only with the model whose fingerprint its manifest records. The URIs:
 * ``qdrant://host:port/NAME`` — a Qdrant server (``QDRANT_API_KEY`` from the environment).
 
 Vectors are stored with the dot product, which on normalised vectors is the index's own score.
-Needs the optional extra ``qdrant`` (``qdrant-client``).
+A collection holds no BM25 side: it is read with a manifest that says so (:func:`_dense_only`), so a
+bm25 or hybrid search is refused in one line, as for an index built without one. A server that does
+not answer, or refuses a call, is one error naming its URL wherever the call is made
+(:class:`_ServerClient`), not the HTTP client's traceback. Needs the optional extra ``qdrant``
+(``qdrant-client``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -62,9 +69,41 @@ class Location:
         try:
             if self.path is not None:
                 return QdrantClient(path=str(self.path))
-            return QdrantClient(url=self.url, api_key=os.environ.get("QDRANT_API_KEY"))
+            with warnings.catch_warnings():
+                # A server that does not answer is the first call's one-line error; the client's own warning
+                # about it (two lines, before that error) says less. A version mismatch is still warned about.
+                warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
+                client = QdrantClient(url=self.url, api_key=os.environ.get("QDRANT_API_KEY"))
+            return _ServerClient(client, self.url)
         except (RuntimeError, OSError, ValueError) as e:  # local mode: a folder another client holds
             raise EmbedtuneError(f"{self.uri}: cannot open Qdrant ({e})") from e
+
+
+class _ServerClient:
+    """A Qdrant server's client whose every call turns the server's silence or refusal into an
+    :class:`EmbedtuneError` naming its URL and what to do: the calls are made in many places (export,
+    open, scroll, search), and without this each would end in qdrant-client's (httpx's) traceback."""
+
+    def __init__(self, client: Any, url: str):
+        self._client, self._url = client, url
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        return functools.partial(self._call, attribute) if callable(attribute) else attribute
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return method(*args, **kwargs)
+        except ResponseHandlingException as e:  # no HTTP answer: refused, unreachable, timed out
+            reason = str(e.source) or type(e.source).__name__
+            raise EmbedtuneError(f"{self._url}: Qdrant does not answer ({reason}); start it or check the url") from e
+        except UnexpectedResponse as e:  # an answer, but an HTTP error: its body says why
+            said = e.content.decode("utf-8", "replace").replace("\n", " ").strip()[:300]
+            why = f"{e.status_code} {e.reason_phrase}".strip() + (f": {said}" if said else "")
+            advice = "; set QDRANT_API_KEY to its key" if e.status_code in (401, 403) else ""
+            raise EmbedtuneError(f"{self._url}: Qdrant refused the request ({why}){advice}") from e
 
 
 def parse_uri(uri: str) -> Location:
@@ -91,6 +130,17 @@ def location(*, url: str | None, path: str | Path | None, collection: str) -> Lo
     return Location(collection, path=Path(path).expanduser().resolve())
 
 
+def _dense_only(manifest: Manifest) -> Manifest:
+    """The manifest of a collection: the exported index's, less its BM25 side, which the collection does
+    not hold (no ``lexical``, and dense as the default mode if calibration chose another), so that a bm25
+    or hybrid search is refused before it looks for that side. Done on reading rather than at export so
+    that collections exported before this are read right too."""
+    calibration = dict(manifest.query_calibration)
+    if calibration.get("default_mode", "dense") != "dense":
+        calibration["default_mode"] = "dense"
+    return replace(manifest, lexical={}, query_calibration=calibration)
+
+
 class QdrantCollection:
     """An exported index's collection: its manifest, its nearest-neighbour search and its documents."""
 
@@ -111,7 +161,7 @@ class QdrantCollection:
                     f"{uri}: the collection holds no embedtune manifest (not written by 'index export', or its "
                     "export did not finish); export the index again"
                 )
-            return cls(where, client, Manifest.from_dict(metadata[MANIFEST_KEY], uri))
+            return cls(where, client, _dense_only(Manifest.from_dict(metadata[MANIFEST_KEY], uri)))
         except BaseException:
             client.close()
             raise

@@ -4,8 +4,9 @@
 indexes (hot-swapped on update), :mod:`~embedtune.serve.batcher` the micro-batching of concurrent
 requests, :mod:`~embedtune.serve.schemas` the request bodies and their limits,
 :mod:`~embedtune.serve.service` what each endpoint does, :mod:`~embedtune.serve.guard` the API key and
-body checks, :mod:`~embedtune.serve.metrics` the Prometheus metrics and :mod:`~embedtune.serve.app`
-the FastAPI app (:func:`create_app`). Needs the optional extra ``embedtune[serve]``.
+body checks, :mod:`~embedtune.serve.metrics` the Prometheus metrics, :mod:`~embedtune.serve.app`
+the FastAPI app (:func:`create_app`) and :mod:`~embedtune.serve.server` the uvicorn it runs on (whose
+own refusals are JSON too). Needs the optional extra ``embedtune[serve]``.
 """
 
 from typing import Any

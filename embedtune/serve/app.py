@@ -25,6 +25,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from embedtune.errors import EmbedtuneError
@@ -38,6 +39,7 @@ from embedtune.serve.service import Service
 
 log = logging.getLogger("embedtune.serve")
 STATIC = Path(str(files("embedtune.serve") / "static"))
+MIN_SCORE_HELP = SearchRequest.model_fields["min_score"].description
 
 
 def create_app(
@@ -83,7 +85,12 @@ def create_app(
     _routes(app, service, metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(Measure, metrics=metrics)  # added last = outermost: counts the guard's refusals too
     return app
 
@@ -112,6 +119,15 @@ class Measure:
         finally:
             endpoint = getattr(scope.get("route"), "path", "other")
             self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+def _request(model: type[BaseModel], **values: Any) -> Any:
+    """``model`` made from query parameters, checked by the model itself (its ranges, finite numbers) as a
+    JSON body is, and refused the same way: a 422 naming the parameter, not a 500 for an uncaught error."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from e
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -160,9 +176,10 @@ def _routes(app: FastAPI, service: Service, metrics: Metrics) -> None:
         q: Annotated[str, Query(description="The query.")],
         k: Annotated[int, Query(description="Hits (at most the service's max_k).")] = 10,
         index: Annotated[str | None, Query(description="A served index (default: the first).")] = None,
-        min_score: Annotated[float | None, Query(ge=-1.5, le=1.5)] = None,
+        min_score: Annotated[float | None, Query(description=MIN_SCORE_HELP)] = None,
     ) -> JSONResponse:
-        return JSONResponse(await service.search(SearchRequest(query=q, k=k, index=index, min_score=min_score)))
+        request = _request(SearchRequest, query=q, k=k, index=index, min_score=min_score)
+        return JSONResponse(await service.search(request))
 
     @app.post(
         "/embed", summary="Vectors of texts, with an index's model, precision and prompt", response_class=JSONResponse

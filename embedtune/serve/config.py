@@ -49,6 +49,13 @@ class ServeSettings:
     max_texts: int = setting(64, help="Most queries (or texts to embed) in one request.", min=1, max=4096)
     max_text_chars: int = setting(4096, help="Longest query or text, in characters.", min=1)
     max_body_bytes: int = setting(512 * 1024, help="Largest request body, in bytes.", min=1024)
+    body_timeout_seconds: float = setting(
+        10.0,
+        help="How long a request body may take to arrive whole, in seconds; a client that sends less than its "
+        "Content-Length gets 408 then, instead of holding a connection open for ever.",
+        above=0,
+        max=3600,
+    )
     reload_seconds: float = setting(
         1.0,
         help="How often each index's manifest is checked for a new generation (written by 'index add/remove'), "

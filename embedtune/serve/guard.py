@@ -5,18 +5,26 @@ while it streams in, before it is read whole.
 
 Failures designed out:
 
+* **Connections held by a body that never ends.** A body must arrive whole within
+  ``body_timeout_seconds`` of the request (a deadline for the whole body, not per chunk, so a
+  client trickling a byte at a time cannot stretch it); else the answer is 408 and the connection is
+  closed. Uvicorn has no such timeout: a body shorter than its ``Content-Length`` would be waited for
+  as long as the client keeps the connection open.
 * **Memory exhausted by one request.** A body over ``max_body_bytes`` is refused with 413 from its
   ``Content-Length``, or, for a chunked body without one, as soon as the bytes received pass the
   limit; it is never buffered past it. (Bodies are read here, whole, and replayed to the app: they
   are small by this limit, and a refusal raised inside the app would reach the client as a 500.)
 * **Guessable keys by timing.** The key is compared with :func:`hmac.compare_digest`, whose time does
   not depend on how much of a guess is right.
+* **A non-ASCII key refused.** A header value is bytes (clients send non-ASCII text as UTF-8): those
+  bytes are compared with the key's UTF-8 bytes, never re-encoded as text first.
 * **Forms read as JSON.** A POST whose content type is not ``application/json`` gets 415 instead of
   a confusing parse error (and a cross-site HTML form, which cannot send that type, cannot search).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
@@ -28,26 +36,37 @@ OPEN_PATHS = ("/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json",
 OPEN_PREFIXES = ("/static/",)
 
 
+class _BodyTimeout(Exception):
+    """The body did not arrive whole within ``body_timeout_seconds``."""
+
+
 class Guard:
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int):
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, body_timeout_seconds: float):
+        self.app, self.max_body_bytes, self.body_timeout_seconds = app, max_body_bytes, body_timeout_seconds
         self.api_key = api_key.encode("utf-8") if api_key else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Decoded as latin-1, each byte of a header is one character: nothing is lost (see _refusal).
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
         refusal = self._refusal(scope, headers)
         if refusal is not None:
             if refusal[0] == 413:
-                await self._discard(receive)
+                await self._discard(receive, deadline)
             await _answer(send, *refusal)
             return
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        body = await self._read_body(receive)
+        try:
+            body = await self._read_body(receive, deadline)
+        except _BodyTimeout:
+            message = f"the request body did not arrive within {self.body_timeout_seconds:g} s (body_timeout_seconds)"
+            await _answer(send, 408, message)
+            return
         if body is None:
             await _answer(send, 413, self._too_large())
             return
@@ -62,11 +81,18 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    async def _read_body(self, receive: Any) -> bytes | None:
+    async def _receive(self, receive: Any, deadline: float) -> dict:
+        """The next message of the body, or :class:`_BodyTimeout` once the deadline has passed."""
+        try:
+            return await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
+        except asyncio.TimeoutError:
+            raise _BodyTimeout from None
+
+    async def _read_body(self, receive: Any, deadline: float) -> bytes | None:
         """The whole body, or None as soon as it passes the limit (a chunked body has no Content-Length)."""
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await self._receive(receive, deadline)
             if message["type"] != "http.request":
                 return b"".join(chunks)  # the client left: the app sees an empty body and the disconnect
             chunk = message.get("body", b"")
@@ -77,12 +103,16 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _discard(self, receive: Any) -> None:
-        """Read and drop a declared-too-large body (up to 16 times the limit), so that a client still
-        sending it reads the 413 rather than a reset connection; past that, the connection is closed."""
+    async def _discard(self, receive: Any, deadline: float) -> None:
+        """Read and drop a declared-too-large body (up to 16 times the limit, until the body deadline), so
+        that a client still sending it reads the 413 rather than a reset connection; past that, the
+        connection is closed."""
         dropped = 0
         while dropped <= 16 * self.max_body_bytes:
-            message = await receive()
+            try:
+                message = await self._receive(receive, deadline)
+            except _BodyTimeout:
+                return
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
             dropped += len(message.get("body", b""))
@@ -93,10 +123,11 @@ class Guard:
             given = headers.get("x-api-key")
             auth = headers.get("authorization", "")
             if given is None and auth[:7].lower() == "bearer ":
-                given = auth[7:].strip()
+                given = auth[7:].strip(" \t")  # HTTP's spaces only: str.strip() would also eat the byte A0
             if given is None:
                 return 401, "an API key is required (header 'X-API-Key: KEY' or 'Authorization: Bearer KEY')"
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.api_key):
+            # Encoded back as latin-1, the header is the bytes the client sent, compared with the key's UTF-8.
+            if not hmac.compare_digest(given.encode("latin-1"), self.api_key):
                 return 401, "wrong API key"
         length = headers.get("content-length")
         if length is not None:
@@ -119,5 +150,7 @@ async def _answer(send: Any, status: int, message: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if status == 408:  # the rest of the body may still come: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,7 +1,10 @@
 """The request bodies of ``/search`` and ``/embed``, and the JSON the service answers with.
 
 Requests are pydantic models that forbid unknown fields, so a misspelt option (``top_k`` for ``k``)
-is a 422 naming it rather than a silently ignored setting. The limits that are settings of the
+is a 422 naming it rather than a silently ignored setting. They are strict, like the settings
+(:mod:`embedtune.settings`): a value is taken as sent or refused, never coerced, so ``"k": true`` is
+not k = 1 and ``"rerank": 1`` is not a yes; and a number must be finite (JSON's ``NaN``, which
+Python's parser reads, would otherwise be told it is out of range). The limits that are settings of the
 service (largest k, most texts, longest text) are checked by :func:`check_texts` and
 :func:`check_k` against :class:`~embedtune.serve.config.ServeSettings`, before a request is queued
 for a batch, so one bad request can never fail the others batched with it.
@@ -34,10 +37,14 @@ class RequestError(EmbedtuneError):
         self.status = status
 
 
+# An int passes for a float (JSON has one number type), nothing else is converted.
+REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
 class SearchOptions(BaseModel):
     """Options passed to ``Searcher.search`` unchanged (None = the index's calibrated default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     nprobe: int | None = Field(None, ge=1, le=1 << 16, description="IVF cells to scan (IVF indexes only).")
     ef_search: int | None = Field(None, ge=1, le=1 << 16, description="HNSW beam width (HNSW indexes only).")
@@ -71,7 +78,7 @@ class SearchRequest(SearchOptions):
 class EmbedRequest(BaseModel):
     """Texts to turn into vectors with a served index's model, precision and prompt."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     texts: list[str] = Field(description="Texts to encode.")
     kind: Literal["query", "document"] = Field("query", description="Which of the index's prompts to prepend.")

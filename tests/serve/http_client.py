@@ -45,13 +45,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(app: Any) -> Iterator[str]:
-    """The app served by uvicorn on a thread, on a free loopback port, until the block ends."""
+    """The app served on a thread as ``embedtune serve`` serves it, on a free loopback port, until the block ends."""
     import uvicorn
+
+    from embedtune.serve.server import uvicorn_config
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
