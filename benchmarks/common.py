@@ -20,8 +20,12 @@ def cpu_model(default: str = "unknown CPU") -> str:
 
 
 def machine() -> str:
-    """CPU model and core count, for stamping results (timings only compare within one machine)."""
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    """CPU model, core count and the vector units that decide the precisions, for stamping results
+    (timings only compare within one machine; "AMD EPYC" alone names CPUs with and without bf16)."""
+    from embedtune.encoding.precision import cpu_flags
+
+    units = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs ({' '.join(units) or 'no AVX2'})"
 
 
 def save_results(name: str, summary: dict, markdown: str) -> None:

@@ -50,6 +50,7 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,10 @@ ROOT = HERE.parent
 DEBIAN = ROOT / "data" / "debian"
 STSB = ROOT / "data" / "stsb-retrieval"
 WORK = ROOT / "models" / "bench-regimes"
-REGIMES = ("small", "small-long", "full")
+# Regimes from other text than Debian's package descriptions, shipped in data/ (see data/README.md):
+# train and test qrels, no dev split; small enough to use whole, so --quick changes nothing for them.
+EXTERNAL = {"perlfaq": ROOT / "data" / "perlfaq", "python-docs": ROOT / "data" / "python-docs"}
+REGIMES = ("small", "small-long", "full", *EXTERNAL)
 SYSTEMS = ("base", "st-plain", "embedtune", "embedtune-mine")
 # Options measured one at a time against the defaults: system name -> extra `embedtune train` flags.
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -127,7 +131,9 @@ def _publish(folder: Path, write: Callable[[Path], None]) -> Path:
 
 
 def build(regime: str, quick: bool, seed: int = 42) -> Path:
-    """Write the regime's BEIR folder under WORK and return it."""
+    """Write the regime's BEIR folder under WORK and return it (an EXTERNAL regime's is its data folder)."""
+    if regime in EXTERNAL:
+        return EXTERNAL[regime]
     folder = WORK / f"{regime}{'-quick' if quick else ''}" / "data"
     if (folder / "qrels" / "test.tsv").is_file():
         return folder
@@ -244,29 +250,94 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def train_embedtune(data: Path, output: Path, flags: tuple[str, ...], max_steps: int | None) -> dict:
-    """``embedtune train`` with its defaults plus ``flags``; the JSON result and the command's wall time."""
-    cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite", "--json"]
-    cmd += list(flags)
-    cmd += ["--max-steps", str(max_steps)] if max_steps else []
+def _timed(cmd: list[str]) -> tuple[str, float, float]:
+    """Run ``cmd`` as a process of its own: its stdout, wall seconds, and CPU seconds (user + system, with
+    its children), everything it does from start to exit included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(cmd, check=True, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
-    result = json.loads(done.stdout)
-    choices = {name: c["value"] for name, c in result["choices"].items()}
-    return {"steps": result["steps"], "wall_s": round(time.perf_counter() - started, 1), "choices": choices}
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done.stdout, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def train_embedtune(data: Path, output: Path, flags: tuple[str, ...], max_steps: int | None) -> dict:
+    """``embedtune train`` with its defaults plus ``flags``: steps, wall and CPU time, stages, choices.
+
+    The defaults themselves run through benchmarks/timed_train.py (the same run, plus a model snapshot
+    at each dev evaluation, whose saving time is taken out), so that the test score along the run can
+    be measured (:func:`time_to_quality`).
+    """
+    if flags:
+        cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite"]
+        cmd += ["--json", *flags]
+    else:
+        cmd = [sys.executable, str(HERE / "timed_train.py"), "--data", str(data), "-o", str(output)]
+    cmd += ["--max-steps", str(max_steps)] if max_steps else []
+    out, wall, cpu = _timed(cmd)
+    result = json.loads(out)
+    choices = {name: c["value"] if isinstance(c, dict) else c for name, c in result["choices"].items()}
+    saving = sum(s["save_s"] for s in result.get("snapshots", []))
+    row = {"steps": result["steps"], "wall_s": round(wall - saving, 1), "cpu_s": round(cpu - saving, 1)}
+    timings = dict(result.get("timings") or {})
+    if timings:  # what the run's own clock does not see: interpreter start, imports, mining (--mine)
+        timings["training"] = round(timings.get("training", 0) - saving, 1)  # snapshots are taken in training
+        timings["startup"] = round(wall - saving - (timings.pop("total") - saving), 1)
+    row |= {"choices": choices, "timings": timings}
+    if "snapshots" in result:
+        row["snapshots"] = _snapshot_times(result, row["timings"].get("startup", 0.0))
+    return row
+
+
+def _snapshot_times(result: dict, startup: float) -> list[dict]:
+    """Each snapshot with the seconds from the process's start at which the run had that model, less the
+    snapshots' own saving time."""
+    spent, out = 0.0, []
+    curve = {point["step"]: point for point in result["dev_curve"]}
+    for snap in result["snapshots"]:
+        spent += snap["save_s"]
+        point = curve[snap["step"]]
+        out.append(
+            {"step": snap["step"], "path": snap["path"], "seconds": round(startup + point["seconds"] - spent, 1)}
+            | {"dev": point["metric"]}
+        )
+    return out
 
 
 def train_peer(data: Path, output: Path, max_steps: int | None) -> dict:
-    """The plain script: 3 epochs (or ``max_steps``) of MNRL at batch 32, lr 2e-5, 256 tokens."""
-    from st_plain import train_plain
-
+    """The plain script (benchmarks/st_plain.py, a process of its own): 3 epochs (or ``max_steps``) of MNRL at
+    batch 32, lr 2e-5, 256 tokens."""
     from embedtune.training_data import load_training_data
 
     rows = len(load_training_data(data).dataset)
     steps = max_steps or PEER_EPOCHS * math.ceil(rows / PEER_BATCH)
-    started = time.perf_counter()
-    train_plain(output, max_steps=steps, data=data, max_seq_length=PEER_LENGTH)
-    return {"steps": steps, "wall_s": round(time.perf_counter() - started, 1)}
+    cmd = [sys.executable, str(HERE / "st_plain.py"), "--output", str(output), "--max-steps", str(steps)]
+    _, wall, cpu = _timed([*cmd, "--data", str(data), "--max-seq-length", str(PEER_LENGTH)])
+    return {"steps": steps, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+
+
+def time_to_quality(rows: dict[str, dict], data: Path, precision: str) -> None:
+    """Score embedtune's snapshots on test and say when the run first reached the script's final test nDCG@10.
+
+    Adds to the ``embedtune`` row: ``curve`` (step, seconds, dev metric, test nDCG@10 per snapshot) and
+    ``to_script_quality_s`` (None if never), and ``to_script_quality_x``: that time over the script's wall.
+    """
+    ours, peer = rows.get("embedtune"), rows.get("st-plain")
+    if not ours or not peer or not ours.get("snapshots"):
+        return
+    models = {f"step-{s['step']}": s["path"] for s in ours["snapshots"] if Path(s["path"]).is_dir()}
+    tests = score(models, data, ignore_own_id=False, precision=precision) if models else {}
+    ours["curve"] = [
+        {k: v for k, v in s.items() if k != "path"} | {"test": tests[f"step-{s['step']}"]["ndcg@10"]}
+        for s in ours["snapshots"]
+        if f"step-{s['step']}" in tests
+    ]
+    target = peer["test"]["ndcg@10"]
+    reached = [p["seconds"] for p in ours["curve"] if p["test"] >= target]
+    if not reached and ours["test"]["ndcg@10"] >= target:
+        reached = [ours["wall_s"]]
+    ours["to_script_quality_s"] = reached[0] if reached else None
+    ours["to_script_quality_x"] = round(reached[0] / peer["wall_s"], 3) if reached and peer.get("wall_s") else None
 
 
 def score(models: dict[str, str], data: Path, ignore_own_id: bool, precision: str) -> dict[str, dict[str, float]]:
@@ -298,7 +369,7 @@ def run_regime(
     and one ``--reuse`` run scores them together.
     """
     data = build(regime, quick)
-    work = data.parent
+    work = WORK / f"{regime}{'-quick' if quick else ''}"
     steps = cap or (_budget_steps(budget) if regime == "full" else None)
     trained: dict[str, dict] = {}
     models = {"base": "default"} if "base" in systems else {}  # an option's run keeps the stored base row
@@ -322,15 +393,25 @@ def run_regime(
     print(f"[{regime}] scoring {', '.join(models)} ...", flush=True)
     test = score(models, data, ignore_own_id=False, precision=precision)
     zero_shot = score(models, stsb(quick), ignore_own_id=True, precision=precision)
+    rows = {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models}
+    time_to_quality(rows, data, precision)
     return {
         "regime": regime,
         "quick": quick,
         "smoke_steps": cap,
         "budget_s": budget if regime == "full" else None,
         "scored_in": precision,
-        "documents": sum(1 for _ in open(data / "corpus.jsonl", encoding="utf-8")),
-        "rows": {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models},
+        "cpu": machine(),
+        "documents": _count_lines(data / "corpus.jsonl"),
+        "rows": rows,
     }
+
+
+def _count_lines(path: Path) -> int:
+    if path.is_file():
+        return sum(1 for _ in open(path, encoding="utf-8"))
+    with gzip.open(path.with_suffix(".jsonl.gz"), "rt", encoding="utf-8") as f:
+        return sum(1 for _ in f)
 
 
 def _budget_steps(budget: float | None) -> int:
@@ -374,11 +455,86 @@ def report(runs: list[dict]) -> str:
                 chosen = ", ".join(f"{k}={v}" for k, v in row["choices"].items() if k != "dev")
                 lines.append(f"\n{system} chose: {chosen}; dev: {row['choices'].get('dev')}")
         lines.append("")
+    lines += time_report(runs)
     done = {(r["regime"], r["quick"]) for r in runs if not r.get("smoke_steps")}
     missing = [f"{r}{' --quick' if q else ''}" for r in REGIMES for q in (True, False) if (r, q) not in done]
     if missing:
         lines += [f"Not yet run: {', '.join(missing)} (commands in the docstring of benchmarks/regimes.py).", ""]
     return "\n".join(lines)
+
+
+STAGES = ("startup", "setup", "baseline", "training", "dev evaluations", "writing")
+
+
+def time_report(runs: list[dict]) -> list[str]:
+    """The time-to-quality table: per regime and system, wall and CPU time of the whole process, embedtune's
+    stages, test nDCG@10, and when embedtune first had the script's final test nDCG@10."""
+    timed = [r for r in runs if any("cpu_s" in row for row in r["rows"].values())]
+    if not timed:
+        return []
+    lines = [
+        "## Time to quality",
+        "",
+        "Every system ran as a process of its own, one at a time; wall and CPU seconds are the whole process "
+        "(interpreter start, imports, data checks, mining, baseline, training, dev evaluations, writing). "
+        "embedtune's stages are its own clock (startup = what runs before it: interpreter, imports, --mine's "
+        "mining). 'reaches' is the first moment embedtune's run held a model (a snapshot at a dev evaluation, "
+        "scored on test afterwards) at or above the script's final test nDCG@10, and that time over the "
+        "script's wall time. Chart: regimes_time.png.",
+        "",
+        "| regime | system | CPU | wall s | CPU s | " + " | ".join(STAGES) + " | dev share | test ndcg@10 | reaches |",
+        "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|",
+    ]
+    for run in timed:
+        name = f"{run['regime']}{' (quick)' if run['quick'] else ''}"
+        for system, row in run["rows"].items():
+            if "cpu_s" not in row:
+                continue
+            t = row.get("timings", {})
+            stages = " | ".join(f"{t[k]:.0f}" if k in t else "" for k in STAGES)
+            dev = (t.get("baseline", 0) + t.get("dev evaluations", 0)) / row["wall_s"] if t else None
+            reach = row.get("to_script_quality_s")
+            reaches = f"{reach:.0f} s ({row['to_script_quality_x']:.2f}x)" if reach is not None else ""
+            if system == "embedtune" and "to_script_quality_s" in row and reach is None:
+                reaches = "never"
+            lines.append(
+                f"| {name} | {system} | {run.get('cpu', '')} | {row['wall_s']:.0f} | {row['cpu_s']:.0f} | {stages} | "
+                f"{'' if dev is None else f'{dev:.0%}'} | {row['test']['ndcg@10']:.4f} | {reaches} |"
+            )
+    for run in timed:
+        curve = run["rows"].get("embedtune", {}).get("curve")
+        if curve:
+            points = ", ".join(f"step {p['step']} at {p['seconds']:.0f} s: {p['test']:.4f}" for p in curve)
+            lines.append(f"\n{run['regime']}: embedtune's test nDCG@10 along the run: {points}")
+    return [*lines, ""]
+
+
+def plot_time(runs: list[dict], path: Path) -> Path | None:
+    """Test nDCG@10 against wall time, a panel per regime: embedtune's run (its snapshots, then the kept
+    model at the end) and the script's end point, on one axis."""
+    timed = [r for r in runs if r["rows"].get("embedtune", {}).get("curve")]
+    if not timed:
+        return None
+    from embedtune.plots import figure, save_png
+
+    with figure(1, len(timed), figsize=(4.5 * len(timed), 3.8), squeeze=False) as (fig, axes):
+        for ax, run in zip(axes[0], timed, strict=True):
+            ours, peer = run["rows"]["embedtune"], run["rows"].get("st-plain")
+            xs = [0] + [p["seconds"] / 60 for p in ours["curve"]] + [ours["wall_s"] / 60]
+            base = run["rows"].get("base", {}).get("test", {}).get("ndcg@10")
+            ys = [base if base is not None else float("nan")]
+            ys += [p["test"] for p in ours["curve"]] + [ours["test"]["ndcg@10"]]
+            ax.plot(xs, ys, marker="o", label="embedtune defaults")
+            if peer:
+                ax.plot([peer["wall_s"] / 60], [peer["test"]["ndcg@10"]], marker="s", ls="", label="plain ST script")
+                ax.axhline(peer["test"]["ndcg@10"], ls=":", color="grey")
+            ax.set_title(f"{run['regime']}{' (quick)' if run['quick'] else ''}")
+            ax.set_xlabel("wall minutes (whole process)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("test nDCG@10")
+        axes[0][0].legend(loc="lower right")
+        fig.tight_layout()
+        return save_png(fig, path)
 
 
 def plot(runs: list[dict], path: Path) -> Path:
@@ -457,6 +613,7 @@ def main() -> None:
         path.write_text(json.dumps(stored, indent=2) + "\n")
         (RESULTS / "regimes.md").write_text(report(stored))
         plot(stored, RESULTS / "regimes.png")
+        plot_time(stored, RESULTS / "regimes_time.png")
     if stored:  # nothing when every regime ran --train-only
         print(report(stored))
 

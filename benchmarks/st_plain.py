@@ -4,7 +4,7 @@ MultipleNegativesRankingLoss, batch 32, lr 2e-5, the NO_DUPLICATES batch sampler
 max_seq_length and fp32 (the trainer's defaults), on the same (query, positive) pairs embedtune
 trains on. The benchmarks import :func:`train_plain`; run as a script it trains one model:
 
-    python benchmarks/st_plain.py --output models/st-plain --max-steps 200
+    python benchmarks/st_plain.py --output models/st-plain --max-steps 200 [--data DIR] [--max-seq-length 256]
 """
 
 from __future__ import annotations
@@ -72,5 +72,7 @@ if __name__ == "__main__":
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--max-steps", type=int, required=True)
     parser.add_argument("--max-seq-length", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="training data (default: the bundled Debian set)")
     a = parser.parse_args()
-    print(f"trained in {train_plain(a.output, max_steps=a.max_steps, max_seq_length=a.max_seq_length):.0f} s")
+    seconds = train_plain(a.output, max_steps=a.max_steps, data=a.data, max_seq_length=a.max_seq_length)
+    print(f"trained in {seconds:.0f} s")

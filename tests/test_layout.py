@@ -19,7 +19,7 @@ STAGES: list[set[str]] = [
     {"errors"},
     {"settings", "io", "text"},
     {"plots"},
-    {"data", "models", "metrics"},
+    {"data", "models", "metrics", "bm25"},
     {"training_data"},
     {"splits"},
     {"encoding"},

@@ -49,6 +49,7 @@ def _payload(result: TrainResult) -> dict:
         "dev_after": dev(result.dev_after),
         "choices": {name: asdict(choice) for name, choice in result.choices.items()},
         "worse_than_base": result.worse_than_base,
+        "timings": result.timings,  # wall seconds per stage of the run
     }
 
 

@@ -3,8 +3,9 @@
 ``auto`` picks bf16 where the hardware has native bf16 arithmetic (CPUs with AMX tiles or AVX512-BF16
 dot products, CUDA GPUs with bf16), fp16 on older CUDA GPUs, else fp32: on a CPU with only AVX512-BF16
 (AMD Zen 4, Cooper Lake) oneDNN's bf16 kernels still beat fp32 clearly (``encoding_speed.md``), so AMX
-is not required for encoding. Training's ``auto`` asks for AMX: bf16 autocast training was measured on
-AMX CPUs only. A precision the device cannot run (fp16 on a CPU,
+is not required for encoding. Training's ``auto`` here is the flag rule (bf16 where the CPU has bf16
+arithmetic); a training run measures it before it trusts it (:mod:`embedtune.training.autocast`).
+A precision the device cannot run (fp16 on a CPU,
 int8 on a GPU) falls back to the device's ``auto`` choice with a warning rather than failing, so an
 index built in fp16 on a GPU can still be searched on a CPU. Training accepts only the precisions it
 can train in, and refuses the encoding-only ones by name before any work starts.
@@ -24,7 +25,7 @@ TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
     try:
         return frozenset(Path("/proc/cpuinfo").read_text().split())
@@ -34,12 +35,12 @@ def _cpu_flags() -> frozenset[str]:
 
 def cpu_has_amx_bf16() -> bool:
     """True where the CPU advertises AMX bf16 tiles."""
-    return "amx_bf16" in _cpu_flags()
+    return "amx_bf16" in cpu_flags()
 
 
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic: AMX tiles or AVX512-BF16 dot products."""
-    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def _native_half(device: str) -> Literal["fp32", "bf16", "fp16"]:
@@ -77,7 +78,8 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def resolve_training_precision(precision: str, device: str) -> Literal["fp32", "bf16"]:
-    """Training's precision: fp32, or bf16 autocast over fp32 weights (``auto`` where the device has bf16 units)."""
+    """Training's precision: fp32, or bf16 autocast over fp32 weights (``auto``: where the device has bf16 units;
+    on a CPU, :func:`embedtune.training.autocast.choose_precision` then measures whether it pays)."""
     if precision not in TRAIN_PRECISIONS:
         if precision in PRECISIONS:
             raise EmbedtuneError(
@@ -87,5 +89,5 @@ def resolve_training_precision(precision: str, device: str) -> Literal["fp32", "
     if precision != "auto":
         return precision  # type: ignore[return-value]
     if not device.startswith("cuda"):
-        return "bf16" if cpu_has_amx_bf16() else "fp32"
+        return "bf16" if cpu_has_bf16() else "fp32"
     return "bf16" if _native_half(device) == "bf16" else "fp32"

@@ -1,8 +1,8 @@
 """BM25 over a corpus in memory, behind the Retriever contract: the lexical baseline and a source of lexical candidates.
 
-The index itself (:class:`~embedtune.index.lexical.BM25`: bm25s with BEIR's analysis, Lucene's
-``k1 = 1.2`` and ``b = 0.75``) lives in :mod:`embedtune.index.lexical`, which also saves it beside an
-index's vectors; it is re-exported here. :class:`BM25Retriever` (what mining and evaluation use)
+The index itself (:class:`~embedtune.bm25.BM25`: bm25s with BEIR's analysis, Lucene's
+``k1 = 1.2`` and ``b = 0.75``) lives in :mod:`embedtune.bm25` (an index saves it beside its vectors,
+:mod:`embedtune.index.lexical`); it is re-exported here. :class:`BM25Retriever` (what mining and evaluation use)
 scores a chunk of queries against the whole corpus with one sparse product, far faster than bm25s'
 per-query loop, and reads the score of any (query, document) pair without scoring the rest.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedtune.index.lexical import BM25, K1, B, Hits
+from embedtune.bm25 import BM25, K1, B, Hits
 from embedtune.retrieval.base import RetrievalInput
 
 __all__ = ["BM25", "K1", "B", "BM25Retriever", "Hits"]

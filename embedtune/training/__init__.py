@@ -27,7 +27,7 @@ from embedtune.training.checkpoints import CONFIG_FILE, checkpoints_dir, last_go
 from embedtune.training.choices import Choice
 from embedtune.training.config import RUN_OPTIONS, DevSettings, TrainConfig, metric_label
 from embedtune.training.losses import LOSSES, LossParams, LossSpec, build_loss, describe_losses, resolve_loss
-from embedtune.training.run import TRAIN_RECORD, TrainResult, eval_interval, train
+from embedtune.training.run import TRAIN_RECORD, TrainResult, evaluation_interval, train
 
 __all__ = [
     "CONFIG_FILE",
@@ -43,7 +43,7 @@ __all__ = [
     "build_loss",
     "checkpoints_dir",
     "describe_losses",
-    "eval_interval",
+    "evaluation_interval",
     "last_good_checkpoint",
     "metric_label",
     "resolve_loss",

@@ -1,10 +1,14 @@
-"""Dev-set evaluation during training: which evaluator, on which sample, under which precision.
+"""Dev-set evaluation during training: which evaluator, on which documents, at what cost.
 
 The trainer keeps the checkpoint with the best dev metric, so the dev evaluation runs several times
-per run and must be cheap: a retrieval dev set is sampled (queries, and a corpus of their relevant
-documents filled up with other documents) and encoded in the training precision (bf16 where
-training runs under bf16 autocast, since fp32 encoding is several times slower). A scored-pair dev set gets
-Spearman/Pearson correlation instead of ranking metrics.
+per run, and a user on a CPU pays each one in minutes: by default all of them together (and the
+baseline) cost at most :data:`DEV_COST_SHARE` of the run. A retrieval dev set is therefore small
+and hard rather than large and random: sampled queries, and a corpus of their relevant documents
+and the candidates BM25 and the base model rank highest for them
+(:class:`RetrievalDevEvaluator`), sized from the run's own training cost
+(:meth:`RetrievalDevEvaluator.fit`). Texts are encoded in the machine's fastest encoding precision
+(``auto``: bf16 where the CPU or GPU has bf16 arithmetic), whatever precision training runs in.
+A scored-pair dev set gets Spearman/Pearson correlation instead of ranking metrics.
 
 The numbers are ``embedtune eval``'s: texts are encoded by the same :class:`~embedtune.encoding.Encoder`
 (with the model's own prompts, and no cache, since the weights change between evaluations), ranked
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 import warnings
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +43,11 @@ if TYPE_CHECKING:
     from sentence_transformers.base.evaluation import BaseEvaluator
 
 BATCH_SIZE = 64  # texts per encoding batch
+DEV_COST_SHARE = 0.15  # at most this share of a default run goes to dev evaluation, the baseline included
+POOL_DEPTH = 20  # BM25 candidates per dev query that the base model ranks when the dev corpus is chosen
+POOL_EVALUATIONS = 2  # the baseline encodes a pool of about twice the dev corpus: two evaluations' cost
+CANDIDATES_PER_QUERY = 4  # hard candidates per dev query when the run's cost does not size the set
+MIN_DEV_QUERIES = 50  # fewer dev queries make a metric too coarse to pick a checkpoint
 _CELLS = 1 << 24  # query x document scores held at once while ranking (64 MiB of float32)
 # Today's metric families -> embedtune.metrics' (sentence-transformers called the hit rate "accuracy").
 _FAMILIES = {"accuracy": "hit_rate"}
@@ -59,7 +70,8 @@ class DevEvaluator:
     by their cost. ``max_seq_length``, when set, is the token limit texts are encoded with: the one
     the saved model will search with, not the (maybe shorter) training length, so that the dev
     metric measures the model as it will be used. :func:`trainer_evaluator` hands it to the
-    sentence-transformers trainer.
+    sentence-transformers trainer. ``seconds`` and ``calls`` add up what the evaluations cost, for the
+    run's record of where its time went.
     """
 
     def __init__(self, precision: str, primary_metric: str, texts: int) -> None:
@@ -67,28 +79,59 @@ class DevEvaluator:
         self.primary_metric = primary_metric
         self.texts = texts
         self.max_seq_length: int | None = None
+        self.seconds, self.calls = 0.0, 0
 
     def __call__(self, model: SentenceTransformer) -> dict[str, float]:
         training, length = model.training, model.max_seq_length
         model.eval()  # no dropout while encoding; the trainer's own mode and length are restored after
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
+        started = time.perf_counter()
         try:
             return self.score(Encoder(model, self.precision, cache=None))
         finally:
             model.train(training)
             model.max_seq_length = length
+            self.seconds += time.perf_counter() - started
+            self.calls += 1
+
+    def fit(self, train_texts: int, evaluations: int) -> int:
+        """Size the dev set for a run that trains on ``train_texts`` texts and evaluates ``evaluations``
+        times; returns the evaluations that fit the cost (here: all of them, the set is fixed)."""
+        return evaluations
+
+    def prepare(self, model: SentenceTransformer) -> None:
+        """Make ready with the base model what later evaluations need (a resumed run skips the baseline)."""
 
     def score(self, encoder: Encoder) -> dict[str, float]:
         raise NotImplementedError
 
 
 class RetrievalDevEvaluator(DevEvaluator):
-    """Ranking metrics of a (sampled) retrieval split, keyed as ``dev_cosine_<metric>@<k>``."""
+    """Ranking metrics of the dev queries over a small, hard dev corpus, keyed as ``dev_cosine_<metric>@<k>``.
 
-    def __init__(self, split: DevSplit, family: str, k: int, precision: str) -> None:
-        super().__init__(precision, _ir_key(family, k), len(split.queries) + len(split.corpus))
-        self.split = split
+    It is built over ``candidates``: the dev queries, their qrels, and every document they could be
+    ranked against (a BEIR folder's whole corpus, or a pairs file's documents). Ranking each query
+    against thousands of random documents costs most of a small run and says little, since random
+    documents rarely reach a query's top 10. So the first model it sees (the base model, scored as
+    the run's baseline) picks the dev corpus, in :meth:`prepare`: the queries' relevant documents,
+    then, rank by rank, the documents BM25 ranks highest over all the candidates and those the base
+    model ranks highest among BM25's top :data:`POOL_DEPTH`, until ``corpus_size`` documents. Those
+    are the documents a fine-tuned model must learn to rank below the right one. The baseline's
+    metrics come from the vectors :meth:`prepare` encoded, so the base model is not encoded twice.
+
+    ``corpus_size`` None sizes the set from the run (:meth:`fit`); ``seed`` samples the queries.
+    """
+
+    def __init__(
+        self, candidates: DevSplit, family: str, k: int, precision: str, corpus_size: int | None = None, seed: int = 0
+    ) -> None:
+        queries = len(candidates.queries)
+        self.size = min(len(candidates.corpus), corpus_size or queries * (1 + CANDIDATES_PER_QUERY))
+        super().__init__(precision, _ir_key(family, k), queries + self.size)
+        self.candidates, self.corpus_size, self.seed = candidates, corpus_size, seed
+        self.split: DevSplit | None = None  # the queries kept and the dev corpus, once prepared
+        self.baseline: dict[str, float] = {}
         ks = sorted({10, k})
         wanted = [
             *(("accuracy", c) for c in sorted({1, *ks})),
@@ -97,15 +140,78 @@ class RetrievalDevEvaluator(DevEvaluator):
         ]
         self.keys = {f"{_FAMILIES.get(f, f)}@{c}": _ir_key(f, c) for f, c in wanted}  # embedtune name -> key
 
+    def fit(self, train_texts: int, evaluations: int) -> int:
+        """Size the dev set so that ``evaluations`` of it, and the baseline's candidate pool, cost at
+        most :data:`DEV_COST_SHARE` of a run that encodes ``train_texts`` texts forward and backward;
+        returns how many evaluations fit (fewer than asked when even the smallest useful dev set,
+        :data:`MIN_DEV_QUERIES` queries with a positive and two candidates each, would cost more).
+
+        A ``corpus_size`` given by the user is kept, and so are the evaluations asked for.
+        """
+        if self.corpus_size is not None:
+            return evaluations
+        allowed = train_texts * DEV_COST_SHARE / (1 - DEV_COST_SHARE)
+        available = len(self.candidates.queries)
+        smallest = 4 * min(available, MIN_DEV_QUERIES)  # a query, its positive and two candidates
+        fitting = max(1, min(evaluations, int(allowed // smallest) - POOL_EVALUATIONS))
+        per_evaluation = allowed / (fitting + POOL_EVALUATIONS)
+        queries = min(available, max(MIN_DEV_QUERIES, int(per_evaluation // (2 + CANDIDATES_PER_QUERY))))
+        documents = min(len(self.candidates.corpus), max(3 * queries, int(per_evaluation) - queries))
+        if queries < available:
+            kept = sorted(random.Random(self.seed).sample(sorted(self.candidates.queries), queries))
+            qrels = {q: self.candidates.qrels[q] for q in kept}
+            self.candidates = DevSplit({q: self.candidates.queries[q] for q in kept}, self.candidates.corpus, qrels)
+        self.size, self.texts = documents, queries + documents
+        return fitting
+
+    def prepare(self, model: SentenceTransformer) -> None:
+        if self.split is None:
+            self(model)
+
     def score(self, encoder: Encoder) -> dict[str, float]:
+        if self.split is None:
+            return self._choose_corpus(encoder)
+        documents, queries = self._encode(encoder, self.split.corpus, self.split.queries)
+        return self._metrics(queries, documents)
+
+    def _encode(self, encoder: Encoder, corpus: dict[str, str], queries: dict[str, str]) -> tuple[np.ndarray, ...]:
         query_prompt, document_prompt = prompt_names(encoder.model)
-        corpus, queries = self.split.corpus, self.split.queries
         options = {"batch_size": BATCH_SIZE, "show_progress": False}
         documents = encoder.encode(list(corpus.values()), prompt_name=document_prompt, **options)
-        vectors = encoder.encode(list(queries.values()), prompt_name=query_prompt, **options)
-        run = exact_run(list(queries), vectors, list(corpus), documents, max_cutoff(self.keys))
-        scores = compute_metrics(run, self.split.qrels, list(self.keys))
+        return documents, encoder.encode(list(queries.values()), prompt_name=query_prompt, **options)
+
+    def _metrics(self, queries: np.ndarray, documents: np.ndarray) -> dict[str, float]:
+        split = self.split
+        run = exact_run(list(split.queries), queries, list(split.corpus), documents, max_cutoff(self.keys))
+        scores = compute_metrics(run, split.qrels, list(self.keys))
         return {self.keys[name]: value for name, value in scores.mean.items()}
+
+    def _choose_corpus(self, encoder: Encoder) -> dict[str, float]:
+        """Pick the dev corpus with the base model (``encoder``) and return the base model's metrics on it."""
+        candidates = self.candidates
+        chosen = dict.fromkeys(d for q in candidates.queries for d in candidates.qrels[q])  # positives first
+        if len(candidates.corpus) <= max(self.size, len(chosen)):
+            self.split = candidates
+            documents, queries = self._encode(encoder, candidates.corpus, candidates.queries)
+            self.baseline = self._metrics(queries, documents)
+            return self.baseline
+        lexical = _bm25_ranks(candidates, POOL_DEPTH)
+        pool = chosen | dict.fromkeys(_round_robin(lexical, 2 * self.size - len(chosen), chosen))
+        others = sorted(d for d in candidates.corpus if d not in pool)  # BM25 matched too little: seeded fill
+        fill = max(0, min(len(others), 2 * self.size - len(pool)))
+        pool |= dict.fromkeys(random.Random(self.seed).sample(others, fill))
+        pool_texts = {d: candidates.corpus[d] for d in pool}
+        documents, queries = self._encode(encoder, pool_texts, candidates.queries)
+        dense = exact_run(list(candidates.queries), queries, list(pool_texts), documents, POOL_DEPTH)
+        ranked = {q: sorted(hits, key=lambda d: (-hits[d], d)) for q, hits in dense.items()}
+        mixed = {q: [d for pair in zip_longest(lexical[q], ranked[q]) for d in pair if d] for q in candidates.queries}
+        chosen |= dict.fromkeys(_round_robin(mixed, self.size - len(chosen), chosen))
+        rows = {d: i for i, d in enumerate(pool_texts)}
+        keep = [rows[d] for d in chosen]
+        self.split = DevSplit(candidates.queries, {d: candidates.corpus[d] for d in chosen}, candidates.qrels)
+        self.texts = len(self.split.queries) + len(self.split.corpus)
+        self.baseline = self._metrics(queries, documents[keep])
+        return self.baseline
 
 
 class SimilarityDevEvaluator(DevEvaluator):
@@ -196,7 +302,9 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
     source = Path(source)
     if is_beir_folder(source):
         family, k = parse_metric(settings.metric, scored=False)
-        return RetrievalDevEvaluator(sample_split(source, settings), family, k, precision)
+        return RetrievalDevEvaluator(
+            sample_split(source, settings), family, k, precision, settings.dev_corpus, settings.seed
+        )
     dev = load_training_data(source, score_range=settings.score_range)
     if dev.format == "scored-pair":
         if train_data.format != "scored-pair":
@@ -204,7 +312,7 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
         name, _ = parse_metric(settings.metric, scored=True)
         return SimilarityDevEvaluator(dev, name, precision)
     family, k = parse_metric(settings.metric, scored=False)
-    return RetrievalDevEvaluator(pairs_as_retrieval(dev), family, k, precision)
+    return RetrievalDevEvaluator(pairs_as_retrieval(dev), family, k, precision, settings.dev_corpus, settings.seed)
 
 
 def _missing_split(settings: DevSettings) -> None:
@@ -231,25 +339,43 @@ def splits_there(folder: Path) -> str:
 
 
 def sample_split(root: Path, settings: DevSettings) -> DevSplit:
-    """A seeded sample of the dev split: ``dev_queries`` queries and a corpus of ``dev_corpus`` documents
-    that holds every relevant document of those queries."""
+    """A seeded sample of the dev split's queries (at most ``dev_queries``), with the whole corpus as
+    the candidates the dev corpus is chosen from."""
     return sample_queries(load_split(root, settings.split_name), None, settings)
 
 
 def sample_queries(split: RetrievalSplit, qids: list[str] | None, settings: DevSettings) -> DevSplit:
-    """``qids`` of ``split`` (default: all its queries), sampled down to ``dev_queries``, with a seeded
-    corpus of ``dev_corpus`` documents that holds every relevant document of the queries kept."""
-    rng = random.Random(settings.seed)
+    """``qids`` of ``split`` (default: all its queries), sampled (seeded) down to ``dev_queries``, with
+    the split's whole corpus as the candidates."""
     qids = sorted(split.qrels if qids is None else qids)
     if len(qids) > settings.dev_queries:
-        qids = sorted(rng.sample(qids, settings.dev_queries))
+        qids = sorted(random.Random(settings.seed).sample(qids, settings.dev_queries))
     qrels = {q: dict(split.qrels[q]) for q in qids}
-    keep = {d for docs in qrels.values() for d in docs}
-    others = [d for d in split.corpus if d not in keep]
-    fill = max(0, settings.dev_corpus - len(keep))
-    keep.update(rng.sample(others, min(fill, len(others))))
-    corpus = {d: split.corpus[d] for d in split.corpus if d in keep}
-    return DevSplit({q: split.queries[q] for q in qids}, corpus, qrels)
+    return DevSplit({q: split.queries[q] for q in qids}, split.corpus, qrels)
+
+
+def _bm25_ranks(split: DevSplit, depth: int) -> dict[str, list[str]]:
+    """Each query's top-``depth`` documents by BM25 over the whole candidate corpus (matches only)."""
+    from embedtune.bm25 import BM25
+
+    hits = BM25(split.corpus).search(list(split.queries.values()), k=depth)
+    return {q: [d for d, _ in found] for q, found in zip(split.queries, hits, strict=True)}
+
+
+def _round_robin(ranked: dict[str, list[str]], count: int, taken: dict[str, None]) -> list[str]:
+    """Up to ``count`` documents not in ``taken``: every query's best, then every query's second best, ...
+
+    Rank by rank rather than query by query, so that a small budget gives every query its hardest
+    candidates instead of giving a few queries all of theirs.
+    """
+    found: dict[str, None] = {}
+    for rank in range(max((len(docs) for docs in ranked.values()), default=0)):
+        for docs in ranked.values():
+            if len(found) >= count:
+                return list(found)
+            if rank < len(docs) and docs[rank] not in taken:
+                found[docs[rank]] = None
+    return list(found)
 
 
 def pairs_as_retrieval(dev: TrainingData, others: list[str] = ()) -> DevSplit:

@@ -30,7 +30,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from embedtune.errors import EmbedtuneError
 from embedtune.settings import SettingError
@@ -178,16 +178,19 @@ def batch_sampler(
     valid_label_columns: list[str] | None = None,
     generator: Generator | None = None,
     seed: int = 0,
+    whole: Callable[..., Any] | None = None,
 ):
     """The duplicate-free batch sampler; under DDP, global batches of N x ``batch_size`` cut into slices.
 
-    The signature is the one sentence-transformers calls a ``batch_sampler`` function with. With one
-    process this is sentence-transformers' own ``NoDuplicatesBatchSampler``.
+    The signature is the one sentence-transformers calls a ``batch_sampler`` function with, plus
+    ``whole``: the sampler class of the global batches (default sentence-transformers' own
+    ``NoDuplicatesBatchSampler``; :mod:`embedtune.training.sampling` passes its length-bucketed one).
     """
-    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+    if whole is None:
+        from sentence_transformers.base.sampler import NoDuplicatesBatchSampler as whole
 
     processes = world_size()
-    whole = NoDuplicatesBatchSampler(
+    sampler = whole(
         dataset,
         batch_size=batch_size * processes,
         drop_last=drop_last or processes > 1,  # the all-gather needs a full slice on every rank
@@ -195,7 +198,7 @@ def batch_sampler(
         generator=generator,
         seed=seed,
     )
-    return whole if processes == 1 else SlicedBatchSampler(whole, processes)
+    return sampler if processes == 1 else SlicedBatchSampler(sampler, processes)
 
 
 class SlicedBatchSampler:

@@ -105,8 +105,9 @@ def _evaluator(
     if beir:  # the held-out queries' qrels, ranked against the whole corpus as the dev split would be
         split = load_split(settings.data, settings.split)
         qids = [q for q, text in split.queries.items() if text in held]
-        return RetrievalDevEvaluator(sample_queries(split, qids, settings), family, k, precision)
-    # A pairs file has no corpus: the other rows' documents are the distractors, a seeded sample of them.
+        candidates = sample_queries(split, qids, settings)
+        return RetrievalDevEvaluator(candidates, family, k, precision, settings.dev_corpus, settings.seed)
+    # A pairs file has no corpus: the other rows' documents are the candidates the dev corpus is chosen from.
     others = sorted({text for column in train.text_columns[1:] for text in train.dataset[column]})
-    others = random.Random(settings.seed).sample(others, min(len(others), settings.dev_corpus))
-    return RetrievalDevEvaluator(pairs_as_retrieval(dev, others), family, k, precision)
+    candidates = pairs_as_retrieval(dev, others)
+    return RetrievalDevEvaluator(candidates, family, k, precision, settings.dev_corpus, settings.seed)

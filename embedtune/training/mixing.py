@@ -157,8 +157,10 @@ class Mixture:
             return self.losses[0]
         return {p.name: loss for p, loss in zip(self.parts, self.losses, strict=True)}
 
-    def batch_sampler(self) -> BatchSamplers:
-        return BatchSamplers([(d, p.data.weights) for p, d in zip(self.parts, self._datasets, strict=True)])
+    def batch_sampler(self, length_window: int = 0) -> BatchSamplers:
+        """The trainer's batch sampler function; ``length_window`` > 1 batches rows of similar length."""
+        weighted = [(d, p.data.weights) for p, d in zip(self.parts, self._datasets, strict=True)]
+        return BatchSamplers(weighted, length_window=length_window)
 
     def multi_dataset_batch_sampler(self):
         return MultiDatasetSampler(self.mix)

@@ -4,7 +4,8 @@ What this adds to a hand-written trainer script: data of any supported shape val
 (:mod:`embedtune.training_data`), a loss chosen by name or by the data (:mod:`embedtune.training.losses`),
 batches without duplicate texts (a text must never be an in-batch negative of its own twin), dev
 evaluation with the best checkpoint kept, checkpoints that survive a kill and ``resume`` that refuses
-a different run, bf16 autocast where the CPU/GPU has native bf16 units, an atomic output directory,
+a different run, bf16 autocast where it is measured faster (:mod:`embedtune.training.autocast`), dev
+evaluation held to a share of the run (:mod:`embedtune.training.progress`), an atomic output directory,
 and a record of the run (resolved config, model card, ``metrics.jsonl``, a PNG of the curves).
 What follows the data is resolved here and said (:mod:`embedtune.training.choices`): the training
 token length, the limit the saved model keeps (its base model's, not the training length), the dev
@@ -18,11 +19,11 @@ with the ``cached-mnrl`` loss, whose memory stays bounded by its mini-batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
 import shutil
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
-from embedtune.encoding import resolve_training_precision
 from embedtune.errors import EmbedtuneWarning
 from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training import distributed, mixing
 from embedtune.training.augment import augment
+from embedtune.training.autocast import choose_precision, probe_rows
 from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
 from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
@@ -45,6 +46,7 @@ from embedtune.training.holdout import DevPlan, choose_dev
 from embedtune.training.losses import LossParams, LossSpec
 from embedtune.training.model_card import card_facts, write_run_report
 from embedtune.training.optim import layer_learning_rates
+from embedtune.training.progress import StageClock, evaluations, run_clock
 from embedtune.training.schedule import choose_schedule
 from embedtune.training.weighting import weigh_by_difficulty
 from embedtune.training_data import TrainingData, load_training_data
@@ -61,8 +63,7 @@ if TYPE_CHECKING:
 TRAIN_RECORD = "embedtune_train.json"
 BASELINE_FILE = "baseline_metrics.json"
 TENSORBOARD_DIR = "runs"  # where the trainer's TensorBoard callback writes, under the checkpoints folder
-# By default dev evaluations may cost at most this share of the training compute.
-DEV_COST_SHARE = 0.1
+PARTS = 4  # evaluations of a run whose schedule sets no interval (fewer where they would cost too much)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TrainResult:
     dev_after: dict[str, float] = field(default_factory=dict)
     metric: str | None = None
     choices: dict[str, Choice] = field(default_factory=dict)  # what was resolved for the user, and why
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (setup, baseline, ...)
 
     @property
     def worse_than_base(self) -> bool:
@@ -101,24 +103,31 @@ def _planned_steps(config: TrainConfig, rows: int) -> int:
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
-def eval_interval(config: TrainConfig, steps: int, columns: int, dev_texts: int | None) -> int:
-    """Steps between dev evaluations and checkpoints: ``checkpoint_steps`` if given, else the run split
-    evenly into at most four parts, fewer where needed so that evaluating costs at most
-    ``DEV_COST_SHARE`` of training.
+def evaluation_interval(config: TrainConfig, dev: DevEvaluator, chosen: Choice, steps: int, columns: int) -> Choice:
+    """Steps between dev evaluations (and checkpoints), with the dev set sized to match.
 
-    A training step runs forward and backward (about three forward passes) over ``batch x columns``
-    texts; an evaluation runs one forward pass over ``dev_texts``. With the default 5,500-text dev
-    sample and batch 32 of pairs, evaluations must be at least 287 steps apart, so a run of a few
-    hundred steps is evaluated only before training and at its end, instead of spending as long on
-    evaluation as on training.
+    The schedule's interval (the end of every pass) or the user's, else the run in :data:`PARTS`.
+    The dev set is then sized (:meth:`DevEvaluator.fit`) so that these evaluations cost at most
+    :data:`~embedtune.training.dev.DEV_COST_SHARE` of the run, counted in texts: a training step
+    runs forward and backward (about three forward passes) over ``batch x columns`` texts, an
+    evaluation one forward pass over the dev texts. A run too short to pay for that many
+    evaluations of even the smallest useful dev set is evaluated less often (whole multiples of the
+    interval, so evaluations stay at the ends of passes); an interval the user gave is kept.
+    During the run :mod:`embedtune.training.progress` checks the cost in seconds.
     """
-    if config.checkpoint_steps:
-        return config.checkpoint_steps
-    parts = 4
-    if dev_texts:
-        per_step = 3 * config.batch_size * config.gradient_accumulation_steps * columns
-        parts = max(1, min(parts, int(steps * DEV_COST_SHARE * per_step / dev_texts)))
-    return max(1, math.ceil(steps / parts))
+    every = chosen.value or math.ceil(steps / PARTS)
+    texts = 3 * steps * config.batch_size * config.gradient_accumulation_steps * columns
+    asked = evaluations(steps, every)
+    fitting = dev.fit(texts, asked)
+    if chosen.source == "given" or fitting >= asked:
+        return Choice(every, chosen.source, chosen.why if chosen.value else f"{PARTS} evaluations in the run")
+    wider = every
+    while evaluations(steps, wider) > fitting and wider < steps:
+        wider += every
+    why = (
+        f"every {every} would cost dev evaluation over its share of this short run: {evaluations(steps, wider)} of them"
+    )
+    return Choice(wider, "rule", why)
 
 
 @dataclass
@@ -164,23 +173,36 @@ def train(
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
+    clock = StageClock()
     setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
     config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
-    for name, choice in setup.choices.items() if log is not None and distributed.is_main() else ():
-        log(choice.line(name))
+    say = log if log is not None and distributed.is_main() else None
+    for name, choice in setup.choices.items() if say is not None else ():
+        say(choice.line(name))
     run_dir, checkpoint, fingerprint = distributed.on_main(
         lambda: open_run_dir(config, setup.base_path, setup.choices, setup.held_out)
     )
+    clock.lap("setup")
     dev_before = {} if setup.dev is None else distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir))
-    trainer = _trainer(config, setup, run_dir, callbacks)
-    started = time.perf_counter()
+    clock.lap("baseline")
+    baseline_seconds = setup.dev.seconds if setup.dev is not None else 0.0
+    given = setup.choices.get("checkpoint_steps", Choice(None, "", "")).source == "given"
+    timer = run_clock(setup.dev, say, clock.started, space=not given)
+    trainer = _trainer(config, setup, run_dir, [*callbacks, timer])
     if not restore_finished(trainer, checkpoint, best=setup.dev is not None):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
+    clock.lap("training")
+    evaluating = (setup.dev.seconds if setup.dev is not None else 0.0) - baseline_seconds
+    clock.seconds["training"] -= evaluating
+    clock.seconds["dev evaluations"] = evaluating
+    seconds = clock.seconds["training"] + evaluating
     history = trainer.state.log_history
     losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
     dev_after = _best_eval(history, setup.metric, trainer.state.best_global_step) if setup.dev is not None else {}
     steps = int(trainer.state.global_step)
+    if timer.widened:  # the interval used is the one recorded
+        step, every, why = timer.widened[-1]
+        setup.choices["checkpoint_steps"] = Choice(every, "measured", f"from step {step}: {why}")
     result = TrainResult(
         config.output, steps, setup.mixture.rows, seconds, losses, dev_before, dev_after, setup.metric, setup.choices
     )
@@ -190,6 +212,9 @@ def train(
         **_record(config, setup, trainer.state, fingerprint),
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_seconds": round(seconds, 1),
+        "timings": clock.record(),  # wall seconds per stage, up to writing the output
+        "dev_evaluations": setup.dev.calls if setup.dev is not None else 0,
+        "dev_curve": timer.curve,  # the dev metric at each evaluation, and the seconds since the run started
         "dev_before": dev_before,
         "dev_after": dev_after,
         "worse_than_base": result.worse_than_base,
@@ -197,6 +222,8 @@ def train(
     }
     trainer.model.max_seq_length = setup.choices["inference_max_seq_length"].value  # the limit it searches with
     distributed.on_main(lambda: _write_output(config, trainer.model, run_dir, record, history, dev_before))
+    clock.lap("writing")
+    result.timings = clock.record()
     return result
 
 
@@ -242,8 +269,8 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     layer_learning_rates(model, model, 1.0, config.layer_lr_decay)  # a model without findable layers: refused now
-    precision = resolve_training_precision(config.precision, str(model.device))
-    config, parts, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, precision))
+    # Dev evaluation and difficulty weights encode: in the machine's fastest encoding precision.
+    config, parts, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, "auto"))
     model.max_seq_length = choices["max_seq_length"].value
     params = LossParams(
         config.temperature,
@@ -254,6 +281,10 @@ def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
     )
     mixture = mixing.Mixture.build(parts, mixing.resolve_losses(config, parts), model, params, config.mix)
     spec, loss = mixture.specs[0], mixture.losses[0]
+    choices["precision"] = distributed.on_main(
+        lambda: choose_precision(config.precision, model, loss, probe_rows(mixture.train_dataset))
+    )
+    precision = choices["precision"].value
     return _Setup(config, parts[0].data, mixture, spec, loss, model, base_path, precision, dev, choices, held_out)
 
 
@@ -287,6 +318,12 @@ def _plan(
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
+        steps = _planned_steps(config, rows)
+        interval = evaluation_interval(
+            config, plan.evaluator, schedule["checkpoint_steps"], steps, len(data.text_columns)
+        )
+        schedule["checkpoint_steps"] = interval
+        config = dataclasses.replace(config, checkpoint_steps=interval.value)
     choices |= {"dev": plan.choice, **mixing.choices(config, parts, specs), **weights}
     return config, parts, plan.evaluator, choices | schedule | augmented, plan.held_out
 
@@ -296,7 +333,7 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
 
     dev, device = setup.dev, str(setup.model.device)
     steps = _planned_steps(config, setup.mixture.epoch_rows)
-    every = eval_interval(config, steps, len(setup.data.text_columns), dev.texts if dev is not None else None)
+    every = config.checkpoint_steps or math.ceil(steps / PARTS)
     decay = config.layer_lr_decay  # below 1: lower layers learn more slowly (embedtune.training.optim)
     return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
@@ -315,7 +352,9 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         dataloader_drop_last=distributed.world_size() > 1,  # what the batch sampler does under DDP anyway
         bf16=setup.precision == "bf16",
         use_cpu=device == "cpu",
-        batch_sampler=setup.mixture.batch_sampler(),  # NO_DUPLICATES, drawn by weight; DDP: global batches sliced
+        batch_sampler=setup.mixture.batch_sampler(
+            config.length_window
+        ),  # NO_DUPLICATES, drawn by weight; DDP: global batches sliced
         multi_dataset_batch_sampler=setup.mixture.multi_dataset_batch_sampler(),  # several datasets: config.mix
         prompts=_column_prompts(config, setup.mixture.text_columns),
         logging_first_step=True,
@@ -366,7 +405,8 @@ def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint
         "data": setup.mixture.describe(),
         "loss": setup.spec.name,
         "loss_module": type(setup.loss).__name__,
-        "batch_sampler": "NO_DUPLICATES",
+        "batch_sampler": "NO_DUPLICATES"
+        + (f", length window {config.length_window}" if config.length_window > 1 else ""),
         "sampling": setup.mixture.record(),  # datasets, their losses, weights and the mix
         "processes": distributed.world_size(),  # data-parallel: each step sees processes x batch_size rows
         "negatives_across_processes": distributed.world_size() > 1 and distributed.gathers(setup.loss),
@@ -403,10 +443,15 @@ def _column_prompts(config: TrainConfig, text_columns: list[str]) -> dict[str, s
     return prompts or None
 
 
-def _baseline(dev, model, run_dir: Path) -> dict[str, float]:
-    """Dev metrics of the untrained model, computed once per run (a resume reuses them)."""
+def _baseline(dev: DevEvaluator, model, run_dir: Path) -> dict[str, float]:
+    """Dev metrics of the untrained model, computed once per run (a resume reuses them).
+
+    The first call of a retrieval dev evaluator also picks its dev corpus with this model; a resumed
+    run has it picked again (the same base model picks the same documents).
+    """
     path = run_dir / BASELINE_FILE
     if path.is_file():
+        dev.prepare(model)
         return json.loads(path.read_text(encoding="utf-8"))
     metrics = {f"eval_{k}": float(v) for k, v in dev(model).items()}
     write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")

@@ -19,8 +19,8 @@ from the number of training rows, and said as a :class:`~embedtune.training.choi
   after ``PATIENCE`` evaluations without improvement; so extra passes cannot make the kept model
   worse, they can only cost time. A shorter run, or one whose length the user gave (``epochs`` or
   ``max_steps``: they asked for that many steps), keeps the run module's interval (a few
-  evaluations within a tenth of the training compute) and no early stopping; it still keeps the
-  best checkpoint.
+  evaluations, :func:`embedtune.training.run.evaluation_interval`) and no early stopping; it still
+  keeps the best checkpoint.
 * **Batch size.** ``BATCH_SIZE`` (32) rows: with the in-batch losses each query competes with the
   batch's other 31 documents, as in sentence-transformers' own recipes. A set too small to fill
   ``MIN_BATCHES`` batches per epoch gets the largest power of two that does (at least ``MIN_BATCH``),
@@ -154,7 +154,7 @@ def _evaluation(config: TrainConfig, steps: int, per_epoch: int, has_dev: bool) 
         interval = Choice(every, "rule", f"{passes:g} passes: evaluated at the end of each, so that the best is kept")
     else:
         why = "no dev set" if not has_dev else "the run's length was given" if not chosen_length else "under 2 passes"
-        interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within 10% of training compute)")
+        interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within dev evaluation's share of the run)")
     if config.early_stopping_patience is not None:
         patience = Choice(config.early_stopping_patience, "given", "early_stopping_patience")
     elif not has_dev:

@@ -36,15 +36,17 @@ def _evaluator(root, **settings):
 def test_dev_metrics_equal_embedtune_eval_on_the_same_sample(tmp_path, tiny_st, tiny_model, dev_queries, dev_corpus):
     root = write_beir(tmp_path / "beir", qrels={"dev": DEV_QRELS})
     evaluator = _evaluator(root, dev_queries=dev_queries, dev_corpus=dev_corpus, metric="mrr@5", seed=3)
+    baseline = evaluator(tiny_model)  # the first model seen picks the dev corpus and scores from those vectors
+    dev = evaluator(tiny_model)  # encoded again: the same numbers
+    assert dev == pytest.approx(baseline, abs=1e-6)
     sample = evaluator.split
-    if dev_queries < 7:  # sampled: the queries asked for, every relevant document, filled up to dev_corpus
+    if dev_queries < 7:  # sampled: the queries asked for, every relevant document, hard candidates up to dev_corpus
         assert len(sample.queries) == 4 and len(sample.corpus) == 6
         assert all(d in sample.corpus for docs in sample.qrels.values() for d in docs)
         split = RetrievalSplit(root, "dev", sample.corpus, sample.queries, sample.qrels)
     else:
         split = load_split(root, "dev")
         assert (sample.queries, sample.corpus, sample.qrels) == (split.queries, split.corpus, split.qrels)
-    dev = evaluator(tiny_model)
 
     # The keys the trainer, the logs and the model card have always used.
     ks = {"accuracy": (1, 5, 10), "map": (5, 100)}
@@ -136,3 +138,18 @@ def test_no_dev_set_without_dev_data_or_a_dev_split(tmp_path):
     root = write_beir(tmp_path / "beir", qrels={"train": DEV_QRELS})
     config = TrainConfig(output="unused", data=root)
     assert build_dev_evaluator(config.dev_settings(), load_training_data(root), "fp32") is None
+
+
+def test_the_dev_corpus_is_the_positives_and_the_hard_candidates_not_random_documents(tmp_path, tiny_model):
+    """Among 300 documents that share no word with any query, BM25's matches are the ones kept."""
+    from helpers import CORPUS
+
+    filler = {f"filler-{i}": f"zzz{i} qqq{i} unrelated filler paragraph number {i}" for i in range(300)}
+    qrels = DEV_QRELS[:3]  # web server -> nginx, text editor -> vim, compression utility -> gzip
+    root = write_beir(tmp_path / "beir", corpus=CORPUS | filler, qrels={"dev": qrels})
+    evaluator = _evaluator(root, dev_corpus=14)
+    evaluator(tiny_model)
+    chosen = set(evaluator.split.corpus)
+    assert len(chosen) == 14 and {d for _, d in qrels} <= chosen
+    assert {"postgres", "openssh-doc"} <= chosen  # the other servers: BM25's candidates for "web server"
+    assert evaluator.texts == 3 + 14

@@ -10,7 +10,10 @@ from helpers import train_config
 
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model
-from embedtune.training import TRAIN_RECORD, TrainConfig, eval_interval, train
+from embedtune.training import TRAIN_RECORD, TrainConfig, evaluation_interval, train
+from embedtune.training.choices import Choice
+from embedtune.training.dev import DEV_COST_SHARE, MIN_DEV_QUERIES, POOL_EVALUATIONS, DevSplit, RetrievalDevEvaluator
+from embedtune.training.progress import evaluations
 
 
 def _config(tmp_path, model, data, **overrides):
@@ -84,17 +87,29 @@ def test_epoch_based_training_covers_every_pair_once(tmp_path, tiny_st, beir_dir
     assert result.steps == 2
 
 
+def _candidates(queries: int, documents: int) -> DevSplit:
+    corpus = {f"d{i}": f"document {i}" for i in range(documents)}
+    return DevSplit(
+        {f"q{i}": f"query {i}" for i in range(queries)}, corpus, {f"q{i}": {f"d{i}": 1} for i in range(queries)}
+    )
+
+
 @pytest.mark.parametrize(
-    ("steps", "checkpoint_steps", "dev_texts", "expected"),
+    ("steps", "chosen", "expected"),
     [
-        (1710, None, 5500, 428),  # a full default epoch: a quarter of the run
-        (600, None, 5500, 300),  # evaluations >= 287 steps apart (5,500 texts / 10% of 3 x 32 x 2): 2 parts
-        (286, None, 5500, 286),  # a short run is evaluated at its end only
-        (96, None, 5500, 96),
-        (400, None, None, 100),  # no dev set: checkpoints every quarter
-        (400, 7, 5500, 7),  # an explicit interval wins
+        (120, Choice(24, "rule", "every pass"), 24),  # 5 passes of a small set: each evaluated, a small dev set
+        (1710, Choice(None, "rule", "no interval"), 428),  # a long run: a quarter of it
+        (20, Choice(None, "rule", "no interval"), 20),  # too short to pay for 4 evaluations: the end only
+        (20, Choice(7, "given", "checkpoint_steps"), 7),  # an explicit interval wins
     ],
 )
-def test_dev_evaluation_is_spaced_by_its_cost(steps, checkpoint_steps, dev_texts, expected):
-    config = TrainConfig(output=Path("unused"), checkpoint_steps=checkpoint_steps, batch_size=32)
-    assert eval_interval(config, steps, columns=2, dev_texts=dev_texts) == expected
+def test_the_dev_set_and_its_evaluations_cost_at_most_their_share_of_the_run(steps, chosen, expected):
+    config = TrainConfig(output=Path("unused"), batch_size=32)
+    dev = RetrievalDevEvaluator(_candidates(200, 5000), "ndcg", 10, "fp32")
+    interval = evaluation_interval(config, dev, chosen, steps, columns=2)
+    assert interval.value == expected
+    train_texts = 3 * steps * 32 * 2
+    spent = dev.texts * (evaluations(steps, interval.value) + POOL_EVALUATIONS)
+    if chosen.source != "given":  # the smallest useful dev set, evaluated as often as the share allows
+        assert spent <= DEV_COST_SHARE / (1 - DEV_COST_SHARE) * train_texts + 1
+        assert len(dev.candidates.queries) >= MIN_DEV_QUERIES and dev.size >= 3 * len(dev.candidates.queries)

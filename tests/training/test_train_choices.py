@@ -45,7 +45,8 @@ def test_without_a_dev_split_whole_queries_are_held_out_and_never_trained_on(tmp
     assert len(plan.data.dataset) + sum(1 for t in data.dataset["anchor"] if t in plan.held_out) == len(data.dataset)
     # The dev queries are every query id of a held-out text (twins included), ranked over the corpus.
     held_ids = sorted(q for q, t in _queries(root).items() if t in plan.held_out)
-    assert sorted(plan.evaluator.split.queries) == held_ids and len(plan.evaluator.split.corpus) == 60
+    candidates = plan.evaluator.candidates  # the dev corpus is picked from them by the base model, at the baseline
+    assert sorted(candidates.queries) == held_ids and len(candidates.corpus) == 60
     assert plan.choice.source == "data" and "6 of 60 training queries" in plan.choice.why
     # Seeded: the same seed holds out the same queries; capped at dev_queries.
     assert choose_dev(config.dev_settings(), data, "fp32").held_out == plan.held_out
@@ -54,7 +55,7 @@ def test_without_a_dev_split_whole_queries_are_held_out_and_never_trained_on(tmp
     # Two query ids with one text go together: q-twin is held out with q0.
     half = TrainConfig(output=tmp_path / "m", data=root, dev_holdout=0.5, seed=1).dev_settings()
     twins = choose_dev(half, data, "fp32")
-    assert "query alpha 0" in twins.held_out and {"q0", "q-twin"} <= set(twins.evaluator.split.queries)
+    assert "query alpha 0" in twins.held_out and {"q0", "q-twin"} <= set(twins.evaluator.candidates.queries)
 
 
 def _queries(root) -> dict[str, str]:
@@ -69,15 +70,17 @@ def test_too_little_data_to_hold_out_trains_without_dev_and_says_so(tmp_path):
     assert plan.evaluator is None and plan.choice.value == "none" and len(plan.data.dataset) == 21
 
 
-def test_a_pairs_file_holds_out_queries_with_the_other_documents_as_distractors(tmp_path):
+def test_a_pairs_file_holds_out_queries_with_the_other_documents_as_candidates(tmp_path, tiny_model):
     path = tmp_path / "pairs.jsonl"
     rows = [{"query": f"query {i}", "positive": f"document {i} {WORDS[i % 10]}"} for i in range(50)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = TrainConfig(output=tmp_path / "m", data=path, dev_corpus=20)
     plan = choose_dev(config.dev_settings(), load_training_data(path), "fp32")
+    assert len(plan.evaluator.candidates.corpus) == 50  # the 5 positives and the 45 trained rows' documents
+    plan.evaluator(tiny_model)  # the base model picks the dev corpus
     split = plan.evaluator.split
     assert len(split.queries) == 5 and len(plan.data.dataset) == 45
-    assert len(split.corpus) == 25  # the 5 positives plus 20 other documents
+    assert len(split.corpus) == 20 and all(d in split.corpus for docs in split.qrels.values() for d in docs)
     with pytest.raises(Exception, match=r"dev_split: 'validation' names a qrels split, but .*pairs\.jsonl is a file"):
         choose_dev(TrainConfig(output="m", data=path, dev_split="validation").dev_settings(), plan.data, "fp32")
 
@@ -130,7 +133,7 @@ def test_a_model_worse_than_its_base_on_dev_is_written_with_a_warning(tmp_path, 
     monkeypatch.setattr(run, "_baseline", lambda *a: {k: 1.0 for k in real(*a)})  # a base model that is perfect
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(_config(tmp_path, tiny_st, beir_dir, dev=True))
+        result = train(_config(tmp_path, tiny_st, beir_dir, dev=True, dev_corpus=8))  # the whole corpus
     assert result.worse_than_base
     messages = [str(w.message) for w in caught if issubclass(w.category, EmbedtuneWarning)]
     assert any(f"ndcg@10 {result.dev_after[result.metric]:.4f} after training, 1.0000 before" in m for m in messages)

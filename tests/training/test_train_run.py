@@ -14,7 +14,7 @@ from helpers import train_config
 
 from embedtune.errors import EmbedtuneError
 from embedtune.models import load_model
-from embedtune.training import CONFIG_FILE, TrainConfig, checkpoints_dir, train
+from embedtune.training import CONFIG_FILE, TRAIN_RECORD, TrainConfig, checkpoints_dir, train
 
 
 def _config(tmp_path, model, data, name="model", **overrides) -> TrainConfig:
@@ -178,3 +178,17 @@ def test_a_missing_tracker_package_is_refused_before_loading(tmp_path, tiny_st, 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(SettingError, match=r"^report_to: 'wandb' needs the wandb package"):
         train(_config(tmp_path, tiny_st, beir_dir, report_to="wandb"))
+
+
+def test_the_run_says_a_whole_run_eta_and_records_where_its_time_went(tmp_path, tiny_st, beir_dir):
+    lines: list[str] = []
+    result = train(_config(tmp_path, tiny_st, beir_dir, dev=True), log=lines.append)
+    assert any(line.startswith("step ") and "whole run about" in line and "left" in line for line in lines)
+    assert any(line.startswith("precision: fp32") or line.startswith("precision: bf16") for line in lines)
+    record = json.loads((result.output / TRAIN_RECORD).read_text())
+    stages = ("setup", "baseline", "training", "dev evaluations")
+    assert all(record["timings"][s] >= 0 for s in stages) and record["timings"]["total"] > 0
+    assert set(result.timings) >= {*stages, "writing", "total"}
+    assert [p["step"] for p in record["dev_curve"]] == [2, 4, 6, 8]  # the interval given (2) is kept
+    assert all(p["seconds"] > 0 and 0 <= p["metric"] <= 1 for p in record["dev_curve"])
+    assert record["dev_evaluations"] == 5  # the baseline and four
