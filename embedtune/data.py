@@ -11,6 +11,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,15 +46,45 @@ def default_data_dir() -> Path:
 
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
 
+# Compressions embedtune does not read, by their magic bytes: (magic, name, command that decompresses,
+# suffix). bzip2's is checked up to its block magic, so a text that starts with "BZh" is still text.
+_COMPRESSIONS = (
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstd -d", ".zst"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz", "xz -d", ".xz"),
+    (re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"), "bzip2", "bzip2 -d", ".bz2"),
+    (re.compile(rb"\x04\x22\x4d\x18"), "lz4", "lz4 -d", ".lz4"),
+    (re.compile(rb"PK\x03\x04"), "zip", "unzip", ".zip"),
+)
+
+
+def _check_compression(path: Path) -> None:
+    """Refuse a file compressed other than with gzip, by its first bytes (whatever its name): read as
+    text it would be reported as invalid UTF-8 somewhere in line 1, which sends the user looking for
+    a bad character."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(10)
+    except OSError:
+        return  # the reader reports it
+    for magic, name, command, suffix in _COMPRESSIONS:
+        if magic.match(head):
+            plain = path.name.removesuffix(suffix)
+            raise DataError(
+                path,
+                f"compressed with {name}, which embedtune does not read: decompress it ({command} {path}) "
+                f"or give {plain} or {plain}.gz",
+            )
+
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` of a (possibly gzipped) UTF-8 file, newline stripped.
 
     Bytes are decoded line by line, so invalid UTF-8 is an error naming its line; a file named
-    ``.gz`` that is not gzip, or a truncated one, is a one-line error naming the file. A BOM at the
-    start of the file is dropped.
+    ``.gz`` that is not gzip, or a truncated one, is a one-line error naming the file, and so is a
+    file compressed with zstd, xz, bzip2, lz4 or zip. A BOM at the start of the file is dropped.
     """
     path = Path(path)
+    _check_compression(path)
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
             for line_no, raw in enumerate(f, start=1):
@@ -99,6 +130,8 @@ def find_data_file(directory: Path, stem: str) -> Path:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
+        if candidate.is_dir():
+            raise EmbedtuneError(f"{candidate}: a folder, not a file (expected the {stem} file of a BEIR folder)")
     raise EmbedtuneError(f"{directory}: no {stem} or {stem}.gz (expected a BEIR-layout folder)")
 
 
@@ -200,12 +233,17 @@ def load_qrels(
     Ids not present in ``query_ids`` / ``doc_ids`` (when given) are errors: a qrel that points
     nowhere would silently count as a miss and make every metric look worse than it is. The error
     locates the first such row and counts them all, so one run shows the size of the mismatch.
-    Rows with score <= 0 are kept out: they mark judged non-relevant documents.
+    Rows with score <= 0 are kept out: they mark judged non-relevant documents. A pair graded twice
+    with different scores is an error naming both lines: which grade counts would be an accident of
+    the file's order.
     """
     path = Path(path)
+    if path.is_dir():
+        raise EmbedtuneError(f"{path}: a folder, not a qrels file (expected a TSV file: query-id, corpus-id, score)")
     if not path.is_file():
         raise EmbedtuneError(f"{path}: no such qrels file")
     qrels: dict[str, dict[str, int]] = {}
+    graded: dict[tuple[str, str], tuple[int, int]] = {}  # (query, document) -> (line, score)
     unknown: dict[str, list[tuple[int, str]]] = {"query-id": [], "corpus-id": []}  # field -> (line, id)
     reader = csv.reader((text for _, text in read_lines(path)), delimiter="\t")
     header = next(reader, None)
@@ -221,6 +259,15 @@ def load_qrels(
             score = int(score_text)
         except ValueError as e:
             raise DataError(path, f"not an integer: '{score_text}'", line=line, field="score") from e
+        first_line, first_score = graded.setdefault((qid, did), (line, score))
+        if first_score != score:
+            raise DataError(
+                path,
+                f"query '{qid}' and document '{did}' graded {score} here but {first_score} at line {first_line}: "
+                "give each pair one grade",
+                line=line,
+                field="score",
+            )
         if query_ids is not None and qid not in query_ids:
             unknown["query-id"].append((line, qid))
         if doc_ids is not None and did not in doc_ids:

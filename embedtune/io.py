@@ -6,7 +6,12 @@ Outputs get the modes of any file the user creates (the umask), not the private 
 ``mkstemp``/``mkdtemp`` give temporaries. A temporary's name carries its host and process id, so
 the next write of the same output can remove what a killed run left behind without ever touching
 the temporary of a run still alive (:func:`remove_stale_temporaries`). :func:`check_writable` lets a
-command fail before its work, not after it, when an output cannot be written.
+command fail before its work, not after it, when an output cannot be written, and
+:func:`refuse_overlap` when an output would replace or land inside one of the command's own inputs.
+
+A full disk, a read-only file system or a denied permission met while writing is reported as an
+:class:`~embedtune.errors.EmbedtuneError` naming the file (:func:`writing`, through
+:func:`~embedtune.errors.machine_error`); the temporaries are removed and the previous output stays.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from embedtune.errors import EmbedtuneError, OutputExistsError
+from embedtune.errors import EmbedtuneError, OutputExistsError, machine_error
 
 T = TypeVar("T")
 _READ_CHUNK = 1 << 20  # stream files: model weights can be GBs
@@ -33,6 +39,63 @@ def check_destination(target: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless asked to; call before the expensive work."""
     if target.exists() and not overwrite:
         raise OutputExistsError(target)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (a hard link, a bind mount); False where either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overlap(output: str | Path, inputs: Iterable[str | Path | None], *, what: str = "output") -> None:
+    """Refuse ``output`` when it is, contains or lies inside one of ``inputs`` (``None`` entries skipped).
+
+    Paths are compared after resolving symlinks (and as files, so a hard link to an input is that
+    input), whether or not the output exists yet or replacing it was asked for: an output written over
+    its own input destroys the data it was made from, and one written inside an input folder changes
+    that input for every later reader. Call it before any work; ``what`` names the output in the message.
+    """
+    out = Path(output).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if out == source or _same_file(out, source):
+            relation = "is"
+        elif source in out.parents:
+            relation = "lies inside"
+        elif out in source.parents:
+            relation = "contains"
+        else:
+            continue
+        raise EmbedtuneError(
+            f"{output}: the {what} {relation} the input {given}; writing it there would change that input: "
+            "choose a path apart from every input"
+        )
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Report an error of the machine raised inside (full disk, read-only file system, permission) as a
+    one-line :class:`EmbedtuneError` naming ``path``, the output being written: the error itself names
+    a temporary, or nothing at all (a failed ``write``, SQLite's "database or disk is full"). Any other
+    error passes through unchanged."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as e:
+        error = machine_error(e, path)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_writable(path: Path, *, directory: bool = False) -> None:
@@ -53,7 +116,8 @@ def check_writable(path: Path, *, directory: bool = False) -> None:
     if not parent.is_dir():
         raise EmbedtuneError(f"{path}: cannot be written ({parent} is a file, not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise EmbedtuneError(f"{path}: cannot be written ({parent} is not writable)")
+        why = "is on a read-only file system" if _read_only_file_system(parent) else "is not writable"
+        raise EmbedtuneError(f"{path}: cannot be written ({parent} {why})")
 
 
 def _umask() -> int:
@@ -131,7 +195,8 @@ def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
     """
     import fcntl
 
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    with writing(lock_path):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,20 +233,21 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     """
     target = Path(target)
     check_destination(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
-        yield tmp
-        if target.exists():
-            old = make_temp_dir(target, "old")
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(target)
+        try:
+            yield tmp
+            if target.exists():
+                old = make_temp_dir(target, "old")
+                os.replace(target, old / target.name)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -191,20 +257,23 @@ def atomic_file(path: Path) -> Iterator[Path]:
     Readers never see half a file, and a failed write leaves any previous ``path`` untouched.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
-    except OSError as e:
-        raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with writing(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+        except OSError as e:
+            if machine_error(e) is not None:
+                raise  # named and advised by writing()
+            raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

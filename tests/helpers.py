@@ -125,3 +125,53 @@ def launch(*args: object, launcher: str = "torchrun", processes: int = 2, timeou
         text=True,
         timeout=timeout,
     )
+
+
+def mount_tmpfs(path: Path, *, size: str = "1m") -> Path:
+    """A small tmpfs mounted on ``path`` (a real device that fills up or turns read-only, which chmod cannot
+    fake for root); the test is skipped, saying why, where mounting is not permitted. Unmount it with
+    :func:`unmount`."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here: a full or read-only disk needs a tmpfs")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.decode().strip()}); needs root")
+    return path
+
+
+def remount(path: Path, *, read_only: bool) -> None:
+    """Make the tmpfs at ``path`` read-only (or writable again)."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,{'ro' if read_only else 'rw'}", str(path)], check=True)
+
+
+def unmount(path: Path) -> None:
+    """Lazily: a file a test left open must not fail the test's clean-up."""
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(device: Path, *, leave: int = 0) -> Path:
+    """Fill the file system of folder ``device`` with one file, leaving about ``leave`` bytes (whole pages) free."""
+    import os
+
+    filler = device / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:  # ENOSPC: the device is full
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(filler.stat().st_size - leave, 0))
+    return filler

@@ -18,7 +18,9 @@ command can lack them) and follows one output contract, kept here once:
   is the one answer every library call receives.
 
 Ctrl-C ends a command with ``interrupted`` and exit status 130 (128 + SIGINT), as shells expect,
-instead of click's ``Aborted!`` and 1.
+instead of click's ``Aborted!`` and 1. An error of the machine that reaches here unnamed by the library
+(a full disk, a read-only file system, a denied permission) is reported like any other: one line naming
+the path and what to do (:func:`embedtune.errors.machine_error`), exit status 1, no traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,7 +39,7 @@ from typing import Any
 import click
 
 from embedtune.data import default_data_dir
-from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError, machine_error
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.settings import SettingError
 from embedtune.training import distributed
@@ -185,8 +188,9 @@ class EmbedtuneCommand(click.Command):
 
 
 class EmbedtuneGroup(click.Group):
-    """Turns EmbedtuneError into a one-line error instead of a traceback, and EmbedtuneWarning into a
-    one-line ``warning:`` on stderr. The top group also reports errors as JSON under --json, turns
+    """Turns EmbedtuneError and errors of the machine (full disk, read-only, permission) into a one-line
+    error instead of a traceback, and EmbedtuneWarning into a one-line ``warning:`` on stderr. The top
+    group also reports errors as JSON under --json, turns
     Ctrl-C into ``interrupted`` with status 130, and ends a process of a launched (DDP) run through
     :func:`~embedtune.training.distributed.exit_rank`."""
 
@@ -245,6 +249,11 @@ class EmbedtuneGroup(click.Group):
                 raise click.ClickException(f"{e} (pass --overwrite to replace it)") from e
             except EmbedtuneError as e:
                 raise click.ClickException(str(e)) from e
+            except (OSError, sqlite3.OperationalError) as e:
+                error = machine_error(e)
+                if error is None:
+                    raise
+                raise click.ClickException(str(error)) from e
 
 
 @click.group(cls=EmbedtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_progress
-from embedtune.cli.options import given, options_from
+from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.encoding import EncodeSettings
 from embedtune.encoding.files import PROMPTS
 
@@ -31,7 +31,7 @@ from embedtune.encoding.files import PROMPTS
     "a model without that prompt encodes the texts as they are.",
 )
 @options_from(EncodeSettings)
-@click.option("--overwrite", is_flag=True, help="Replace --output (and its ids file) if they exist.")
+@overwrite_option("Replace --output (and its ids file) if they exist.")
 @json_option()
 def encode(source: Path, output: Path, model: str, prompt: str, overwrite: bool, as_json: bool, **options) -> None:
     """Encode INPUT into normalised vectors: the same vectors an index or search of this model uses.

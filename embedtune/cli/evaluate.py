@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from embedtune.cli.app import (
     note,
     show_progress,
 )
-from embedtune.cli.options import flags, given, options_from
+from embedtune.cli.options import flags, given, options_from, overwrite_option
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
-from embedtune.io import check_writable, write_bytes_atomic, write_text_atomic
+from embedtune.errors import EmbedtuneError, OutputExistsError
+from embedtune.io import check_destination, check_writable, refuse_overlap, write_bytes_atomic, write_text_atomic
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.retrieval.hybrid import MODES, SearchSettings
 
@@ -110,6 +112,7 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     help="Also write each system's ranking as a TREC run file (qid Q0 docid rank score system) into this folder, "
     "for trec_eval or ranx.",
 )
+@overwrite_option("Replace --json-out, --markdown-out, --plot and the run files in --run-out if they exist.")
 @json_option("Print JSON instead of the table (schema embedtune.eval/1: {data, split, results: [one per system]}).")
 def eval_command(
     models: tuple[str, ...],
@@ -128,6 +131,7 @@ def eval_command(
     per_query: bool,
     significance: bool,
     run_out: Path | None,
+    overwrite: bool,
     as_json: bool,
     **options,
 ) -> None:
@@ -146,7 +150,8 @@ def eval_command(
     searching = given(SearchSettings, options)
     if (searching or modes) and not indexes:
         raise click.UsageError("--mode and the fusion/rerank options apply to --index systems, and none was given")
-    _check_before_work(bool(models), encoding, (json_out, markdown_out, plot), run_out)
+    outputs = {"--json-out": json_out, "--markdown-out": markdown_out, "--plot": plot, "--run-out": run_out}
+    _check_before_work(bool(models), encoding, outputs, _inputs(data, models, indexes, indexes_dir), overwrite)
     settings = EvalSettings(
         metrics=tuple(m for m in metrics.split(",") if m.strip()),
         ks=tuple(ks),
@@ -177,15 +182,36 @@ def eval_command(
     _write_files(results, payload, report, json_out, markdown_out, plot, run_out)
 
 
-def _check_before_work(has_models: bool, encoding: dict, files: tuple[Path | None, ...], run_out: Path | None) -> None:
-    """Refuse, before minutes of encoding, options that would be ignored and outputs that cannot be written."""
+def _inputs(data: Path, models: tuple[str, ...], indexes: tuple[str, ...], indexes_dir: Path) -> list[Path]:
+    """The files and folders eval reads: the data, and the models and indexes given by path or name."""
+    from embedtune.index import resolve_index_path
+    from embedtune.index.qdrant import is_qdrant_uri
+
+    found = [Path(data), *(Path(m) for m in models if Path(m).exists())]
+    for index in indexes:
+        if not is_qdrant_uri(index):
+            with contextlib.suppress(EmbedtuneError):  # a missing index is reported where it is loaded
+                found.append(resolve_index_path(index, indexes_dir))
+    return found
+
+
+def _check_before_work(
+    has_models: bool, encoding: dict, outputs: dict[str, Path | None], inputs: list[Path], overwrite: bool
+) -> None:
+    """Refuse, before minutes of encoding, options that would be ignored and outputs that cannot be written,
+    exist already (without --overwrite), or would land on or inside an input (even with it)."""
     if encoding and not has_models:  # an index searches with its own model and settings; BM25 encodes nothing
         raise click.UsageError(f"{flags(EncodeSettings, encoding)}: only used for --model systems, and none was given")
-    for path in files:
-        if path is not None:
-            check_writable(path)
-    if run_out is not None:
-        check_writable(run_out, directory=True)
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        refuse_overlap(path, inputs, what=flag)
+        folder = flag == "--run-out"  # its run files are replaced one by one, so a folder holding any is refused
+        if folder and path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise OutputExistsError(path)
+        if not folder:
+            check_destination(path, overwrite)
+        check_writable(path, directory=folder)
 
 
 def _write_files(

@@ -17,8 +17,8 @@ from embedtune.cli.app import (
     note,
     show_progress,
 )
-from embedtune.cli.index_scale import build_scaled_out, index_export, index_merge, ray_option
-from embedtune.cli.options import given, options_from
+from embedtune.cli.index_scale import REPLACE_INDEX, build_scaled_out, index_export, index_merge, ray_option
+from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.data import default_data_dir
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
@@ -70,7 +70,7 @@ def index() -> None:
     default=None,
     help="Then calibrate on the judged queries of this split of --corpus (a BEIR folder), as 'index calibrate'.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
+@overwrite_option(REPLACE_INDEX)
 @json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
 def index_build(
     model: str,

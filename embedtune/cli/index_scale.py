@@ -14,12 +14,13 @@ import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, index_argument, indexes_dir_option, json_option, note
 from embedtune.cli.app import show_progress as progress_shown
-from embedtune.cli.options import given, options_from
+from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.encoding import EncodeSettings
 from embedtune.index import BuildSettings, Manifest
 from embedtune.index.shards import ShardRecord, ShardSettings, shard_dir, shards_dir_of
 from embedtune.settings import meta_of
 
+REPLACE_INDEX = "Replace an existing index of that name (kept usable until done)."
 ray_option = click.option(
     "--ray",
     "ray_address",
@@ -89,7 +90,7 @@ def build_scaled_out(
     help="Folder of the shards (default: INDEXES_DIR/INDEX.shards, where 'index build --shard' writes them).",
 )
 @options_from(BuildSettings)
-@click.option("--overwrite", is_flag=True, help="Replace an existing index of that name (kept usable until done).")
+@overwrite_option(REPLACE_INDEX)
 @json_option("Print the result as one JSON document (schema embedtune.index.merge/1, with the manifest).")
 def index_merge(
     index_name: str, indexes_dir: Path, shards_dir: Path | None, overwrite: bool, as_json: bool, **options
@@ -149,7 +150,7 @@ def report_shard(record: ShardRecord, path: Path, as_json: bool) -> None:
     help="Folder for Qdrant's local mode (no server).",
 )
 @click.option("--collection", default=None, help="Collection name (default: the index name).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing collection of that name.")
+@overwrite_option("Replace an existing collection of that name.")
 @json_option("Print the result as one JSON document (schema embedtune.index.export/1).")
 def index_export(
     index_name: str,

@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from embedtune.cli.app import EmbedtuneCommand, data_option, emit, indexes_dir_option, json_option, note, show_progress
-from embedtune.cli.options import flags, given, options_from
+from embedtune.cli.options import flags, given, options_from, overwrite_option
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
+from embedtune.io import refuse_overlap
 from embedtune.mining import RETRIEVERS, MiningConfig, MiningReport
 
 retriever_option = click.option(
@@ -72,7 +73,7 @@ def mining_payload(report: MiningReport, output: Path) -> dict:
 )
 @options_from(MiningConfig)
 @options_from(EncodeSettings)
-@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+@overwrite_option()
 @json_option("Print the result as one JSON document (schema embedtune.mine/1: the files written and the report).")
 def mine(
     output: Path, data: Path, split: str, model: str, index_name: str | None, retriever: str, as_json: bool, **options
@@ -97,6 +98,7 @@ def mine(
     encoding = EncodeSettings(**chosen)
     if retriever == "dense":  # BM25 loads no model
         note(f"loading model {model} ..." if index_name is None else f"loading index {index_name} and its model ...")
+    refuse_overlap(output, [data], what="--output")  # a pairs file is read through a temporary folder: check it here
     uses = f"every pair is in split '{split}' and gets its negatives from these documents"
     with dataset_folder(data, split, uses=uses) as folder:
         report = mine_to_file(

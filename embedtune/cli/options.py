@@ -130,3 +130,9 @@ def given(cls: type, options: dict[str, Any], *, exclude: Iterable[str] = ()) ->
     names = {f.name for f in dataclasses.fields(cls)} - set(exclude)
     picked = {name: options.pop(name) for name in list(options) if name in names}
     return {name: None if value is _NONE else value for name, value in picked.items() if value is not None}
+
+
+def overwrite_option(help: str = "Replace --output if it exists.") -> Callable:
+    """``--overwrite`` (the command's ``overwrite`` argument): without it an existing output is refused,
+    never silently replaced. Every command that writes files declares it through here."""
+    return click.option("--overwrite", is_flag=True, help=help)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from embedtune.cli.app import EmbedtuneCommand, emit, json_option
-from embedtune.cli.options import given, options_from
+from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.splits import SplitSettings
 
 
@@ -36,7 +36,7 @@ def dataset_folder(data: Path, split: str, *, uses: str) -> Iterator[Path]:
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, exists=True))
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="The new BEIR folder to write.")
 @options_from(SplitSettings)
-@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+@overwrite_option()
 @json_option()
 def split(input_path: Path, output: Path, overwrite: bool, as_json: bool, **options) -> None:
     """Write train/dev/test qrels (7:2:1 by default, seeded) from INPUT into a new BEIR folder.

@@ -22,10 +22,15 @@ def _describe(result: TrainResult) -> str:
     if result.metric and result.dev_after:
         before = result.dev_before.get(result.metric, float("nan"))
         dev = f"; dev {metric_label(result.metric)} {before:.4f} -> {result.dev_after[result.metric]:.4f}"
+    first, last = result.mean_loss(0, 0.2), result.mean_loss(0.8, 1)
+    losses = (
+        "no loss logged"
+        if first is None or last is None
+        else f"mean loss {first:.4f} over the first 20% of steps, {last:.4f} over the last 20%"
+    )
     return (
-        f"trained {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s "
-        f"(mean loss {result.mean_loss(0, 0.2):.4f} over the first 20% of steps, "
-        f"{result.mean_loss(0.8, 1):.4f} over the last 20%){dev}; model written to {result.output}"
+        f"trained {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s ({losses}){dev}; "
+        f"model written to {result.output}"
     )
 
 

@@ -10,8 +10,10 @@ since a reader that maps ids to vectors would silently keep one of them.
 Outputs are chosen by suffix: ``.npy`` (float32, one row per text) with the ids beside it in
 ``<name>.ids.json``, or ``.parquet`` with columns ``id`` and ``vector`` (a fixed-size list of float32).
 Each file is written to a temporary name and renamed (:mod:`embedtune.io`), the ids before the
-vectors, so a killed run never leaves a half-written file under the name a reader opens, and the
-output is checked for writability before the model is loaded, not after the encoding.
+vectors and only once both are written, so a killed run or a full disk never leaves a half-written
+file under the name a reader opens, nor new ids beside old vectors. The output is checked before
+the model is loaded, not after the encoding: writable, not there already (unless replacing it was
+asked for), and neither the input nor inside it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from embedtune.data import corpus_file, iter_corpus, plain_lines, read_jsonl
 from embedtune.encoding.config import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
-from embedtune.io import atomic_file, check_destination, check_writable, fsync_path, write_text_atomic
+from embedtune.io import atomic_file, check_destination, check_writable, fsync_path, refuse_overlap, write_text_atomic
 from embedtune.text import text_problem
 
 if TYPE_CHECKING:
@@ -141,10 +143,11 @@ def ids_path_for(output: Path) -> Path | None:
     return output.with_name(output.name.removesuffix(".npy") + ".ids.json") if output.suffix == ".npy" else None
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
     if output.suffix not in OUTPUT_SUFFIXES:
         raise EmbedtuneError(f"{output}: the vectors file must end in {' or '.join(OUTPUT_SUFFIXES)}")
     for path in filter(None, (output, ids_path_for(output))):
+        refuse_overlap(path, inputs)
         check_destination(path, overwrite)
         check_writable(path)
 
@@ -178,7 +181,8 @@ def encode_file(
     source, output = Path(source), Path(output)
     if prompt not in PROMPTS:  # before minutes of loading, as every bad parameter
         raise EmbedtuneError(f"prompt must be one of {', '.join(PROMPTS)}, got '{prompt}'")
-    _check_output(output, overwrite)
+    local_model = [Path(model)] if isinstance(model, (str, Path)) and Path(model).exists() else []
+    _check_output(output, overwrite, [source, *local_model])
     texts = read_texts(source)
     st = load_model(resolve_model_path(model), max_seq_length=settings.max_seq_length)
     encoder = make_encoder(
@@ -217,11 +221,17 @@ def write_vectors(output: str | Path, ids: list[str], vectors: np.ndarray) -> No
     if output.suffix == ".parquet":
         _write_parquet(output, ids, vectors)
     elif (ids_path := ids_path_for(output)) is not None:
-        write_text_atomic(ids_path, json.dumps(ids, ensure_ascii=False) + "\n")
-        with atomic_file(output) as tmp, tmp.open("wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
+        # Both written to temporaries first, then renamed ids before vectors: a failure (a full disk)
+        # leaves both previous files, never new ids beside old vectors.
+        with atomic_file(output) as vectors_tmp:
+            with vectors_tmp.open("wb") as f:
+                # np.save's own write (ndarray.tofile) reports a full disk without its errno: write the
+                # .npy header and the rows (contiguous float32, no copy) through the Python file instead.
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(vectors))
+                f.write(memoryview(vectors).cast("B"))
+                f.flush()
+                os.fsync(f.fileno())
+            write_text_atomic(ids_path, json.dumps(ids, ensure_ascii=False) + "\n")
     else:
         raise EmbedtuneError(f"{output}: the vectors file must end in {' or '.join(OUTPUT_SUFFIXES)}")
 

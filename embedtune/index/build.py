@@ -28,7 +28,7 @@ from embedtune.index.lexical import LexicalSettings, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, check_index_name, now
 from embedtune.index.store import DocStore
 from embedtune.index.types import BuildSettings, IndexSpec, create_index, training_sample
-from embedtune.io import check_destination, check_writable, file_sha256, name_lock
+from embedtune.io import check_destination, check_writable, file_sha256, name_lock, refuse_overlap
 from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 
@@ -88,6 +88,7 @@ def build_index(
     source = corpus_file(Path(corpus))
     if not source.is_file():
         raise EmbedtuneError(f"{source}: no such corpus file")
+    refuse_overlap(target, [Path(corpus), model_path], what="index")  # replacing it would delete what it reads
     Path(indexes_dir).mkdir(parents=True, exist_ok=True)
     with name_lock(target):  # a second build of this name fails now, not after all its encoding
         check_destination(target, overwrite)

@@ -21,7 +21,7 @@ from embedtune.errors import EmbedtuneError
 from embedtune.index.lexical import lexical_file
 from embedtune.index.manifest import MANIFEST_FILE, Manifest, index_file, now, store_file
 from embedtune.index.types import set_search_defaults
-from embedtune.io import exclusive_lock, file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3
+from embedtune.io import exclusive_lock, file_sha256, file_xxh3, fsync_path, make_temp_dir, sampled_xxh3, writing
 
 LOCK_FILE = ".lock"
 _DATA_FILE = re.compile(
@@ -44,7 +44,10 @@ class Generation:
         import faiss
 
         set_search_defaults(faiss_index, manifest.index_type, manifest.search_defaults)
-        faiss.write_index(faiss_index, str(self.index_path))
+        # Through a Python file, not FAISS's own: FAISS only prints a failed final flush (a full disk)
+        # to stderr, which would commit a truncated file; Python raises it.
+        with self.index_path.open("wb") as f:
+            faiss.write_index(faiss_index, faiss.PyCallbackIOWriter(f.write))
         paths = (self.index_path, self.store_path) + ((self.lexical_path,) if manifest.lexical else ())
         for path in paths:  # durable before the manifest names them
             fsync_path(path)
@@ -77,25 +80,27 @@ def new_generation(target: Path) -> Iterator[Generation]:
 
     On success a new index's directory is renamed into place, and an existing index's files that the
     new manifest does not name are deleted. On failure everything written here is deleted; the
-    previous generation was never touched.
+    previous generation was never touched. A full disk or a read-only file system is a one-line error
+    naming the index (:func:`embedtune.io.writing`).
     """
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(target)  # also removes the temporaries of killed builds of this name
-        try:
-            yield Generation(tmp, 1)
-            os.rename(tmp, target)  # fails, rather than merging, if the target appeared meanwhile
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return
-    with writer_lock(target):
-        generation = Generation(target, _current_generation(target) + 1)
-        committed = False
-        try:
-            yield generation
-            committed = True
-        finally:
-            _clean_up(target, generation, committed)
+    with writing(target):  # a full disk or read-only file system is named as this index, not a temporary
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = make_temp_dir(target)  # also removes the temporaries of killed builds of this name
+            try:
+                yield Generation(tmp, 1)
+                os.rename(tmp, target)  # fails, rather than merging, if the target appeared meanwhile
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        with writer_lock(target):
+            generation = Generation(target, _current_generation(target) + 1)
+            committed = False
+            try:
+                yield generation
+                committed = True
+            finally:
+                _clean_up(target, generation, committed)
 
 
 def _current_generation(target: Path) -> int:

@@ -168,6 +168,8 @@ class Manifest:
         ]
         if not self.lexical:
             rows = [("bm25", "none (built without bm25): dense search only")]
+        elif not self.lexical.get("documents"):
+            rows = [("bm25", "empty (every document removed): bm25 and hybrid searches find nothing until an add")]
         if not c:
             return [*rows, ("modes", f"default {self.default_mode}; not calibrated on queries ('index calibrate')")]
         r = c.get("recall_at_10", {})
@@ -190,6 +192,17 @@ class Manifest:
             )
         return rows
 
+    def _since_built(self) -> str:
+        """What the updates changed since the type was chosen: the figures of :attr:`choice` are the build's."""
+        if not self.updates:
+            return ""
+        added = sum(int(u.get("added", 0)) for u in self.updates)
+        removed = sum(int(u.get("removed", 0)) for u in self.updates)
+        return (
+            f" [as built; since then {added:,} added and {removed:,} removed in {len(self.updates)} update(s), "
+            f"{self.count:,} now: a rebuild chooses again]"
+        )
+
     def describe(self, path: Path, *, verified: bool = False) -> list[tuple[str, str]]:
         """(label, text) rows saying what the index holds, which model made it, its type and why."""
         params = ", ".join(f"{k}={v}" for k, v in self.index_params.items()) or "no parameters"
@@ -201,7 +214,7 @@ class Manifest:
             ("path", str(path)),
             ("documents", f"{self.count:,}{removed}"),
             ("type", f"{self.index_type}{trained}"),
-            ("why", self.choice),
+            ("why", self.choice + self._since_built()),
             ("search", self.describe_search()),
             *self.describe_hybrid(),
             ("size", f"{self.disk_bytes / 1e6:,.1f} MB on disk, ~{memory / 1e6:,.1f} MB of vectors in memory"),

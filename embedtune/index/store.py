@@ -54,7 +54,11 @@ class DocStore:
         if create:
             self.path.unlink(missing_ok=True)
             self.conn = sqlite3.connect(self.path)
-            self.conn.executescript(_SCHEMA)
+            try:
+                self.conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                self.conn.close()  # a full disk: leave no open file behind (it keeps the space, and the mount busy)
+                raise
         elif writable:
             self.conn = sqlite3.connect(self.path)
         else:

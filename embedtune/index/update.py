@@ -27,7 +27,7 @@ from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifes
 from embedtune.index.reader import Index, check_model, resolve_index_path
 from embedtune.index.store import DocStore, text_sha256
 from embedtune.index.types import IndexSpec
-from embedtune.io import file_sha256
+from embedtune.io import check_writable, file_sha256
 from embedtune.models import load_model
 
 
@@ -53,6 +53,7 @@ def _update(index: str | Path, indexes_dir: Path) -> Iterator[tuple[Manifest, Ge
     import faiss
 
     path = resolve_index_path(index, indexes_dir)
+    check_writable(path, directory=True)  # a read-only index says so before the model loads
     Index.load(path).close()  # refuse to update a damaged index
     with new_generation(path) as gen:
         manifest = Manifest.read(path / MANIFEST_FILE)
@@ -75,7 +76,7 @@ def _commit_update(
     manifest: Manifest, gen: Generation, store: DocStore, faiss_index, result: UpdateResult, **source: str
 ) -> None:
     store.commit()
-    lexical = write_lexical(store, gen.lexical_path) if manifest.lexical and len(store) else {}
+    lexical = write_lexical(store, gen.lexical_path) if manifest.lexical else {}  # empty when every doc is gone
     record = {k: v for k, v in asdict(result).items() if k != "missing"} | source | {"at": now()}
     updated = replace(
         manifest,

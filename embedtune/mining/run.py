@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_file, check_destination, check_writable, write_text_atomic
+from embedtune.io import atomic_file, check_destination, check_writable, refuse_overlap, write_text_atomic
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
@@ -48,6 +48,17 @@ def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
     return path
 
 
+def _refuse_overlap(output: Path, data: Path, model, index, indexes_dir: Path | None, scorer) -> None:
+    """The rows and their report may not be written over or inside the data, model, index or scorer read."""
+    from embedtune.index import DEFAULT_INDEXES_DIR
+
+    inputs = [Path(data), *(Path(p) for p in (model, scorer) if isinstance(p, (str, Path)) and Path(p).exists())]
+    if index is not None:
+        inputs += [p for p in (Path(indexes_dir or DEFAULT_INDEXES_DIR) / index, Path(index)) if p.exists()]
+    for path in (output, *report_paths(output)):
+        refuse_overlap(path, inputs)
+
+
 def mine_to_file(
     data: Path,
     output: Path,
@@ -77,6 +88,7 @@ def mine_to_file(
     output = Path(output)
     if not output.name.endswith((".jsonl", ".jsonl.gz")):
         raise EmbedtuneError(f"{output}: the mined file must end in .jsonl or .jsonl.gz")
+    _refuse_overlap(output, data, model, index, indexes_dir, scorer)
     check_destination(output, overwrite)
     check_writable(output)
     if retriever not in RETRIEVERS:

@@ -48,7 +48,7 @@ def _normalised(scores: np.ndarray, ids: np.ndarray, method: str) -> tuple[np.nd
         std = np.sqrt(np.where(valid, (s - mean[:, None]) ** 2, 0.0).sum(axis=1) / count)
         norm = (s - mean[:, None]) / np.where(std > 0, std, 1.0)[:, None]
     norm = np.where(valid, norm, np.inf)
-    missing = np.where(valid.any(axis=1), norm.min(axis=1), 0.0)
+    missing = np.where(valid.any(axis=1), norm.min(axis=1, initial=np.inf), 0.0)  # a list of width 0: no hits
     return np.where(valid, norm, 0.0), missing
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from embedtune.data import SPLITS, iter_corpus, load_qrels, load_queries, qrels_path, require_dataset_folder
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_directory, check_destination, check_writable
+from embedtune.io import atomic_directory, check_destination, check_writable, refuse_overlap
 from embedtune.splits.assign import Assignment, SplitSettings, assign_queries, duplicate_key
 from embedtune.splits.report import SplitReport
 
@@ -109,6 +109,7 @@ def split_beir(
     """
     settings = settings or SplitSettings()
     folder, out = require_dataset_folder(folder), Path(out)
+    refuse_overlap(out, [folder])  # even with overwrite: the new folder would replace the one it is made from
     check_destination(out, overwrite)  # refused before reading a large corpus, not after
     check_writable(out, directory=True)
     queries = load_queries(folder)

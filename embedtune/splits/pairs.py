@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from embedtune.errors import DataError, EmbedtuneError
-from embedtune.io import atomic_directory, check_destination, check_writable
+from embedtune.io import atomic_directory, check_destination, check_writable, refuse_overlap
 from embedtune.splits.assign import SplitSettings, assign_queries, duplicate_key
 from embedtune.splits.beir import Qrels, write_qrels, write_report
 from embedtune.splits.report import SplitReport
@@ -79,6 +79,7 @@ def pairs_to_beir(
     without, every pair goes to ``qrels/{split}.tsv``.
     """
     pairs_file, out = Path(pairs_file), Path(out)
+    refuse_overlap(out, [pairs_file])
     check_destination(out, overwrite)
     check_writable(out, directory=True)
     if not split.strip() or "/" in split:

@@ -347,7 +347,7 @@ def test_eval_significance_and_run_files(tmp_path, tiny_st, beir_dir):
     assert len(files) == 2 and all(f.endswith("-test.run") for f in files)
     first = (runs / files[0]).read_text().splitlines()[0].split()
     assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
-    table = run(*args).stdout
+    table = run(*args, "--overwrite").stdout  # the run files are there from the first call
     assert "p < 0.05" in table or "*" in table
 
 
