@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
 from embedtune.errors import EmbedtuneWarning
-from embedtune.io import atomic_directory, check_destination, check_writable, file_sha256, write_text_atomic
+from embedtune.io import (
+    atomic_directory,
+    check_destination,
+    check_writable,
+    file_sha256,
+    refuse_overlap,
+    write_text_atomic,
+)
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training import distributed, mixing
@@ -86,14 +93,20 @@ class TrainResult:
             return False
         return self.dev_after[self.metric] < self.dev_before[self.metric]
 
-    def mean_loss(self, start: float, end: float) -> float:
-        """Mean logged loss over steps in ``(start, end]`` (fractions of the run).
+    def mean_loss(self, start: float, end: float) -> float | None:
+        """Mean logged loss over steps in ``(start, end]`` (fractions of the run); None if none was logged.
 
         One 10-step window of in-batch loss is too noisy to compare; windows of a fifth of the run
-        (e.g. ``mean_loss(0, 0.2)`` against ``mean_loss(0.8, 1)``) show the trend.
+        (e.g. ``mean_loss(0, 0.2)`` against ``mean_loss(0.8, 1)``) show the trend. A run too short to
+        log a loss inside the window (1-4 steps) gets the logged loss nearest to it, never NaN.
         """
+        if not self.losses:
+            return None
         window = [loss for step, loss in self.losses if start * self.steps < step <= end * self.steps]
-        return sum(window) / len(window) if window else float("nan")
+        if not window:
+            middle = (start + end) / 2 * self.steps
+            window = [min(self.losses, key=lambda logged: abs(logged[0] - middle))[1]]
+        return sum(window) / len(window)
 
 
 def _planned_steps(config: TrainConfig, rows: int) -> int:
@@ -208,6 +221,8 @@ def train(
     )
     if result.worse_than_base and distributed.is_main():
         _warn_worse(result)
+    if distributed.is_main():
+        _warn_zero_loss(losses)
     record = {
         **_record(config, setup, trainer.state, fingerprint),
         "resumed_from": str(checkpoint) if checkpoint else None,
@@ -229,11 +244,13 @@ def train(
 
 def _preflight(config: TrainConfig) -> Path:
     """The checks before anything loads (output, tracker, base model's path); returns the model's path."""
+    model = resolve_model_path(config.model)
+    refuse_overlap(config.output, [config.data, *config.more_data, config.dev_data, model])
     if not config.resume:
         check_destination(config.output, config.overwrite)
     check_writable(config.output, directory=True)
     check_reporter(config.report_to)
-    return resolve_model_path(config.model)
+    return model
 
 
 def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
@@ -259,6 +276,47 @@ def _warn_worse(result: TrainResult) -> None:
         EmbedtuneWarning,
         stacklevel=3,
     )
+
+
+def _warn_unlearnable(part: mixing.Part, spec: LossSpec, batch_size: int) -> None:
+    """Warn about data an in-batch loss can learn (almost) nothing from, before the run spends time on it.
+
+    Each query of an in-batch loss is told apart from the batch's other documents: rows that are all one
+    pair give it none (the loss is 0 from the first step), and fewer distinct rows than a batch give it
+    fewer negatives than the batch size promises. Such data trains without error, so it would otherwise
+    "succeed" with a loss of 0.
+    """
+    if not spec.in_batch:
+        return
+    rows = part.data.dataset
+    distinct = len(set(zip(*(rows[c] for c in part.data.text_columns), strict=True)))
+    name = f"{part.name}: " if part.name else ""
+    if distinct < 2:
+        why = f"all {len(rows)} rows are one pair" if len(rows) > 1 else "1 row"
+        warnings.warn(
+            f"{name}{why}: loss '{spec.name}' tells each query apart from the other documents of its batch, "
+            "and there are none, so the model learns nothing (give more distinct pairs)",
+            EmbedtuneWarning,
+            stacklevel=4,
+        )
+    elif distinct < batch_size:
+        warnings.warn(
+            f"{name}{distinct} distinct rows, fewer than a batch of {batch_size}: each query has at most "
+            f"{distinct - 1} in-batch negatives, and the run learns little (give more distinct pairs)",
+            EmbedtuneWarning,
+            stacklevel=4,
+        )
+
+
+def _warn_zero_loss(losses: list[tuple[int, float]]) -> None:
+    """A loss of exactly 0 at every logged step: the batches gave it nothing to learn from."""
+    if losses and all(loss == 0.0 for _, loss in losses):
+        warnings.warn(
+            f"the training loss was exactly 0 at all {len(losses)} logged steps: the batches gave the loss "
+            "nothing to tell apart (duplicate rows or batches of one row); the model did not learn",
+            EmbedtuneWarning,
+            stacklevel=3,
+        )
 
 
 def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
@@ -313,8 +371,9 @@ def _plan(
     )
     rows = mixing.epoch_rows(config.mix, [len(p.data.dataset) for p in parts])
     config, schedule = choose_schedule(config, rows, plan.evaluator is not None, distributed.world_size())
-    for part in parts:
+    for part, spec in zip(parts, specs, strict=True):
         distributed.check_rows(len(part.data.dataset), config.batch_size)
+        _warn_unlearnable(part, spec, config.batch_size)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value

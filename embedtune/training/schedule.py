@@ -154,7 +154,7 @@ def _evaluation(config: TrainConfig, steps: int, per_epoch: int, has_dev: bool) 
         interval = Choice(every, "rule", f"{passes:g} passes: evaluated at the end of each, so that the best is kept")
     else:
         why = "no dev set" if not has_dev else "the run's length was given" if not chosen_length else "under 2 passes"
-        interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within dev evaluation's share of the run)")
+        interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within dev evaluation's share)")
     if config.early_stopping_patience is not None:
         patience = Choice(config.early_stopping_patience, "given", "early_stopping_patience")
     elif not has_dev:
