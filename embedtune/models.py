@@ -167,6 +167,54 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+ROLES = ("embedder", "reranker")
+
+
+def model_kind(path: Path) -> str:
+    """What a model folder holds, from its config files: ``sentence-transformers <Type>`` (SentenceTransformer,
+    CrossEncoder, SparseEncoder), ``sequence classification`` (a plain ``*ForSequenceClassification``
+    checkpoint: a cross-encoder's shape), or ``encoder`` (a plain checkpoint, or no config to tell)."""
+    try:
+        st_file = path / "config_sentence_transformers.json"
+        st_type = json.loads(st_file.read_text(encoding="utf-8")).get("model_type") if st_file.is_file() else None
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise EmbedtuneError(f"{path}: unreadable model config ({e})") from e
+    if st_type is not None:
+        return f"sentence-transformers {st_type}"
+    architectures = config.get("architectures") or [] if isinstance(config, dict) else []
+    if (path / "modules.json").is_file():
+        return "sentence-transformers SentenceTransformer"  # saved before the model type was written
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return "sequence classification"
+    return "encoder"
+
+
+def check_role(path: Path, role: str) -> None:
+    """Refuse a model folder that cannot play ``role``: a cross-encoder loaded as the embedder (it would
+    load, with a pooling layer bolted on, and embed nonsense without a word), or an embedder as the
+    reranker. The check reads config files only, before any weights load."""
+    kind = model_kind(path)
+    cross = kind in ("sentence-transformers CrossEncoder", "sequence classification")
+    if role == "embedder" and (cross or kind == "sentence-transformers SparseEncoder"):
+        raise EmbedtuneError(
+            f"{path}: {_described(kind)}, not a sentence embedder; give a sentence-transformers model or an "
+            "encoder checkpoint (a cross-encoder goes to --rerank)"
+        )
+    if role == "reranker" and not cross:
+        raise EmbedtuneError(
+            f"{path}: not a cross-encoder ({_described(kind)}); give a sentence-transformers CrossEncoder "
+            "directory (or a *ForSequenceClassification checkpoint)"
+        )
+
+
+def _described(kind: str) -> str:
+    if kind.startswith("sentence-transformers "):
+        return f"a sentence-transformers {kind.split()[-1]}"
+    return "a sequence-classification checkpoint" if kind == "sequence classification" else "a plain encoder checkpoint"
+
+
 def load_model(
     model: str | Path | None = None,
     *,
@@ -190,6 +238,7 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise in search output
     path = resolve_model_path(model)
+    check_role(path, "embedder")
     device = device or default_device()
     if pooling is not None and pooling not in POOLING_MODES:
         raise EmbedtuneError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLING_MODES)}")

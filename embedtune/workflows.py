@@ -13,7 +13,7 @@ from pathlib import Path
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
 from embedtune.io import check_destination, check_writable
-from embedtune.mining import MiningConfig, MiningReport, mine_to_file
+from embedtune.mining import MiningConfig, MiningReport, mine_to_file, pairs_path
 from embedtune.training import TrainConfig, checkpoints_dir
 
 
@@ -33,7 +33,10 @@ def mine_for_training(
     them. Rows go to :func:`mined_path` with their report; the returned config reads them instead
     of the pairs (n-tuple MNRL by default, or ``loss="margin-mse"`` on the kept scores), and keeps
     the folder's dev split as its dev set: the mined file alone has none, and the run would hold out
-    a slice of its training queries instead of evaluating on the split the user's folder has.
+    a slice of its training queries instead of evaluating on the split the user's folder has. Rows
+    no negative survived for (the mining's companion pairs file) train as a second dataset of the
+    same run, so no pair is lost; under a loss that needs negatives (MarginMSE) they would teach
+    nothing, and are left out.
     """
     from embedtune.models import load_model
     from embedtune.training_data import is_beir_folder
@@ -69,6 +72,8 @@ def mine_for_training(
         show_progress=config.show_progress,
     )
     mined = dataclasses.replace(config, data=mined_path(config.output))
+    if report.pairs_file and config.loss != "margin-mse":
+        mined = dataclasses.replace(mined, more_data=(*config.more_data, pairs_path(mined_path(config.output))))
     if config.dev and config.dev_data is None and config.dev_settings().has_split():
         mined = dataclasses.replace(mined, dev_data=config.data)
     return mined, report

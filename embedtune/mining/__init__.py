@@ -21,7 +21,7 @@ rows that training reads; it knows nothing of training (:mod:`embedtune.workflow
 """
 
 from embedtune.mining.config import SAMPLINGS, SHORT_ROWS, MiningConfig, MiningInput, load_mining_input
-from embedtune.mining.report import MiningReport, plot_histograms, report_paths
+from embedtune.mining.report import MiningReport, pairs_path, plot_histograms, report_paths
 from embedtune.mining.run import RETRIEVERS, mine_to_file, write_mined
 from embedtune.mining.selection import FILTER_RULES, REPEATED_TEXT, mine, normalise_text
 from embedtune.mining.short_rows import MinedRows
@@ -40,6 +40,7 @@ __all__ = [
     "mine",
     "mine_to_file",
     "normalise_text",
+    "pairs_path",
     "plot_histograms",
     "report_paths",
     "write_mined",

@@ -25,7 +25,8 @@ class MiningReport:
     ``rows_widened_filled`` of them found all their negatives there. ``rows_short`` rows still had
     fewer than ``num_negatives`` survivors (``available`` = how many rows had 0, 1, ... survivors,
     capped at ``num_negatives``): ``rows_padded`` were kept with their own lowest-scored negative
-    repeated, ``rows_as_pairs`` as plain pairs, ``rows_dropped`` were left out (``short_rows``).
+    repeated, ``rows_as_pairs`` as plain pairs (in ``pairs_file``, not in the n-tuple file),
+    ``rows_dropped`` were left out (``short_rows``); ``rows_written`` counts both files' rows.
     ``negatives_written`` counts mined negatives, not the repeats that fill a row.
     ``shared_text_queries`` query ids share their (normalised) text with another id, and so their
     positives; ``shared_positives_removed`` candidates were removed only for being a positive (or a
@@ -49,6 +50,7 @@ class MiningReport:
     rows_padded: int = 0
     rows_as_pairs: int = 0
     rows_dropped: int = 0
+    pairs_file: str | None = None  # the companion file of the plain pairs, when there are any
     shared_text_queries: int = 0
     shared_positives_removed: int = 0
     available: list[int] = field(default_factory=list)
@@ -80,6 +82,8 @@ class MiningReport:
             f"lowest-scored negative {self.rows_padded}, as plain pairs {self.rows_as_pairs}, "
             f"dropped {self.rows_dropped})",
         ]
+        if self.pairs_file:
+            lines.append(f"plain pairs (no negative survived the filters) written to {self.pairs_file}")
         if self.shared_text_queries:
             lines.append(
                 f"query ids sharing their text with another: {self.shared_text_queries} (their positives are "
@@ -104,6 +108,13 @@ def report_paths(output: Path) -> tuple[Path, Path]:
     output = Path(output)
     stem = output.name.removesuffix(".gz").removesuffix(".jsonl")
     return output.with_name(f"{stem}.report.json"), output.with_name(f"{stem}.report.png")
+
+
+def pairs_path(output: Path) -> Path:
+    """``mined.jsonl.gz`` -> ``mined.pairs.jsonl.gz`` beside it: the rows kept without a negative."""
+    output = Path(output)
+    stem = output.name.removesuffix(".gz").removesuffix(".jsonl")
+    return output.with_name(f"{stem}.pairs{output.name.removeprefix(stem)}")
 
 
 def plot_histograms(report: MiningReport, path: Path) -> Path:

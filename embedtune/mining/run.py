@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from embedtune.errors import EmbedtuneError
 from embedtune.io import atomic_file, check_destination, check_writable, refuse_overlap, write_text_atomic
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
-from embedtune.mining.report import MiningReport, plot_histograms, report_paths
+from embedtune.mining.report import MiningReport, pairs_path, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
 from embedtune.retrieval import BM25Retriever, DenseRetriever, Reranker, Retriever, ScorerRetriever
 
@@ -33,8 +33,14 @@ def _open_output(path: Path, *, gzipped: bool):
 
 
 def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
-    """Write rows as jsonl (gzip if ``path`` ends in .gz), atomically; ``embedtune train`` reads it as is."""
+    """Write rows as jsonl (gzip if ``path`` ends in .gz), atomically; ``embedtune train`` reads it as is.
+
+    The plain pairs (rows no negative survived for) go to :func:`pairs_path` beside it, never into the
+    n-tuple file (:mod:`embedtune.mining.short_rows`); a companion left by an earlier run of the same
+    output is removed when this one has none.
+    """
     path = Path(path)
+    _write_pairs(pairs_path(path), data, mined.plain)
     with atomic_file(path) as tmp, _open_output(tmp, gzipped=path.suffix == ".gz") as f:
         for pair, negs, scores in zip(mined.pairs, mined.negatives, mined.scores, strict=True):
             q, d = data.pair_query[pair], data.pair_doc[pair]
@@ -48,6 +54,18 @@ def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
     return path
 
 
+def _write_pairs(path: Path, data: MiningInput, plain) -> None:
+    if not len(plain):
+        path.unlink(missing_ok=True)
+        return
+    with atomic_file(path) as tmp, _open_output(tmp, gzipped=path.suffix == ".gz") as f:
+        for pair in plain:
+            q, d = data.pair_query[pair], data.pair_doc[pair]
+            row = {"query": data.query_texts[q], "positive": data.doc_texts[d]}
+            row.update(query_id=data.query_ids[q], positive_id=data.doc_ids[d])
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def _refuse_overlap(output: Path, data: Path, model, index, indexes_dir: Path | None, scorer) -> None:
     """The rows and their report may not be written over or inside the data, model, index or scorer read."""
     from embedtune.index import DEFAULT_INDEXES_DIR
@@ -55,7 +73,7 @@ def _refuse_overlap(output: Path, data: Path, model, index, indexes_dir: Path | 
     inputs = [Path(data), *(Path(p) for p in (model, scorer) if isinstance(p, (str, Path)) and Path(p).exists())]
     if index is not None:
         inputs += [p for p in (Path(indexes_dir or DEFAULT_INDEXES_DIR) / index, Path(index)) if p.exists()]
-    for path in (output, *report_paths(output)):
+    for path in (output, pairs_path(output), *report_paths(output)):
         refuse_overlap(path, inputs)
 
 
@@ -75,7 +93,8 @@ def mine_to_file(
     show_progress: bool = True,
     scorer: str | Path | None = None,
 ) -> MiningReport:
-    """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``.
+    """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``,
+    and ``<stem>.pairs.jsonl[.gz]`` when some rows kept no negative (:func:`pairs_path`).
 
     ``retriever`` is ``dense`` (``model`` encodes corpus and queries as ``encoding`` says; the default
     model if ``None``) or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a
@@ -113,6 +132,7 @@ def mine_to_file(
     report.seconds["prepare"] = prepare_seconds
     started = time.perf_counter()
     write_mined(output, inputs, mined)
+    report.pairs_file = str(pairs_path(output)) if len(mined.plain) else None
     report.seconds["write"] = round(time.perf_counter() - started, 2)
     json_path, png_path = report_paths(output)
     write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -9,29 +9,27 @@ negative columns. A row that is still short after the window was widened follows
   ``log(copies)``), and for MarginMSE its margin, which is the teacher's, is fitted with more weight.
   Nothing wrong is learnt; the repeat is the row's least-hard negative, the least likely to be an
   unlabelled positive, so weighting it up is the safest choice. A row with no negative at all is
-  written as a plain pair (below).
-* ``pair``: every short row is written as a plain pair, its few negatives set aside, so no negative
+  kept as a plain pair (below).
+* ``pair``: every short row is kept as a plain pair, its few negatives set aside, so no negative
   is weighted up.
 * ``drop``: short rows are left out (as mining did before), a warning, or an error when they are most
   of the rows.
 
-A plain pair in an n-tuple file has its own positive (and the positive's score) in every negative
-column, since no column may be empty and every other document either failed the rules for this query
-or was never looked at. For MNRL the copies of the positive only scale the other candidates' share of
-the softmax by ``1 / (copies + 1)``: the row trains on in-batch negatives, as a pair does. For
-MarginMSE the teacher's margin and the model's are both zero (up to dropout noise): the row teaches
-nothing, which is right for a row without a negative. In both cases the repeated text also counts
-several times as an in-batch negative of the batch's other queries, as any in-batch document may.
+A plain pair is never written into the n-tuple file: its only stand-in for a negative would be its own
+positive, and a mined file is an artefact users take to other tools (sentence-transformers,
+FlagEmbedding), where a row whose negative is its positive teaches the opposite of the truth. Plain
+pairs go to a companion pairs file beside it (:func:`~embedtune.mining.report.pairs_path`), which
+``train --mine`` trains as a second dataset of the same run (in-batch negatives only, as pairs do);
+the report counts both.
 
 Bucketing rows by their number of negatives was not chosen: it needs one dataset per bucket, and
 small buckets make small batches, which weaken in-batch negatives. In the file, ``negative_ids``
-lists the id of every column, so a padded row shows the repeats and a plain pair its positive's id;
-the report counts both.
+lists the id of every column, so a padded row shows the repeats; the report counts them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,12 +43,14 @@ class MinedRows:
     """Mined rows by position: pair index, negative corpus rows and scores (positive first).
 
     ``found[r]`` negatives of row ``r`` were mined; its later columns are filling (module docstring).
+    ``plain`` are the pairs kept without a negative, for the companion pairs file.
     """
 
     pairs: np.ndarray  # (rows,) index into MiningInput pairs
     negatives: np.ndarray  # (rows, n) corpus rows
     scores: np.ndarray  # (rows, n + 1): the positive's score, then each negative's
     found: np.ndarray | None = None  # (rows,) how many negatives were mined, not filled in; None: all
+    plain: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # pair indices
 
     def __post_init__(self) -> None:
         if self.found is None:
@@ -74,12 +74,13 @@ def settle_short_rows(mined: MinedRows, data: MiningInput, policy: str, report: 
         report.rows_dropped = report.rows_short
     else:
         as_pair = mined.found == 0 if policy == "pad" else short
-        mined.found[as_pair] = 0
         _pad(mined, short & ~as_pair)
-        _fill_with_positive(mined, data, as_pair)
+        plain = mined.pairs[as_pair]
+        mined = MinedRows(*(part[~as_pair] for part in (mined.pairs, mined.negatives, mined.scores, mined.found)))
+        mined.plain = plain
         report.rows_padded = int((short & ~as_pair).sum())
         report.rows_as_pairs = int(as_pair.sum())
-    report.rows_written = len(mined.pairs)
+    report.rows_written = len(mined.pairs) + len(mined.plain)
     report.negatives_written = int(mined.found.sum())
     _warn_short(report, n, policy)
     return mined
@@ -100,12 +101,6 @@ def _pad(mined: MinedRows, rows: np.ndarray) -> None:
     mined.scores[rows, 1:] = np.where(empty, fill_score[:, None], mined.scores[rows, 1:])
 
 
-def _fill_with_positive(mined: MinedRows, data: MiningInput, rows: np.ndarray) -> None:
-    """A plain pair: the row's positive (and its score) in every negative column."""
-    mined.negatives[rows] = data.pair_doc[mined.pairs[rows], None]
-    mined.scores[rows, 1:] = mined.scores[rows, :1]
-
-
 def _warn_short(report: MiningReport, n: int, policy: str) -> None:
     """Rows short of negatives: a warning, or an error when dropping them would leave out most of the data."""
     if not report.rows_short:
@@ -119,7 +114,7 @@ def _warn_short(report: MiningReport, n: int, policy: str) -> None:
     if policy != "drop":
         report.warn(
             f"{message}: {report.rows_padded} kept with their own lowest-scored negative repeated, "
-            f"{report.rows_as_pairs} kept as plain pairs"
+            f"{report.rows_as_pairs} kept as plain pairs (in the companion pairs file)"
         )
         return
     message += f" (survivors per row: {report.available}) and are left out"

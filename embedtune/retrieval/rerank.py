@@ -12,13 +12,13 @@ retriever's top ``depth`` candidates, rescored and re-sorted; its scores are the
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from embedtune.errors import EmbedtuneError
+from embedtune.models import check_role
 from embedtune.retrieval.base import Retriever
 
 
@@ -28,29 +28,6 @@ def check_depth(depth: int, k: int) -> None:
         raise EmbedtuneError(f"rerank_depth ({depth}) must be at least k ({k}): only reranked candidates are returned")
 
 
-def _check_cross_encoder(path: Path) -> None:
-    """A sentence-transformers CrossEncoder directory, or a plain sequence-classification checkpoint."""
-    if not path.is_dir():
-        raise EmbedtuneError(f"{path}: no such cross-encoder directory")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        st_file = path / "config_sentence_transformers.json"
-        st_type = json.loads(st_file.read_text(encoding="utf-8")).get("model_type") if st_file.is_file() else None
-    except (OSError, ValueError, AttributeError) as e:
-        raise EmbedtuneError(f"{path}: not a cross-encoder directory (unreadable config: {e})") from e
-    architectures = config.get("architectures") or [] if isinstance(config, dict) else []
-    if st_type is not None and st_type != "CrossEncoder":
-        what = f"a sentence-transformers {st_type}"
-    elif st_type is None and not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        what = f"a {', '.join(map(str, architectures)) or 'model'} checkpoint"
-    else:
-        return
-    raise EmbedtuneError(
-        f"{path}: not a cross-encoder ({what}); give a sentence-transformers CrossEncoder directory "
-        "(or a *ForSequenceClassification checkpoint)"
-    )
-
-
 class Reranker:
     """A local cross-encoder, loaded once, scoring (query, document) pairs."""
 
@@ -58,7 +35,9 @@ class Reranker:
         from sentence_transformers import CrossEncoder
 
         path = Path(model_dir)
-        _check_cross_encoder(path)
+        if not path.is_dir():
+            raise EmbedtuneError(f"{path}: no such cross-encoder directory")
+        check_role(path, "reranker")
         try:
             self.model = CrossEncoder(str(path), device=device, local_files_only=True, activation_fn=_identity())
         except (OSError, ValueError) as e:

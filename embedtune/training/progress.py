@@ -118,9 +118,7 @@ def _run_clock_class() -> type[TrainerCallback]:
 
         def on_step_end(self, args, state, control, **kwargs: Any) -> None:
             self.train_seconds += time.perf_counter() - self._began
-            tenth = max(1, state.max_steps // 10)
-            if state.global_step // tenth > self._said and not control.should_evaluate:
-                self._said = state.global_step // tenth
+            if state.global_step // max(1, state.max_steps // 10) > self._said and not control.should_evaluate:
                 self._say(state)
 
         def on_evaluate(self, args, state, control, metrics: dict | None = None, **kwargs: Any) -> None:
@@ -158,6 +156,7 @@ def _run_clock_class() -> type[TrainerCallback]:
             if self.log is None or state.global_step == 0:
                 return
             step, last = state.global_step, state.max_steps
+            self._said = step // max(1, last // 10)  # a tenth is said once, at an evaluation or after it
             left = (last - step) * self.train_seconds / step
             if self.dev is not None:
                 left += _left(step, last, state.eval_steps) * self._eval_cost

@@ -278,13 +278,14 @@ def _warn_worse(result: TrainResult) -> None:
     )
 
 
-def _warn_unlearnable(part: mixing.Part, spec: LossSpec, batch_size: int) -> None:
+def _warn_unlearnable(part: mixing.Part, spec: LossSpec, batch_size: int, *, alone: bool) -> None:
     """Warn about data an in-batch loss can learn (almost) nothing from, before the run spends time on it.
 
     Each query of an in-batch loss is told apart from the batch's other documents: rows that are all one
     pair give it none (the loss is 0 from the first step), and fewer distinct rows than a batch give it
-    fewer negatives than the batch size promises. Such data trains without error, so it would otherwise
-    "succeed" with a loss of 0.
+    fewer negatives than the batch size promises (said of a run's only dataset: a small second one, such
+    as ``train --mine``'s plain pairs, is expected to be). Such data trains without error, so it would
+    otherwise "succeed" with a loss of 0.
     """
     if not spec.in_batch:
         return
@@ -299,7 +300,7 @@ def _warn_unlearnable(part: mixing.Part, spec: LossSpec, batch_size: int) -> Non
             EmbedtuneWarning,
             stacklevel=4,
         )
-    elif distinct < batch_size:
+    elif distinct < batch_size and alone:
         warnings.warn(
             f"{name}{distinct} distinct rows, fewer than a batch of {batch_size}: each query has at most "
             f"{distinct - 1} in-batch negatives, and the run learns little (give more distinct pairs)",
@@ -373,7 +374,7 @@ def _plan(
     config, schedule = choose_schedule(config, rows, plan.evaluator is not None, distributed.world_size())
     for part, spec in zip(parts, specs, strict=True):
         distributed.check_rows(len(part.data.dataset), config.batch_size)
-        _warn_unlearnable(part, spec, config.batch_size)
+        _warn_unlearnable(part, spec, config.batch_size, alone=len(parts) == 1)
     choices = choose_lengths(config, model, data, limit)
     if plan.evaluator is not None:  # dev metrics at the length the model will be used with
         plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value

@@ -195,3 +195,16 @@ def test_index_info_says_what_is_true_after_removes_and_adds(tmp_path, tiny_st, 
     assert "since then 8 added and 8 removed in 2 update(s), 8 now" in info
     hits = run("search", "web server", "--mode", "bm25", "-k", 1, "--index", "t", "--indexes-dir", idx).output
     assert "nginx" in hits
+
+
+# -- item 7: a model is checked for its role where it is loaded ------------------------------------------
+
+
+def test_a_cross_encoder_is_refused_as_the_embedder_by_index_build_and_train(tmp_path, tiny_cross_encoder, beir_dir):
+    indexes = tmp_path / "idx"
+    result = run("index", "build", "-m", tiny_cross_encoder, "--corpus", beir_dir, "--indexes-dir", indexes, ok=False)
+    assert_one_line_error(result, r"a sentence-transformers CrossEncoder, not a sentence embedder")
+    assert not indexes.exists() or not any(indexes.iterdir())
+    result = run("train", "-m", tiny_cross_encoder, "--data", beir_dir, "-o", tmp_path / "m", ok=False)
+    assert_one_line_error(result, r"a sentence-transformers CrossEncoder, not a sentence embedder")
+    assert not (tmp_path / "m").exists()

@@ -1,11 +1,15 @@
 """No pair is lost by mining: short rows are searched deeper, then padded or kept as plain pairs, and train.
 
+A plain pair is written to the companion pairs file, never into the n-tuple file with its positive as its
+negative (issue 31, item 13).
+
 Also: query ids asked in the same words share their positives, so one's positive is never the other's
 negative.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +17,7 @@ import pytest
 from helpers import QRELS, train_config
 
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
-from embedtune.mining import MiningConfig, MiningInput, mine, mine_to_file, write_mined
+from embedtune.mining import MiningConfig, MiningInput, mine, mine_to_file, pairs_path, write_mined
 from embedtune.training import train
 from embedtune.training_data import load_training_data
 
@@ -90,8 +94,8 @@ def test_short_rows_are_widened_then_padded_or_kept_as_plain_pairs():
         "full": ["d1", "d2"],
         "deep": ["d8", "d9"],  # ranks 8 and 9: found by widening
         "one": ["d11", "d11"],  # its only survivor, repeated
-        "none": ["d3", "d3"],  # a plain pair: its own positive stands in
     }
+    assert [data.query_ids[data.pair_query[p]] for p in mined.plain] == ["none"]  # a plain pair, set apart
     assert retriever.searched == [4, 8, 12]  # doubled, cut to the corpus
     # Every slot of each row's final window examined once: 4 + 12 + 12 + 12.
     assert report.candidates_seen == 40 and report.filtered["known_positive"] == 4
@@ -99,8 +103,8 @@ def test_short_rows_are_widened_then_padded_or_kept_as_plain_pairs():
     assert (report.rows_short, report.rows_padded, report.rows_as_pairs, report.rows_dropped) == (2, 1, 1, 0)
     assert (report.rows_written, report.pairs, report.negatives_written) == (4, 4, 2 + 2 + 1)
     assert report.available == [1, 1, 2]
-    assert mined.found.tolist() == [2, 2, 1, 0]
-    np.testing.assert_allclose(mined.scores[2:], [[0.5, 0.1, 0.1], [0.05, 0.05, 0.05]], rtol=1e-6)
+    assert mined.found.tolist() == [2, 2, 1]
+    np.testing.assert_allclose(mined.scores[2:], [[0.5, 0.1, 0.1]], rtol=1e-6)
     assert sum(report.histograms["counts"]["negative"]) == 5  # the mined negatives, not the filling
     summary = report.summary()
     assert "mined 4 of 4 (query, positive) rows with 2 negatives each" in summary
@@ -116,8 +120,9 @@ def test_widening_stops_at_widen_max_rank_and_the_policy_is_the_users():
         mined, report = mine(data, retriever, settings(widen_max_rank=8, short_rows="pair"), show_progress=False)
     assert retriever.searched == [4, 8] and report.widened_to == 8
     # deep found one survivor by rank 8; under "pair" every short row is a plain pair.
-    assert ids(data, mined) == {"full": ["d1", "d2"], "deep": ["d1", "d1"], "one": ["d2", "d2"], "none": ["d3", "d3"]}
-    assert (report.rows_short, report.rows_padded, report.rows_as_pairs) == (3, 0, 3)
+    assert ids(data, mined) == {"full": ["d1", "d2"]}
+    assert [data.query_ids[data.pair_query[p]] for p in mined.plain] == ["deep", "one", "none"]
+    assert (report.rows_short, report.rows_padded, report.rows_as_pairs, report.rows_written) == (3, 0, 3, 4)
 
     data, retriever = short_case()
     with pytest.warns(EmbedtuneWarning, match=r"2 of 4 rows \(50.0%\) .* and are left out"):
@@ -157,18 +162,25 @@ def test_the_written_file_keeps_every_pair_and_reads_as_n_tuples(tmp_path):
         mined, _ = mine(data, retriever, settings(widen_max_rank=100), show_progress=False)
     path = write_mined(tmp_path / "mined.jsonl", data, mined)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["query_id"] for r in rows] == ["full", "deep", "one", "none"]
-    one, none = rows[2], rows[3]
+    assert [r["query_id"] for r in rows] == ["full", "deep", "one"]
+    one = rows[2]
     assert (one["negative_ids"], one["negative_1"], one["negative_2"]) == (["d11"] * 2, *["document number 11"] * 2)
     assert one["scores"] == pytest.approx([0.5, 0.1, 0.1])
-    assert none["negative_ids"] == ["d3", "d3"] and none["negative_1"] == none["positive"] == "document number 3"
+    assert all(r["positive_id"] not in r["negative_ids"] for r in rows)  # no row's positive is its negative
+    plain = [json.loads(line) for line in pairs_path(path).read_text().splitlines()]
+    expected = {"query": "question none", "positive": "document number 3", "query_id": "none", "positive_id": "d3"}
+    assert plain == [expected]
     training = load_training_data(path)
     assert (training.format, training.teacher_scores, len(training.dataset), training.negatives) == (
         "n-tuple",
         True,
-        4,
+        3,
         2,
     )
+    assert load_training_data(pairs_path(path)).format == "pair"
+    mined.plain = mined.plain[:0]  # a later run without plain pairs leaves no stale companion
+    write_mined(path, data, mined)
+    assert not pairs_path(path).exists()
 
 
 def test_mine_to_file_writes_every_pair_of_a_tiny_corpus(tmp_path, beir_dir):
@@ -179,9 +191,11 @@ def test_mine_to_file_writes_every_pair_of_a_tiny_corpus(tmp_path, beir_dir):
     with pytest.warns(EmbedtuneWarning, match="have fewer than 7 negatives"):
         report = mine_to_file(beir_dir, out, retriever="bm25", config=config, show_progress=False)
     assert report.rows_short > 0 and report.rows_dropped == 0
-    assert report.rows_written == report.pairs == len(QRELS["train"]) == len(out.read_text().splitlines())
+    plain = pairs_path(out).read_text().splitlines() if pairs_path(out).exists() else []
+    assert report.rows_written == report.pairs == len(QRELS["train"]) == len(out.read_text().splitlines()) + len(plain)
     saved = json.loads(out.with_name("mined.report.json").read_text())
     assert saved["rows_padded"] + saved["rows_as_pairs"] == saved["rows_short"] == report.rows_short
+    assert len(plain) == saved["rows_as_pairs"] and (saved["pairs_file"] is not None) == bool(plain)
 
 
 @pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl", "margin-mse"])
@@ -205,3 +219,21 @@ def test_training_on_padded_rows_and_plain_pairs(tmp_path, tiny_st, loss):
     assert (result.output / "modules.json").is_file()
     assert result.losses and all(np.isfinite(loss) for _, loss in result.losses)
     assert json.loads((result.output / "embedtune_train.json").read_text())["loss"] == loss
+
+
+def test_train_mine_trains_the_plain_pairs_as_a_second_dataset(tmp_path, beir_dir, tiny_st):
+    from embedtune.training import TrainConfig
+    from embedtune.workflows import mine_for_training, mined_path
+
+    selection = MiningConfig(num_negatives=7, max_rank=8, relative_margin=None, max_score=0.0, short_rows="pair")
+    config = TrainConfig(output=tmp_path / "model", data=beir_dir, model=str(tiny_st))
+    with pytest.warns(EmbedtuneWarning, match="kept as plain pairs"):
+        mined, report = mine_for_training(config, selection, retriever="bm25")
+    assert report.rows_as_pairs > 0 and mined.data == mined_path(config.output)
+    assert mined.more_data == (pairs_path(mined_path(config.output)),)
+    result = train(dataclasses.replace(mined, max_steps=2, batch_size=2, dev=False, show_progress=False))
+    datasets = json.loads((result.output / "embedtune_train.json").read_text())["sampling"]["datasets"]
+    assert len(datasets) == 2 and result.pairs == report.pairs  # every pair trained: n-tuples and plain pairs
+    margin = TrainConfig(output=tmp_path / "m2", data=beir_dir, model=str(tiny_st), loss="margin-mse")
+    with pytest.warns(EmbedtuneWarning):
+        assert mine_for_training(margin, selection, retriever="bm25")[0].more_data == ()  # they would teach nothing
