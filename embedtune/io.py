@@ -16,6 +16,7 @@ A full disk, a read-only file system or a denied permission met while writing is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -153,6 +154,9 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 
     Only temporaries named by this module on this host are considered, and only those whose process
     no longer exists, so a concurrent run's temporary is never deleted. Returns what was removed.
+    An ``.old-`` folder holding ``target`` while ``target`` itself is missing is a replacement killed
+    between its two renames (where the kernel cannot exchange two paths, :func:`atomic_directory`):
+    the old version is put back, not deleted.
     """
     target = Path(target)
     removed = []
@@ -167,6 +171,9 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         owner = _OWNER.match(entry.name[len(target.name) + 1 :])
         if owner is None or owner["host"] != host or _alive(int(owner["pid"])):
             continue
+        kept = entry / target.name
+        if ".old-" in entry.name and kept.exists() and not os.path.lexists(target):
+            os.replace(kept, target)  # the only copy of the previous output: restored
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
@@ -228,8 +235,10 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
 
     The temporary directory lives in the same parent so the final ``rename`` is atomic. If the body
     raises (or the process is killed), ``target`` is untouched: an old version stays fully usable.
-    Replacing an existing directory is two renames; in the instant between them ``target`` is absent,
-    never partial.
+    An existing directory is replaced by exchanging the two names in one step where the kernel can
+    (Linux ``renameat2(RENAME_EXCHANGE)``), so ``target`` is always the old or the new version; else
+    by two renames, the old version kept under an ``.old-`` name in between, which the next write of
+    ``target`` puts back if a kill came between them (:func:`remove_stale_temporaries`).
     """
     target = Path(target)
     check_destination(target, overwrite)
@@ -238,16 +247,41 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
         tmp = make_temp_dir(target)
         try:
             yield tmp
-            if target.exists():
+            if not target.exists():
+                os.replace(tmp, target)
+            elif exchange_paths(tmp, target):  # tmp now holds the old version
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
                 old = make_temp_dir(target, "old")
                 os.replace(target, old / target.name)
                 os.replace(tmp, target)
                 shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``).
+
+    False, with nothing changed, where the C library, the kernel or the file system cannot; any
+    other failure is raised as the ``OSError`` it is.
+    """
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
 @contextmanager

@@ -15,7 +15,15 @@ from embedtune.data import read_id_file
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
 from embedtune.index import Index, build_index
 from embedtune.index.manifest import check_index_name
-from embedtune.io import atomic_file, check_writable, make_temp_dir, name_lock, remove_stale_temporaries
+from embedtune.io import (
+    atomic_directory,
+    atomic_file,
+    check_writable,
+    exchange_paths,
+    make_temp_dir,
+    name_lock,
+    remove_stale_temporaries,
+)
 from embedtune.text import terminal_safe
 
 
@@ -35,6 +43,32 @@ def test_stale_temporaries_of_dead_writers_go_and_live_ones_stay(tmp_path):
     assert remove_stale_temporaries(target) == [stale]
     assert mine.is_dir() and (tmp_path / ".out.tmp-legacy8ch").is_dir()
     assert oct(mine.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def test_an_old_version_left_only_under_its_temporary_name_is_put_back(tmp_path):
+    """A replacement killed between its two renames (issue 31, item 14): the next write restores, not deletes."""
+    target = tmp_path / "model"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    old = make_temp_dir(target, "old")
+    kept = tmp_path / old.name.replace(f"-{os.getpid()}-", f"-{dead.stdout.strip()}-")
+    old.rename(kept)
+    (kept / "model").mkdir()
+    (kept / "model" / "weights").write_text("the previous model")
+    with atomic_directory(target, overwrite=True) as tmp:
+        assert (target / "weights").read_text() == "the previous model"  # back before anything else happens
+        (tmp / "weights").write_text("the new model")
+    assert (target / "weights").read_text() == "the new model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_replacing_a_folder_exchanges_the_two_in_one_step(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    (first / "x").write_text("1"), (second / "x").write_text("2")
+    assert exchange_paths(first, second)  # Linux with renameat2: CI's machines
+    assert ((first / "x").read_text(), (second / "x").read_text()) == ("2", "1")
+    with pytest.raises(FileNotFoundError):
+        exchange_paths(first, tmp_path / "missing")
 
 
 def test_atomic_file_gets_the_umask_mode(tmp_path):
