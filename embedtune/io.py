@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -159,7 +160,8 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     the old version is put back, not deleted.
     """
     target = Path(target)
-    removed = []
+    removed: list[Path] = []
+    finish_commits(target)  # a set's temporaries are its new version until its commit is finished
     try:
         entries = list(target.parent.iterdir())
     except OSError:
@@ -180,6 +182,93 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+_COMMIT = re.compile(r"^\..+\.commit-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^/]*\.json$")
+_COMMIT_TEMP = re.compile(r"^\.\..+\.commit-[^/]*\.json\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^/]*$")
+
+
+def finish_commits(path: Path) -> list[Path]:
+    """Finish the commits of output sets (:func:`atomic_files`) in ``path``'s folder whose writer died.
+
+    A journal is written only once every file of the set is complete, so finishing its renames is
+    always right: the set becomes all new. Called before any write beside ``path`` and by readers of
+    such sets (a mined file), so no one works on half a commit. Returns the journals finished.
+    """
+    folder = Path(path).parent
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    host, done = _host_tag(), []
+    for entry in entries:  # a journal killed while being written: never applied, so only debris
+        owner = _COMMIT_TEMP.match(entry.name)
+        if owner is not None and owner["host"] == host and not _alive(int(owner["pid"])):
+            entry.unlink(missing_ok=True)
+    journals = [e for e in entries if _COMMIT.match(e.name) and e.exists()]
+    for journal in journals:
+        owner = _COMMIT.match(journal.name)
+        if owner is None or owner["host"] != host or _alive(int(owner["pid"])):
+            continue
+        try:
+            renames = json.loads(journal.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not one of ours after all: left alone
+        _apply(folder, renames)
+        journal.unlink(missing_ok=True)
+        done.append(journal)
+    return done
+
+
+def _apply(folder: Path, renames: list[list[str | None]]) -> None:
+    """Each ``[temporary, final]``: the temporary renamed onto the final name (None: the final removed)."""
+    for tmp, final in renames:
+        if tmp is None:
+            (folder / final).unlink(missing_ok=True)
+        elif (folder / tmp).exists():
+            os.replace(folder / tmp, folder / final)
+    fsync_path(folder)
+
+
+@contextmanager
+def atomic_files(*paths: Path | None, remove: Sequence[Path] = ()) -> Iterator[list[Path]]:
+    """Yield a temporary for each of ``paths`` (files in one folder); on success commit them as one unit.
+
+    An output made of several files (vectors and their ids, mined rows with their companion and
+    report) must never be seen half old, half new. The body writes every temporary; then a journal
+    of the renames is written, the renames done and the journal removed. A kill before the journal
+    leaves the old set; a kill after it leaves a journal that the next write beside these files, or
+    a reader of them, finishes (:func:`finish_commits`): the new set. ``remove`` are files of an
+    earlier set that this one does not have (a companion no longer written): removed in the commit.
+    """
+    finals = [Path(p) for p in paths if p is not None]
+    folder = finals[0].parent
+    if any(p.parent != folder for p in (*finals, *map(Path, remove))):
+        raise EmbedtuneError(f"{folder}: the files of one output set must share a folder")
+    temps: list[Path] = []
+    journal: Path | None = None
+    with writing(finals[0]):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for final in finals:
+                remove_stale_temporaries(final)
+                fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final.name), dir=folder)
+                os.fchmod(fd, 0o666 & ~_umask())
+                os.close(fd)
+                temps.append(Path(tmp))
+            yield temps
+            for tmp in temps:
+                fsync_path(tmp)
+            renames = [[t.name, f.name] for t, f in zip(temps, finals, strict=True)]
+            renames += [[None, Path(r).name] for r in remove]
+            journal = folder / f"{_temp_prefix(finals[0].name, 'commit')}{os.urandom(4).hex()}.json"
+            write_bytes_atomic(journal, json.dumps(renames).encode("utf-8"))
+            _apply(folder, renames)
+            journal.unlink()
+        finally:
+            if journal is None or not journal.exists():  # no commit begun, or done: nothing to keep
+                for tmp in temps:
+                    tmp.unlink(missing_ok=True)
 
 
 def make_temp_dir(target: Path, kind: str = "tmp") -> Path:

@@ -36,8 +36,12 @@ def png_bytes(fig: Any, dpi: int = 120) -> bytes:
     return buf.getvalue()
 
 
-def save_png(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG)."""
+def save_png(fig: Any, path: Path, dpi: int = 110, *, atomic: bool = True) -> Path:
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG); ``atomic=False`` writes ``path``
+    itself, for a path that is already a temporary of an output set (:func:`embedtune.io.atomic_files`)."""
+    if not atomic:
+        fig.savefig(path, format="png", dpi=dpi)
+        return path
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path

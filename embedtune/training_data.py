@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from embedtune.data import find_data_file, load_split, qrels_path, read_jsonl, read_lines
 from embedtune.errors import DataError, EmbedtuneError
+from embedtune.io import finish_commits
 from embedtune.text import lone_surrogate
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ def load_training_data(
         dataset = Dataset.from_dict({"anchor": [q for q, _ in rows], "positive": [p for _, p in rows]})
         return TrainingData(dataset, "pair", beir_files(source, split), ["anchor", "positive"])
     files = data_files(source)
+    for path in files:  # a mined file committed with its companion and report: never read half a commit
+        finish_commits(path)
     parts = [_read_file(path, score_range) for path in files]
     first = parts[0]
     for path, part in zip(files[1:], parts[1:], strict=True):

@@ -175,3 +175,10 @@ def fill(device: Path, *, leave: int = 0) -> Path:
     if leave:
         os.truncate(filler, max(filler.stat().st_size - leave, 0))
     return filler
+
+
+def resize(path: Path, size: str) -> None:
+    """Give the tmpfs at ``path`` another size (room freed, as a user would free it)."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)

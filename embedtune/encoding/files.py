@@ -9,9 +9,9 @@ since a reader that maps ids to vectors would silently keep one of them.
 
 Outputs are chosen by suffix: ``.npy`` (float32, one row per text) with the ids beside it in
 ``<name>.ids.json``, or ``.parquet`` with columns ``id`` and ``vector`` (a fixed-size list of float32).
-Each file is written to a temporary name and renamed (:mod:`embedtune.io`), the ids before the
-vectors and only once both are written, so a killed run or a full disk never leaves a half-written
-file under the name a reader opens, nor new ids beside old vectors. The output is checked before
+Each file is written to a temporary name and the two are committed as one set
+(:func:`embedtune.io.atomic_files`), so a killed run or a full disk never leaves a half-written file
+under the name a reader opens, nor new ids beside old vectors. The output is checked before
 the model is loaded, not after the encoding: writable, not there already (unless replacing it was
 asked for), and neither the input nor inside it.
 """
@@ -19,7 +19,6 @@ asked for), and neither the input nor inside it.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,14 @@ import numpy as np
 from embedtune.data import corpus_file, iter_corpus, plain_lines, read_jsonl
 from embedtune.encoding.config import EncodeSettings
 from embedtune.errors import DataError, EmbedtuneError
-from embedtune.io import atomic_file, check_destination, check_writable, fsync_path, refuse_overlap, write_text_atomic
+from embedtune.io import (
+    atomic_file,
+    atomic_files,
+    check_destination,
+    check_writable,
+    fsync_path,
+    refuse_overlap,
+)
 from embedtune.text import text_problem
 
 if TYPE_CHECKING:
@@ -221,17 +227,16 @@ def write_vectors(output: str | Path, ids: list[str], vectors: np.ndarray) -> No
     if output.suffix == ".parquet":
         _write_parquet(output, ids, vectors)
     elif (ids_path := ids_path_for(output)) is not None:
-        # Both written to temporaries first, then renamed ids before vectors: a failure (a full disk)
-        # leaves both previous files, never new ids beside old vectors.
-        with atomic_file(output) as vectors_tmp:
+        # One output set (embedtune.io.atomic_files): a failure (a full disk) leaves both previous files,
+        # a kill both previous or both new (its commit finished by the next write), never new ids beside
+        # old vectors.
+        with atomic_files(output, ids_path) as (vectors_tmp, ids_tmp):
             with vectors_tmp.open("wb") as f:
                 # np.save's own write (ndarray.tofile) reports a full disk without its errno: write the
                 # .npy header and the rows (contiguous float32, no copy) through the Python file instead.
                 np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(vectors))
                 f.write(memoryview(vectors).cast("B"))
-                f.flush()
-                os.fsync(f.fileno())
-            write_text_atomic(ids_path, json.dumps(ids, ensure_ascii=False) + "\n")
+            ids_tmp.write_text(json.dumps(ids, ensure_ascii=False) + "\n", encoding="utf-8")
     else:
         raise EmbedtuneError(f"{output}: the vectors file must end in {' or '.join(OUTPUT_SUFFIXES)}")
 

@@ -117,7 +117,7 @@ def pairs_path(output: Path) -> Path:
     return output.with_name(f"{stem}.pairs{output.name.removeprefix(stem)}")
 
 
-def plot_histograms(report: MiningReport, path: Path) -> Path:
+def plot_histograms(report: MiningReport, path: Path, *, atomic: bool = True) -> Path:
     """Score histograms (positives, chosen negatives, removed candidates by rule) as a PNG."""
     from embedtune.plots import figure, save_png
 
@@ -133,4 +133,4 @@ def plot_histograms(report: MiningReport, path: Path) -> Path:
         ax.set_title(f"mining: {report.rows_written} of {report.pairs} rows kept, ranks {low}..{high}")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        return save_png(fig, path)
+        return save_png(fig, path, atomic=atomic)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_file, check_destination, check_writable, refuse_overlap, write_text_atomic
+from embedtune.io import atomic_files, check_destination, check_writable, refuse_overlap
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, pairs_path, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
@@ -32,16 +32,35 @@ def _open_output(path: Path, *, gzipped: bool):
     return gzip.open(path, "wt", encoding="utf-8", compresslevel=6) if gzipped else path.open("w", encoding="utf-8")
 
 
-def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
-    """Write rows as jsonl (gzip if ``path`` ends in .gz), atomically; ``embedtune train`` reads it as is.
+def write_mined(path: Path, data: MiningInput, mined: MinedRows, report: MiningReport | None = None) -> Path:
+    """Write rows as jsonl (gzip if ``path`` ends in .gz); ``embedtune train`` reads it as is.
 
     The plain pairs (rows no negative survived for) go to :func:`pairs_path` beside it, never into the
-    n-tuple file (:mod:`embedtune.mining.short_rows`); a companion left by an earlier run of the same
-    output is removed when this one has none.
+    n-tuple file (:mod:`embedtune.mining.short_rows`). With ``report``, its JSON and chart are written
+    too (:func:`report_paths`). The files are one output set, committed as a unit
+    (:func:`embedtune.io.atomic_files`): a kill or a full disk never leaves new rows beside an old
+    report or chart, and a companion left by an earlier run of the same output goes when this one has none.
     """
     path = Path(path)
-    _write_pairs(pairs_path(path), data, mined.plain)
-    with atomic_file(path) as tmp, _open_output(tmp, gzipped=path.suffix == ".gz") as f:
+    companion = pairs_path(path) if len(mined.plain) else None
+    stale = [pairs_path(path)] if companion is None and pairs_path(path).exists() else []
+    reports = report_paths(path) if report is not None else ()
+    started = time.perf_counter()
+    with atomic_files(path, companion, *reports, remove=stale) as temps:
+        files = iter(temps)
+        _write_rows(next(files), path, data, mined)
+        if companion is not None:
+            _write_pairs(next(files), companion, data, mined.plain)
+        if report is not None:
+            report.pairs_file = str(companion) if companion is not None else None
+            report.seconds["write"] = round(time.perf_counter() - started, 2)
+            next(files).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            plot_histograms(report, next(files), atomic=False)  # already the set's temporary
+    return path
+
+
+def _write_rows(tmp: Path, path: Path, data: MiningInput, mined: MinedRows) -> None:
+    with _open_output(tmp, gzipped=path.suffix == ".gz") as f:
         for pair, negs, scores in zip(mined.pairs, mined.negatives, mined.scores, strict=True):
             q, d = data.pair_query[pair], data.pair_doc[pair]
             row = {"query": data.query_texts[q], "positive": data.doc_texts[d]}
@@ -51,14 +70,10 @@ def write_mined(path: Path, data: MiningInput, mined: MinedRows) -> Path:
                 query_id=data.query_ids[q], positive_id=data.doc_ids[d], negative_ids=[data.doc_ids[r] for r in negs]
             )
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
-def _write_pairs(path: Path, data: MiningInput, plain) -> None:
-    if not len(plain):
-        path.unlink(missing_ok=True)
-        return
-    with atomic_file(path) as tmp, _open_output(tmp, gzipped=path.suffix == ".gz") as f:
+def _write_pairs(tmp: Path, path: Path, data: MiningInput, plain) -> None:
+    with _open_output(tmp, gzipped=path.suffix == ".gz") as f:
         for pair in plain:
             q, d = data.pair_query[pair], data.pair_doc[pair]
             row = {"query": data.query_texts[q], "positive": data.doc_texts[d]}
@@ -130,11 +145,5 @@ def mine_to_file(
     prepare_seconds = round(time.perf_counter() - started, 2)
     mined, report = mine(inputs, searcher, config, show_progress=show_progress)
     report.seconds["prepare"] = prepare_seconds
-    started = time.perf_counter()
-    write_mined(output, inputs, mined)
-    report.pairs_file = str(pairs_path(output)) if len(mined.plain) else None
-    report.seconds["write"] = round(time.perf_counter() - started, 2)
-    json_path, png_path = report_paths(output)
-    write_text_atomic(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
-    plot_histograms(report, png_path)
+    write_mined(output, inputs, mined, report)
     return report

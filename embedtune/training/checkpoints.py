@@ -6,21 +6,30 @@ the same base model (by fingerprint), and a complete checkpoint to continue from
 short by a kill mid-save is removed rather than loaded. Under DDP only rank 0 calls the functions
 that write here (:mod:`embedtune.training.distributed`); a kill of any rank stops the run, and the
 newest checkpoint whose ``trainer_state.json`` was written is the one a resume continues from.
+
+A run that fails (a full disk, a read-only file system, any error) before its first complete
+checkpoint leaves no checkpoints folder: there is nothing in it a resume could continue
+(:func:`run_failures`). The libraries that save checkpoints and models hide the
+``OSError`` of a full disk in errors of their own; :func:`machine_fault` finds it again.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, machine_error
 from embedtune.io import write_text_atomic
 from embedtune.models import load_model, model_fingerprint
 from embedtune.training.choices import Choice, check_same_choices
 from embedtune.training.config import TrainConfig
-from embedtune.training.distributed import world_size
+from embedtune.training.distributed import is_main, world_size
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformerTrainer
@@ -36,6 +45,15 @@ def checkpoints_dir(output: Path) -> Path:
     return output.with_name(output.name + CHECKPOINTS_SUFFIX)
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The Hugging Face trainer writes ``trainer_state.json`` last: a checkpoint is complete when it parses."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def last_good_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint that was completely written; incomplete ones (a kill mid-save) are removed.
 
@@ -46,8 +64,9 @@ def last_good_checkpoint(run_dir: Path) -> Path | None:
     for path in run_dir.glob("checkpoint-*"):
         try:
             step = int(path.name.rsplit("-", 1)[1])
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (ValueError, OSError):
+        except ValueError:
+            step = None
+        if step is None or not _complete(path):
             shutil.rmtree(path, ignore_errors=True)
             continue
         good.append((step, path))
@@ -139,3 +158,90 @@ def restore_finished(trainer: SentenceTransformerTrainer, checkpoint: Path | Non
     trainer.model = load_model(source, device=str(trainer.model.device))
     trainer.state = state
     return True
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at ``folder`` (inode and change time; None: none): a folder made anew differs."""
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_ctime_ns
+
+
+@contextmanager
+def run_failures(config: TrainConfig) -> Iterator[None]:
+    """Around a run: an error of the machine met while the trainer saves a checkpoint, which the libraries
+    report in words of their own, is raised as the one line :func:`machine_fault` makes of it, naming the
+    checkpoints folder; and when the run fails, the checkpoints folder it created is removed if it holds
+    no complete checkpoint yet (its config, fingerprint and a checkpoint cut short are nothing a resume
+    could use).
+
+    A failed start thus leaves no debris (nor the folders made to hold it), and the next run needs no
+    ``overwrite``. A folder the run did not create (an earlier run's, kept while this one was refused) and
+    any folder of a ``resume`` stay.
+    """
+    run_dir = checkpoints_dir(config.output)
+    before = _identity(run_dir)
+    made = [p for p in run_dir.parents if not p.exists()]  # folders the run may create above it, deepest first
+    try:
+        yield
+    except BaseException as e:
+        # asked first: for torch.save's error, the file system is asked whether it is full
+        fault = None if isinstance(e, EmbedtuneError | OSError) else machine_fault(e, run_dir)
+        now = _identity(run_dir)
+        ours = now is not None and now != before and not config.resume and is_main()
+        if ours and not any(_complete(p) for p in run_dir.glob("checkpoint-*")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for folder in made:
+                try:
+                    folder.rmdir()  # only while empty: never what another process has put there since
+                except OSError:
+                    break
+        if fault is None:
+            raise
+        raise fault from e
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how safetensors (Rust's std::io::Error) says an errno
+_TORCH_WRITE_FAILED = ("file write failed", "unexpected pos")  # torch.save's zip writer, which drops errno
+
+
+def machine_fault(error: BaseException, path: str | Path) -> EmbedtuneError | None:
+    """``error``, raised while writing ``path``, as the one-line error of the machine it is
+    (:func:`~embedtune.errors.machine_error`), else None.
+
+    Besides an ``OSError`` (and the :class:`EmbedtuneError` that :func:`embedtune.io.writing` made of
+    one, returned as it is), this knows the errors of the libraries that save models and checkpoints:
+    safetensors says the errno in its message; torch.save loses it, so the file system of ``path`` is
+    asked whether it is read-only or full.
+    """
+    if isinstance(error, EmbedtuneError):
+        return error if error.__cause__ is not None and machine_error(error.__cause__) is not None else None
+    if isinstance(error, OSError):
+        return machine_error(error, path)
+    message = str(error)
+    if found := _RUST_OS_ERROR.search(message):
+        code = int(found[1])
+        return machine_error(OSError(code, os.strerror(code)), path)
+    if isinstance(error, RuntimeError) and any(words in message for words in _TORCH_WRITE_FAILED):
+        code = _file_system_fault(Path(path))
+        return machine_error(OSError(code, os.strerror(code)), path) if code is not None else None
+    return None
+
+
+def _file_system_fault(path: Path) -> int | None:
+    """Why a write under ``path`` fails, asked of its file system: read-only, or (almost) full."""
+    import errno
+
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if fs.f_bavail * fs.f_frsize < 1 << 20:  # under 1 MiB left: what a failed write of weights means
+        return errno.ENOSPC
+    return None

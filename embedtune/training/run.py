@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedtune import __version__
-from embedtune.errors import EmbedtuneWarning
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.io import (
     atomic_directory,
     check_destination,
@@ -45,7 +45,14 @@ from embedtune.settings import SettingError
 from embedtune.training import distributed, mixing
 from embedtune.training.augment import augment
 from embedtune.training.autocast import choose_precision, probe_rows
-from embedtune.training.checkpoints import CONFIG_FILE, open_run_dir, restore_finished
+from embedtune.training.checkpoints import (
+    CONFIG_FILE,
+    last_good_checkpoint,
+    machine_fault,
+    open_run_dir,
+    restore_finished,
+    run_failures,
+)
 from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
 from embedtune.training.config import NO_DEV, TrainConfig, metric_label
 from embedtune.training.dev import DevEvaluator, trainer_evaluator
@@ -186,6 +193,11 @@ def train(
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
+    with run_failures(config):  # a full disk: one line, and no checkpoints folder of a failed start
+        return _train(config, callbacks, log)
+
+
+def _train(config: TrainConfig, callbacks: Sequence[TrainerCallback], log: Callable[[str], None] | None) -> TrainResult:
     clock = StageClock()
     setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
     config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
@@ -255,14 +267,25 @@ def _preflight(config: TrainConfig) -> Path:
 
 def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
     """The model, its record, config, card and plots, written to a temporary folder renamed to the output;
-    then the checkpoints are removed unless kept."""
-    with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
-        model.save(str(tmp))
-        (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-        write_run_report(tmp, record, history, dev_before, name=config.output.name)
-        if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
-            shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
+    then the checkpoints are removed unless kept.
+
+    A full disk or read-only file system is one line naming the output (also where safetensors hides the
+    ``OSError``), saying that the finished run stays in the checkpoints folder for a resume to write.
+    """
+    try:
+        with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
+            model.save(str(tmp))
+            (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+            write_run_report(tmp, record, history, dev_before, name=config.output.name)
+            if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
+                shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
+    except Exception as e:
+        fault = machine_fault(e, config.output)
+        if fault is None:
+            raise
+        kept = f"; the finished run is kept in {run_dir}: resume=True writes the model from it"
+        raise EmbedtuneError(f"{fault}{kept if last_good_checkpoint(run_dir) else ''}") from e
     if not config.keep_checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
 

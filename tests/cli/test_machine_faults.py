@@ -15,7 +15,7 @@ import lzma
 from pathlib import Path
 
 import pytest
-from helpers import CORPUS, assert_one_line_error, fill, mount_tmpfs, remount, run, unmount, write_beir
+from helpers import CORPUS, assert_one_line_error, fill, mount_tmpfs, remount, resize, run, unmount, write_beir
 
 
 @pytest.fixture
@@ -208,3 +208,154 @@ def test_a_cross_encoder_is_refused_as_the_embedder_by_index_build_and_train(tmp
     result = run("train", "-m", tiny_cross_encoder, "--data", beir_dir, "-o", tmp_path / "m", ok=False)
     assert_one_line_error(result, r"a sentence-transformers CrossEncoder, not a sentence embedder")
     assert not (tmp_path / "m").exists()
+
+
+# -- train, mine and split on a full or read-only disk -----------------------------------------------
+
+
+@pytest.fixture
+def sized_disk(tmp_path, request):
+    """A tmpfs of the size the test is parametrized with (``indirect``), unmounted after the test."""
+    path = mount_tmpfs(tmp_path / "disk", size=request.param)
+    try:
+        yield path
+    finally:
+        unmount(path)
+
+
+def _train(tiny_st, beir_dir, output, *more):
+    """A one-step train without dev evaluation: seconds on the tiny model."""
+    return (
+        "train",
+        "-m",
+        tiny_st,
+        "--data",
+        beir_dir,
+        "-o",
+        output,
+        "--max-steps",
+        1,
+        "--batch-size",
+        4,
+        "--no-dev",
+        *more,
+    )
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_checkpoints_folder(disk, tiny_st, beir_dir):
+    fill(disk)
+    result = run(*_train(tiny_st, beir_dir, disk / "models" / "m", "--json"), ok=False)
+    assert result.exit_code == 1, result.output
+    assert_one_line_error(
+        result, rf"{disk / 'models' / 'm.checkpoints'}\S*: cannot be written \(No space left on device\): free space"
+    )
+    assert "No space left" in _json_error(result)["error"]
+    assert [p.name for p in disk.iterdir()] == ["filler"]  # no m.checkpoints (nothing to resume), nor models/
+
+
+@pytest.mark.parametrize(
+    "sized_disk",
+    ["1m", "6m"],  # room for the run's set-up files; then for none of the weights, or for them and not the optimizer's
+    ids=["model-weights", "optimizer-state"],  # what fills it: safetensors and torch.save, which both hide the errno
+    indirect=True,
+)
+def test_train_whose_first_checkpoint_fills_the_disk_is_one_line_and_leaves_nothing(sized_disk, tiny_st, beir_dir):
+    result = run(*_train(tiny_st, beir_dir, sized_disk / "m", "--json"), ok=False)
+    assert result.exit_code == 1, result.output
+    assert_one_line_error(
+        result, rf"{sized_disk / 'm.checkpoints'}: cannot be written \(No space left on device\): free space"
+    )
+    _json_error(result)
+    assert not any(sized_disk.iterdir())  # the incomplete checkpoint's folder went with it: nothing to resume
+
+
+@pytest.mark.parametrize(
+    "sized_disk", ["20m"], indirect=True
+)  # a model (5 MB) and a checkpoint (13 MB), not two models
+def test_train_whose_output_fills_the_disk_keeps_the_previous_model_and_the_run_to_resume(
+    sized_disk, tiny_st, beir_dir
+):
+    output = sized_disk / "m"
+    run(*_train(tiny_st, beir_dir, output))
+    before = _files(output)
+
+    result = run(*_train(tiny_st, beir_dir, output, "--overwrite", "--seed", 1, "--json"), ok=False)
+    assert result.exit_code == 1, result.output
+    assert_one_line_error(
+        result,
+        rf"{output}: cannot be written \(No space left on device\): free space .*; the finished run is kept in "
+        rf"{sized_disk / 'm.checkpoints'}: resume=True writes the model from it",
+    )
+    _json_error(result)
+    assert _files(output) == before  # the previous model, whole
+    assert sorted(p.name for p in sized_disk.iterdir()) == ["m", "m.checkpoints"]  # no temporary output
+
+    resize(sized_disk, "40m")  # space freed: the resume writes the finished run's model without training again
+    run(*_train(tiny_st, beir_dir, output, "--overwrite", "--seed", 1, "--resume"))
+    assert _files(output) != before
+    assert sorted(p.name for p in sized_disk.iterdir()) == ["m"]
+
+
+def test_train_into_a_read_only_folder_is_one_line_before_any_work(disk, tiny_st, beir_dir):
+    remount(disk, read_only=True)
+    try:
+        result = run(*_train(tiny_st, beir_dir, disk / "m", "--json"), ok=False)
+    finally:
+        remount(disk, read_only=False)
+    assert_one_line_error(result, rf"{disk / 'm'}: cannot be written \({disk} is on a read-only file system\)")
+    _json_error(result)
+    assert "chose" not in result.output  # refused before the model and the data were loaded
+    assert not any(disk.iterdir())
+
+
+def _mine(beir_dir, output, *more):
+    return ("mine", "--retriever", "bm25", "--data", beir_dir, "-o", output, "--num-negatives", 1, *more)
+
+
+@pytest.mark.parametrize(
+    "leave",
+    [0, 8192],  # nothing; or room for the new rows and report (a page each), not for the chart
+    ids=["full", "room-for-some-files"],
+)
+def test_mine_on_a_full_disk_is_one_line_and_keeps_the_previous_rows_and_report(disk, beir_dir, leave):
+    output = disk / "mined.jsonl"
+    run(*_mine(beir_dir, output))
+    fill(disk, leave=leave)
+    before = _files(disk)
+
+    result = run(*_mine(beir_dir, output, "--overwrite", "--num-negatives", 2, "--json"), ok=False)
+    assert result.exit_code == 1, result.output
+    assert_one_line_error(result, rf"{disk}/mined\S*: cannot be written \(No space left on device\): free space")
+    _json_error(result)
+    result = run(*_mine(beir_dir, disk / "new.jsonl.gz"), ok=False)
+    assert_one_line_error(result, rf"{disk}/new\S*: cannot be written \(No space left on device\): free space")
+    assert _files(disk) == before  # the previous rows and report, never new rows beside an old chart; no temporaries
+
+
+def test_mine_into_a_read_only_folder_is_one_line(disk, beir_dir):
+    run(*_mine(beir_dir, disk / "mined.jsonl"))
+    before = _files(disk)
+    remount(disk, read_only=True)
+    try:
+        result = run(*_mine(beir_dir, disk / "mined.jsonl", "--overwrite", "--json"), ok=False)
+        assert_one_line_error(result, rf"mined\.jsonl: cannot be written \({disk} is on a read-only file system\)")
+        _json_error(result)
+        result = run(*_mine(beir_dir, disk / "sub" / "new.jsonl"), ok=False)
+        assert_one_line_error(result, rf"new\.jsonl: cannot be written \({disk} is on a read-only file system\)")
+    finally:
+        remount(disk, read_only=False)
+    assert _files(disk) == before
+
+
+def test_split_on_a_full_disk_is_one_line_and_keeps_the_previous_split(disk, beir_dir):
+    output = disk / "s"
+    run("split", beir_dir, "-o", output)
+    fill(disk)
+    before = _files(disk)
+
+    result = run("split", beir_dir, "-o", output, "--overwrite", "--seed", 1, "--json", ok=False)
+    _refused_for_space(result, output)
+    result = run("split", beir_dir, "-o", disk / "new", "--json", ok=False)
+    _refused_for_space(result, disk / "new")
+    assert _files(disk) == before
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "s"]  # no temporary folder, no lock
