@@ -35,6 +35,21 @@ class OutputExistsError(EmbedtuneError):
         self.path = Path(path)
 
 
+class EarlierRunError(EmbedtuneError):
+    """Checkpoints of an earlier run, no longer running, are where a new run would keep its own: the user
+    continues it or starts again. The library names the settings (``resume``/``overwrite``), the CLI the
+    flags (:attr:`cli_message`); a run still going is refused by its lock before this is asked."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.what = f"{path}: checkpoints of an earlier run (not running now) are there"
+        super().__init__(f"{self.what}: resume=True continues it, overwrite=True starts again")
+
+    @property
+    def cli_message(self) -> str:
+        return f"{self.what}: pass --resume to continue it, or --overwrite to start again"
+
+
 _CANNOT_WRITE = "cannot be written"
 # errno -> (what could not be done, what to do about it; {path} is the path in question)
 _MACHINE = {

@@ -39,7 +39,7 @@ from typing import Any
 import click
 
 from embedtune.data import default_data_dir
-from embedtune.errors import EmbedtuneError, EmbedtuneWarning, OutputExistsError, machine_error
+from embedtune.errors import EarlierRunError, EmbedtuneError, EmbedtuneWarning, OutputExistsError, machine_error
 from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.settings import SettingError
 from embedtune.training import distributed
@@ -247,6 +247,8 @@ class EmbedtuneGroup(click.Group):
                 return super().invoke(ctx)
             except OutputExistsError as e:
                 raise click.ClickException(f"{e} (pass --overwrite to replace it)") from e
+            except EarlierRunError as e:
+                raise click.ClickException(e.cli_message) from e
             except EmbedtuneError as e:
                 raise click.ClickException(str(e)) from e
             except (OSError, sqlite3.OperationalError) as e:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedtune.errors import EmbedtuneError, machine_error
+from embedtune.errors import EarlierRunError, EmbedtuneError, machine_error
 from embedtune.io import write_text_atomic
 from embedtune.models import load_model, model_fingerprint
 from embedtune.training.choices import Choice, check_same_choices
@@ -92,10 +92,7 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
         return run_dir, checkpoint
     if run_dir.exists():
         if not config.overwrite:
-            raise EmbedtuneError(
-                f"{run_dir}: checkpoints of an earlier run exist; "
-                "resume=True continues that run, overwrite=True starts again"
-            )
+            raise EarlierRunError(run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     write_text_atomic(saved, config.to_yaml())

@@ -19,13 +19,14 @@ with the ``cached-mnrl`` loss, whose memory stays bounded by its mini-batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import platform
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,10 @@ from embedtune.io import (
     check_destination,
     check_writable,
     file_sha256,
+    name_lock,
     refuse_overlap,
     write_text_atomic,
+    writing,
 )
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
@@ -193,8 +196,21 @@ def train(
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
-    with run_failures(config):  # a full disk: one line, and no checkpoints folder of a failed start
+    with run_failures(config), _output_lock(config.output):
         return _train(config, callbacks, log)
+
+
+@contextlib.contextmanager
+def _output_lock(output: Path) -> Iterator[None]:
+    """Hold the output's lock for the whole run (rank 0): a second run into the same output, started while
+    this one goes, is refused at once, before it could take this run's checkpoints for an earlier run's."""
+    if not distributed.is_main():
+        yield
+        return
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+    with name_lock(output):
+        yield
 
 
 def _train(config: TrainConfig, callbacks: Sequence[TrainerCallback], log: Callable[[str], None] | None) -> TrainResult:

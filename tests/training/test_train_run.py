@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_config
+from helpers import assert_one_line_error, run, train_config
 
 from embedtune.errors import EmbedtuneError
+from embedtune.io import name_lock
 from embedtune.models import load_model
 from embedtune.training import CONFIG_FILE, TRAIN_RECORD, TrainConfig, checkpoints_dir, train
 
@@ -20,6 +23,12 @@ from embedtune.training import CONFIG_FILE, TRAIN_RECORD, TrainConfig, checkpoin
 def _config(tmp_path, model, data, name="model", **overrides) -> TrainConfig:
     settings = {"max_steps": 8, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.1, "dev": False}
     return train_config(tmp_path / name, model, data, **{**settings, "checkpoint_steps": 2, **overrides})
+
+
+def config_path(config: TrainConfig, tmp_path) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(config.to_yaml())
+    return path
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -54,8 +63,15 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tmp_path, 
     (run_dir / "checkpoint-6").mkdir()
     (run_dir / "checkpoint-6" / "model.safetensors").write_bytes(b"half-written")
 
-    with pytest.raises(EmbedtuneError, match="checkpoints of an earlier run exist; resume=True continues that run"):
+    with pytest.raises(EmbedtuneError, match=r"earlier run \(not running now\) are there: resume=True continues it"):
         train(config)
+    cli = run("train", "--config", config_path(config, tmp_path), ok=False)  # the CLI names its flags
+    assert_one_line_error(
+        cli, r"earlier run \(not running now\) are there: pass --resume to continue it, or --overwrite"
+    )
+    refused = pytest.raises(EmbedtuneError, match=r"model: another embedtune process is writing it")
+    with name_lock(config.output), refused:  # a run still going holds its output's lock
+        train(dataclasses.replace(config, resume=True))
     with pytest.raises(EmbedtuneError, match=r"cannot resume a different run \(learning_rate: 0.001 -> 0.002\)"):
         train(_config(tmp_path, tiny_st, beir_dir, learning_rate=2e-3, resume=True))
 
