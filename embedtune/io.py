@@ -37,10 +37,23 @@ _READ_CHUNK = 1 << 20  # stream files: model weights can be GBs
 SQLITE_MAX_VARIABLES = 900  # keys per "IN (...)" query, under SQLite's oldest limit of 999 variables
 
 
-def check_destination(target: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless asked to; call before the expensive work."""
-    if target.exists() and not overwrite:
+def check_destination(target: Path, overwrite: bool, *, made_by: str | None = None) -> None:
+    """Refuse to replace an existing output unless asked to; call before the expensive work.
+
+    ``made_by`` names a file that a folder this command wrote always holds (a trained model's record):
+    a non-empty folder without it was not written by the command, and ``overwrite`` never deletes
+    what the command did not write (``-o ~/projects --overwrite`` by mistake would remove them all).
+    """
+    target = Path(target)
+    if not target.exists():
+        return
+    if not overwrite:
         raise OutputExistsError(target)
+    if made_by is not None and target.is_dir() and not (target / made_by).exists() and any(target.iterdir()):
+        raise EmbedtuneError(
+            f"{target}: holds files this command did not write (no {made_by}), which overwrite would delete: "
+            "choose another output, or remove the folder yourself"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:

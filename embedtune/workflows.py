@@ -14,7 +14,7 @@ from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
 from embedtune.io import check_destination, check_writable
 from embedtune.mining import MiningConfig, MiningReport, mine_to_file, pairs_path
-from embedtune.training import TrainConfig, checkpoints_dir
+from embedtune.training import TRAIN_RECORD, TrainConfig, checkpoints_dir
 
 
 def mined_path(output: Path) -> Path:
@@ -47,7 +47,7 @@ def mine_for_training(
         raise EmbedtuneError(
             "mining before training cannot be combined with resume: resume training on the mined file instead"
         )
-    check_destination(config.output, config.overwrite)  # refused before the mining, not after it
+    check_destination(config.output, config.overwrite, made_by=TRAIN_RECORD)  # refused before the mining
     check_writable(config.output, directory=True)
     if checkpoints_dir(config.output).exists() and not config.overwrite:
         raise EmbedtuneError(

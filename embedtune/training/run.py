@@ -275,7 +275,7 @@ def _preflight(config: TrainConfig) -> Path:
     model = resolve_model_path(config.model)
     refuse_overlap(config.output, [config.data, *config.more_data, config.dev_data, model])
     if not config.resume:
-        check_destination(config.output, config.overwrite)
+        check_destination(config.output, config.overwrite, made_by=TRAIN_RECORD)
     check_writable(config.output, directory=True)
     check_reporter(config.report_to)
     return model

@@ -171,3 +171,12 @@ def test_train_never_replaces_its_data(tmp_path, beir_dir, tiny_st):
     result = run("train", "--data", pairs, "-m", tiny_st, "-o", tiny_st / "sub", ok=False)
     assert_one_line_error(result, r"the output lies inside the input .*tiny-st")
     assert _snapshot(beir_dir) == before
+
+
+def test_overwrite_never_deletes_a_folder_train_did_not_write(tmp_path, beir_dir, tiny_st):
+    mine = tmp_path / "projects"
+    (mine / "thesis").mkdir(parents=True)
+    (mine / "thesis" / "draft.tex").write_text("years of work")
+    result = run("train", "--data", beir_dir, "-m", tiny_st, "-o", mine, "--overwrite", ok=False)
+    assert_one_line_error(result, r"projects: holds files this command did not write \(no embedtune_train.json\)")
+    assert (mine / "thesis" / "draft.tex").read_text() == "years of work"
