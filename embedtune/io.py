@@ -227,56 +227,57 @@ def finish_commits(path: Path) -> list[Path]:
             renames = json.loads(journal.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # not one of ours after all: left alone
-        _apply(folder, renames)
+        _apply(renames)
         journal.unlink(missing_ok=True)
         done.append(journal)
     return done
 
 
-def _apply(folder: Path, renames: list[list[str | None]]) -> None:
-    """Each ``[temporary, final]``: the temporary renamed onto the final name (None: the final removed)."""
+def _apply(renames: list[list[str | None]]) -> None:
+    """Each ``[temporary, final]`` (absolute paths): the temporary renamed onto the final path (None: the
+    final removed); then each folder's entries flushed."""
     for tmp, final in renames:
         if tmp is None:
-            (folder / final).unlink(missing_ok=True)
-        elif (folder / tmp).exists():
-            os.replace(folder / tmp, folder / final)
-    fsync_path(folder)
+            Path(final).unlink(missing_ok=True)
+        elif Path(tmp).exists():
+            os.replace(tmp, final)
+    for folder in {str(Path(final).parent) for _, final in renames}:
+        fsync_path(Path(folder))
 
 
 @contextmanager
 def atomic_files(*paths: Path | None, remove: Sequence[Path] = ()) -> Iterator[list[Path]]:
-    """Yield a temporary for each of ``paths`` (files in one folder); on success commit them as one unit.
+    """Yield a temporary for each of ``paths`` (``None`` skipped); on success commit them as one unit.
 
     An output made of several files (vectors and their ids, mined rows with their companion and
     report) must never be seen half old, half new. The body writes every temporary; then a journal
     of the renames is written, the renames done and the journal removed. A kill before the journal
     leaves the old set; a kill after it leaves a journal that the next write beside these files, or
-    a reader of them, finishes (:func:`finish_commits`): the new set. ``remove`` are files of an
-    earlier set that this one does not have (a companion no longer written): removed in the commit.
+    a reader of them, finishes (:func:`finish_commits`): the new set. The journal lies beside the first
+    file, so a set spread over folders is finished by a write beside that one. ``remove`` are files of
+    an earlier set that this one does not have (a companion no longer written): removed in the commit.
     """
-    finals = [Path(p) for p in paths if p is not None]
+    finals = [Path(p).absolute() for p in paths if p is not None]
     folder = finals[0].parent
-    if any(p.parent != folder for p in (*finals, *map(Path, remove))):
-        raise EmbedtuneError(f"{folder}: the files of one output set must share a folder")
     temps: list[Path] = []
     journal: Path | None = None
     with writing(finals[0]):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             for final in finals:
+                final.parent.mkdir(parents=True, exist_ok=True)
                 remove_stale_temporaries(final)
-                fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final.name), dir=folder)
+                fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final.name), dir=final.parent)
                 os.fchmod(fd, 0o666 & ~_umask())
                 os.close(fd)
                 temps.append(Path(tmp))
             yield temps
             for tmp in temps:
                 fsync_path(tmp)
-            renames = [[t.name, f.name] for t, f in zip(temps, finals, strict=True)]
-            renames += [[None, Path(r).name] for r in remove]
+            renames = [[str(t), str(f)] for t, f in zip(temps, finals, strict=True)]
+            renames += [[None, str(Path(r).absolute())] for r in remove]
             journal = folder / f"{_temp_prefix(finals[0].name, 'commit')}{os.urandom(4).hex()}.json"
             write_bytes_atomic(journal, json.dumps(renames).encode("utf-8"))
-            _apply(folder, renames)
+            _apply(renames)
             journal.unlink()
         finally:
             if journal is None or not journal.exists():  # no commit begun, or done: nothing to keep

@@ -21,7 +21,7 @@ from embedtune.cli.options import flags, given, options_from, overwrite_option
 from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, OutputExistsError
-from embedtune.io import check_destination, check_writable, refuse_overlap, write_bytes_atomic, write_text_atomic
+from embedtune.io import atomic_files, check_destination, check_writable, refuse_overlap, writing
 from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
 from embedtune.retrieval.hybrid import MODES, SearchSettings
 
@@ -223,14 +223,24 @@ def _write_files(
     plot: Path | None,
     run_out: Path | None,
 ) -> None:
-    """The files asked for, each written atomically, after the results were printed."""
+    """The files asked for, after the results were printed: the report files as one output set
+    (:func:`embedtune.io.atomic_files`: a full disk or a kill never leaves a new JSON beside an old
+    chart), then the run files."""
     from embedtune.evaluate import plot_results, write_run_files
 
-    if json_out is not None:
-        write_text_atomic(json_out, payload)
-    if markdown_out is not None:
-        write_text_atomic(markdown_out, report)
-    if plot is not None:
-        write_bytes_atomic(plot, plot_results(results))
+    contents = {
+        path: data
+        for path, data in (
+            (json_out, lambda: payload.encode("utf-8")),
+            (markdown_out, lambda: report.encode("utf-8")),
+            (plot, lambda: plot_results(results)),
+        )
+        if path is not None
+    }
+    if contents:
+        with atomic_files(*contents) as temps:
+            for tmp, (path, data) in zip(temps, contents.items(), strict=True):
+                with writing(path):  # a full disk names the file that did not fit
+                    tmp.write_bytes(data())
     if run_out is not None:
         write_run_files(results, run_out)

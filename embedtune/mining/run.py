@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import EmbedtuneError
-from embedtune.io import atomic_files, check_destination, check_writable, refuse_overlap
+from embedtune.io import atomic_files, check_destination, check_writable, refuse_overlap, writing
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, pairs_path, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
@@ -48,14 +48,18 @@ def write_mined(path: Path, data: MiningInput, mined: MinedRows, report: MiningR
     started = time.perf_counter()
     with atomic_files(path, companion, *reports, remove=stale) as temps:
         files = iter(temps)
-        _write_rows(next(files), path, data, mined)
+        with writing(path):  # a full disk names the file that did not fit, not its temporary
+            _write_rows(next(files), path, data, mined)
         if companion is not None:
-            _write_pairs(next(files), companion, data, mined.plain)
+            with writing(companion):
+                _write_pairs(next(files), companion, data, mined.plain)
         if report is not None:
             report.pairs_file = str(companion) if companion is not None else None
             report.seconds["write"] = round(time.perf_counter() - started, 2)
-            next(files).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-            plot_histograms(report, next(files), atomic=False)  # already the set's temporary
+            with writing(reports[0]):
+                next(files).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            with writing(reports[1]):
+                plot_histograms(report, next(files), atomic=False)  # already the set's temporary
     return path
 
 

@@ -359,3 +359,16 @@ def test_split_on_a_full_disk_is_one_line_and_keeps_the_previous_split(disk, bei
     _refused_for_space(result, disk / "new")
     assert _files(disk) == before
     assert sorted(p.name for p in disk.iterdir()) == ["filler", "s"]  # no temporary folder, no lock
+
+
+def test_eval_reports_are_one_set_on_a_full_disk(disk, beir_dir):
+    """Room for the new JSON but not the chart: neither is replaced (before, a new JSON beside the old chart)."""
+    report, chart = disk / "eval.json", disk / "eval.png"
+    run("eval", "--bm25", "--data", beir_dir, "--json-out", report, "--plot", chart)
+    fill(disk, leave=8192)
+    before = _files(disk)
+
+    args = ("eval", "--bm25", "--data", beir_dir, "--json-out", report, "--plot", chart, "--overwrite", "--json")
+    result = run(*args, ok=False)
+    _refused_for_space(result, chart)
+    assert _files(disk) == before
