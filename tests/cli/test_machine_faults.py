@@ -372,3 +372,22 @@ def test_eval_reports_are_one_set_on_a_full_disk(disk, beir_dir):
     result = run(*args, ok=False)
     _refused_for_space(result, chart)
     assert _files(disk) == before
+
+
+@pytest.mark.parametrize("command", ["add", "remove", "calibrate"])
+def test_index_updates_on_a_full_disk_are_one_line_and_keep_the_index(disk, tmp_path, tiny_st, beir_dir, command):
+    run("index", "build", "-m", tiny_st, "--corpus", beir_dir, "--indexes-dir", disk, "--name", "t")
+    more = write_beir(tmp_path / "more", corpus={"zsh": "Z shell, a command interpreter for the terminal."})
+    fill(disk)
+    before = _files(disk)
+    args = {
+        "add": ("--corpus", more, "-m", tiny_st),
+        "remove": ("vim",),
+        "calibrate": ("--data", beir_dir, "--split", "train"),
+    }[command]
+    result = run("index", command, "t", *args, "--indexes-dir", disk, "--json", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert_one_line_error(result, r"cannot be written \(No space left on device\): free space on the device")
+    assert _files(disk) == before  # no new generation, no temporaries: the index as it was
+    (disk / "filler").unlink()
+    assert "top 1 of 8 documents" in run("search", "web server", "-k", 1, "--index", "t", "--indexes-dir", disk).output
