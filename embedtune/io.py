@@ -141,6 +141,18 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a file the user creates gets (``0666 & ~umask``).
+
+    Libraries write some files with modes of their own (safetensors: 0600), so a model folder meant to
+    be shared or served by another user would be unreadable to them, whatever the user's umask says.
+    """
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 

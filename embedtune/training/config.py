@@ -173,7 +173,12 @@ class TrainConfig:
         None, help="Also train truncated embeddings, e.g. '384,256,128,64'.", min=1
     )
     pooling: str | None = setting(None, help="Pooling added to a plain HF checkpoint.", choices=POOLINGS)
-    normalize: bool = setting(True, help="L2-normalise a plain HF checkpoint's embeddings.", flag="--no-normalize")
+    normalize: bool = setting(
+        True,
+        help="L2-normalise a plain HF checkpoint's embeddings, so inner product is cosine (--no-normalize: keep "
+        "the pooled vectors as they are).",
+        flag="--no-normalize",
+    )
     query_prompt: str | None = setting(
         None, help="Prefix for queries, e.g. 'query: ' (E5) — saved as the model's 'query' prompt."
     )

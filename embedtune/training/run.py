@@ -38,6 +38,7 @@ from embedtune.io import (
     check_destination,
     check_writable,
     file_sha256,
+    follow_umask,
     name_lock,
     refuse_overlap,
     write_text_atomic,
@@ -296,6 +297,7 @@ def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, histo
             write_run_report(tmp, record, history, dev_before, name=config.output.name)
             if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
                 shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
+            follow_umask(tmp)  # safetensors writes its weights 0600
     except Exception as e:
         fault = machine_fault(e, config.output)
         if fault is None:

@@ -208,3 +208,14 @@ def test_the_run_says_a_whole_run_eta_and_records_where_its_time_went(tmp_path, 
     assert [p["step"] for p in record["dev_curve"]] == [2, 4, 6, 8]  # the interval given (2) is kept
     assert all(p["seconds"] > 0 and 0 <= p["metric"] <= 1 for p in record["dev_curve"])
     assert record["dev_evaluations"] == 5  # the baseline and four
+
+
+def test_the_model_files_follow_the_umask(tmp_path, tiny_st, beir_dir):
+    """safetensors writes its weights 0600: a model meant for another user (a service) must be readable."""
+    old = os.umask(0o022)
+    try:
+        result = train(_config(tmp_path, tiny_st, beir_dir, max_steps=1))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in result.output.rglob("*") if p.is_file()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}
