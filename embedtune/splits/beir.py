@@ -110,7 +110,7 @@ def split_beir(
     settings = settings or SplitSettings()
     folder, out = require_dataset_folder(folder), Path(out)
     refuse_overlap(out, [folder])  # even with overwrite: the new folder would replace the one it is made from
-    check_destination(out, overwrite)  # refused before reading a large corpus, not after
+    check_destination(out, overwrite, made_by=REPORT_NAME)  # refused before reading a large corpus, not after
     check_writable(out, directory=True)
     queries = load_queries(folder)
     names = qrels_names(folder, settings.source_split)

@@ -20,7 +20,7 @@ from pathlib import Path
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.io import atomic_directory, check_destination, check_writable, refuse_overlap
 from embedtune.splits.assign import SplitSettings, assign_queries, duplicate_key
-from embedtune.splits.beir import Qrels, write_qrels, write_report
+from embedtune.splits.beir import REPORT_NAME, Qrels, write_qrels, write_report
 from embedtune.splits.report import SplitReport
 
 
@@ -80,7 +80,7 @@ def pairs_to_beir(
     """
     pairs_file, out = Path(pairs_file), Path(out)
     refuse_overlap(out, [pairs_file])
-    check_destination(out, overwrite)
+    check_destination(out, overwrite, made_by=REPORT_NAME)
     check_writable(out, directory=True)
     if not split.strip() or "/" in split:
         raise EmbedtuneError(f"split: not a usable qrels file name: '{split}'")

@@ -391,3 +391,56 @@ def test_index_updates_on_a_full_disk_are_one_line_and_keep_the_index(disk, tmp_
     assert _files(disk) == before  # no new generation, no temporaries: the index as it was
     (disk / "filler").unlink()
     assert "top 1 of 8 documents" in run("search", "web server", "-k", 1, "--index", "t", "--indexes-dir", disk).output
+
+
+# -- an injected ENOSPC at the write layer: wherever tmpfs cannot be mounted too -------------------------
+
+NO_SPACE_BELOW = """
+import errno, os, sys, tempfile
+out = sys.argv[1]
+
+def full(real):
+    def make(*args, dir=None, **kwargs):
+        if dir is not None and os.path.abspath(dir).startswith(out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(dir, kwargs.get("prefix", "")))
+        return real(*args, dir=dir, **kwargs)
+    return make
+
+tempfile.mkstemp, tempfile.mkdtemp = full(tempfile.mkstemp), full(tempfile.mkdtemp)
+from embedtune.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("command", ["encode", "eval", "mine", "index build", "split"])
+def test_an_injected_full_disk_is_one_line_with_no_debris(tmp_path, tiny_st, beir_dir, command):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one text\nanother text\n")
+    args = {
+        "encode": ["encode", texts, "-o", out / "v.npy", "-m", tiny_st],
+        "eval": ["eval", "--bm25", "--data", beir_dir, "--json-out", out / "e.json"],
+        "mine": ["mine", "--retriever", "bm25", "--data", beir_dir, "-o", out / "m.jsonl"],
+        "index build": ["index", "build", "-m", tiny_st, "--corpus", beir_dir, "--indexes-dir", out, "--name", "t"],
+        "split": ["split", beir_dir, "-o", out / "s"],
+    }[command]
+    cmd = [sys.executable, "-c", NO_SPACE_BELOW, str(out), *map(str, args), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(out) in errors[0], errors
+    assert json.loads(done.stdout.strip().splitlines()[-1])["schema"] == "embedtune.error/1"
+    assert list(out.iterdir()) == []  # nothing written, nothing left behind
+
+
+def test_split_overwrite_never_deletes_a_folder_it_did_not_write(tmp_path, beir_dir):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = run("split", beir_dir, "-o", mine, "--overwrite", ok=False)
+    assert_one_line_error(result, r"mine: holds files this command did not write \(no split.json\)")
+    assert (mine / "notes.txt").read_text() == "keep me"
