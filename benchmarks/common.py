@@ -36,3 +36,22 @@ def save_results(name: str, summary: dict, markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+def provenance() -> dict[str, str]:
+    """The commit of this checkout (``+dirty`` with uncommitted changes) and the versions that set the speed
+    and the numbers, stamped on a result beside :func:`machine`."""
+    import subprocess
+    from importlib.metadata import version
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "embedtune"], cwd=root, capture_output=True, text=True
+        )
+        head = commit + ("+dirty" if dirty else "")
+    except OSError:
+        head = "unknown"
+    names = ("torch", "sentence-transformers", "transformers", "numpy")
+    return {"commit": head or "unknown", **{name: version(name) for name in names}}

@@ -11,8 +11,19 @@ The regimes are built from the bundled Debian set (data/debian), as a new user's
 * ``full``: all of Debian train (with its dev split) at a time budget: both sides train for the
   steps that budget buys (``--budget``; the length rule does not apply);
 
-and every model is also scored zero-shot on data/stsb-retrieval (with ``ignore_own_id``), to show
-what general similarity training costs.
+and two regimes from text other than Debian's package descriptions, shipped in data/ (:data:`EXTERNAL`;
+train and test splits, no dev split, long documents): ``perlfaq`` (perl's FAQ: question -> answer) and
+``python-docs`` (the Python 3.11 manual: section title -> section); every model is also scored
+zero-shot on data/stsb-retrieval (with ``ignore_own_id``), to show what general similarity training
+costs.
+
+**Time to quality.** Every system is a process of its own, timed from start to exit, wall and CPU
+seconds (:func:`_timed`); the :data:`TIMED` systems (the defaults, and schedule or batching options)
+run through timed_train.py, which keeps a snapshot of the model at each dev evaluation, and
+:func:`time_to_quality` scores the snapshots on test: when the run first held a model at the script's
+final test nDCG@10, in seconds from the process's start and as a share of the script's wall time. The
+report adds a table of wall and CPU time by stage, and regimes_time.png (test nDCG@10 against wall
+minutes). Run the systems one at a time for these timings: side by side they slow each other.
 
 Systems, trained in the same run on the same training pairs: ``base`` (all-MiniLM-L6-v2 untouched),
 ``st-plain`` (benchmarks/st_plain.py: MNRL, 3 epochs, lr 2e-5, batch 32, 256 tokens, NO_DUPLICATES),
@@ -31,6 +42,7 @@ queries, 2,000 sentences). ``--steps N`` caps every trained system at N steps: a
 script itself, whose numbers mean nothing (the report marks it).
 
     python benchmarks/regimes.py --quick --regime small
+    python benchmarks/regimes.py --quick --regime perlfaq --system base --system st-plain --system embedtune
     python benchmarks/regimes.py --regime small --regime small-long --score-precision bf16
     python benchmarks/regimes.py --regime full --budget 200 --score-precision bf16
 
@@ -61,7 +73,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, machine, provenance  # noqa: E402
 
 ROOT = HERE.parent
 DEBIAN = ROOT / "data" / "debian"
@@ -79,6 +91,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "embedtune-llrd": ("--layer-lr-decay", "0.8"),
     "embedtune-difficulty": ("--weight-by", "difficulty"),
     "embedtune-mine5": ("--mine", "--num-negatives", "5"),  # --mine's default until session 9
+}
+# Systems trained through benchmarks/timed_train.py (a model snapshot at every dev evaluation, so their test
+# score along the run is measured): the defaults, and schedule/batching options -> TrainConfig settings.
+TIMED: dict[str, dict[str, object]] = {
+    "embedtune": {},
+    "embedtune-4pass": {"epochs": 4.0},  # at most 4 passes: the warm-up and decay end sooner
+    "embedtune-buckets": {"length_window": 8},  # batches of similar length: less padding
+    "embedtune-4pass-buckets": {"epochs": 4.0, "length_window": 8},
 }
 MULTI = "embedtune-multi"  # the regime's data and a second dataset in one run (sts_pairs), mixed proportionally
 RECORD = "bench_regimes.json"  # what a trained system's folder keeps for --reuse
@@ -261,21 +281,22 @@ def _timed(cmd: list[str]) -> tuple[str, float, float]:
     return done.stdout, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def train_embedtune(data: Path, output: Path, flags: tuple[str, ...], max_steps: int | None) -> dict:
-    """``embedtune train`` with its defaults plus ``flags``: steps, wall and CPU time, stages, choices.
+def train_embedtune(data: Path, output: Path, system: str, quick: bool, max_steps: int | None) -> dict:
+    """``embedtune train`` with its defaults plus the system's options: steps, wall and CPU time, stages, choices.
 
-    The defaults themselves run through benchmarks/timed_train.py (the same run, plus a model snapshot
+    The :data:`TIMED` systems run through benchmarks/timed_train.py (the same run, plus a model snapshot
     at each dev evaluation, whose saving time is taken out), so that the test score along the run can
-    be measured (:func:`time_to_quality`).
+    be measured (:func:`time_to_quality`); the others through the CLI with :func:`_flags`.
     """
-    if flags:
-        cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite"]
-        cmd += ["--json", *flags]
-    else:
+    if system in TIMED:
         cmd = [sys.executable, str(HERE / "timed_train.py"), "--data", str(data), "-o", str(output)]
+        cmd += [f"--set={name}={json.dumps(value)}" for name, value in TIMED[system].items()]
+    else:
+        cmd = [sys.executable, "-m", "embedtune", "train", "--data", str(data), "-o", str(output), "--overwrite"]
+        cmd += ["--json", *_flags(system, quick)]
     cmd += ["--max-steps", str(max_steps)] if max_steps else []
     out, wall, cpu = _timed(cmd)
-    result = json.loads(out)
+    result = json.loads(out.strip().splitlines()[-1])
     choices = {name: c["value"] if isinstance(c, dict) else c for name, c in result["choices"].items()}
     saving = sum(s["save_s"] for s in result.get("snapshots", []))
     row = {"steps": result["steps"], "wall_s": round(wall - saving, 1), "cpu_s": round(cpu - saving, 1)}
@@ -316,13 +337,26 @@ def train_peer(data: Path, output: Path, max_steps: int | None) -> dict:
     return {"steps": steps, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
 
 
-def time_to_quality(rows: dict[str, dict], data: Path, precision: str) -> None:
-    """Score embedtune's snapshots on test and say when the run first reached the script's final test nDCG@10.
+def time_to_quality(rows: dict[str, dict], peer: dict | None, data: Path, precision: str) -> None:
+    """Score each :data:`TIMED` system's snapshots on test; say when it first had the script's final test nDCG@10.
 
-    Adds to the ``embedtune`` row: ``curve`` (step, seconds, dev metric, test nDCG@10 per snapshot) and
-    ``to_script_quality_s`` (None if never), and ``to_script_quality_x``: that time over the script's wall.
+    ``peer`` is the script's row (of this run, or stored by an earlier one on the same machine). Adds to
+    the row: ``curve`` (step, seconds, dev metric, test nDCG@10 per snapshot) and ``to_script_quality_s``
+    (None if never), and ``to_script_quality_x``: that time over the script's wall.
     """
-    ours, peer = rows.get("embedtune"), rows.get("st-plain")
+    for system in TIMED:
+        _time_to_quality(rows.get(system), peer, data, precision)
+
+
+def _stored_row(regime: str, quick: bool, cap: int | None, system: str) -> dict | None:
+    """``system``'s row of the stored run of this regime, if any (results/regimes.json)."""
+    path = RESULTS / "regimes.json"
+    stored = json.loads(path.read_text()) if path.is_file() else []
+    runs = [r for r in stored if (r["regime"], r["quick"], r.get("smoke_steps")) == (regime, quick, cap)]
+    return runs[0]["rows"].get(system) if runs else None
+
+
+def _time_to_quality(ours: dict | None, peer: dict | None, data: Path, precision: str) -> None:
     if not ours or not peer or not ours.get("snapshots"):
         return
     models = {f"step-{s['step']}": s["path"] for s in ours["snapshots"] if Path(s["path"]).is_dir()}
@@ -386,7 +420,7 @@ def run_regime(
         if system == "st-plain":
             trained[system] = train_peer(data, output, steps)
         else:
-            trained[system] = train_embedtune(data, output, _flags(system, quick), steps)
+            trained[system] = train_embedtune(data, output, system, quick, steps)
         (output / RECORD).write_text(json.dumps(trained[system]) + "\n")
     if train_only:
         return None
@@ -394,7 +428,7 @@ def run_regime(
     test = score(models, data, ignore_own_id=False, precision=precision)
     zero_shot = score(models, stsb(quick), ignore_own_id=True, precision=precision)
     rows = {s: {**trained.get(s, {}), "test": test[s], "stsb": zero_shot[s]} for s in models}
-    time_to_quality(rows, data, precision)
+    time_to_quality(rows, rows.get("st-plain") or _stored_row(regime, quick, cap, "st-plain"), data, precision)
     return {
         "regime": regime,
         "quick": quick,
@@ -402,6 +436,7 @@ def run_regime(
         "budget_s": budget if regime == "full" else None,
         "scored_in": precision,
         "cpu": machine(),
+        **provenance(),
         "documents": _count_lines(data / "corpus.jsonl"),
         "rows": rows,
     }
@@ -495,44 +530,49 @@ def time_report(runs: list[dict]) -> list[str]:
             dev = (t.get("baseline", 0) + t.get("dev evaluations", 0)) / row["wall_s"] if t else None
             reach = row.get("to_script_quality_s")
             reaches = f"{reach:.0f} s ({row['to_script_quality_x']:.2f}x)" if reach is not None else ""
-            if system == "embedtune" and "to_script_quality_s" in row and reach is None:
+            if "to_script_quality_s" in row and reach is None:
                 reaches = "never"
             lines.append(
                 f"| {name} | {system} | {run.get('cpu', '')} | {row['wall_s']:.0f} | {row['cpu_s']:.0f} | {stages} | "
                 f"{'' if dev is None else f'{dev:.0%}'} | {row['test']['ndcg@10']:.4f} | {reaches} |"
             )
     for run in timed:
-        curve = run["rows"].get("embedtune", {}).get("curve")
-        if curve:
-            points = ", ".join(f"step {p['step']} at {p['seconds']:.0f} s: {p['test']:.4f}" for p in curve)
-            lines.append(f"\n{run['regime']}: embedtune's test nDCG@10 along the run: {points}")
+        for system in TIMED:
+            curve = run["rows"].get(system, {}).get("curve")
+            if curve:
+                points = ", ".join(f"step {p['step']} at {p['seconds']:.0f} s: {p['test']:.4f}" for p in curve)
+                lines.append(f"\n{run['regime']}: {system}'s test nDCG@10 along the run: {points}")
     return [*lines, ""]
 
 
 def plot_time(runs: list[dict], path: Path) -> Path | None:
     """Test nDCG@10 against wall time, a panel per regime: embedtune's run (its snapshots, then the kept
     model at the end) and the script's end point, on one axis."""
-    timed = [r for r in runs if r["rows"].get("embedtune", {}).get("curve")]
+    timed = [r for r in runs if any(r["rows"].get(s, {}).get("curve") for s in TIMED)]
     if not timed:
         return None
     from embedtune.plots import figure, save_png
 
     with figure(1, len(timed), figsize=(4.5 * len(timed), 3.8), squeeze=False) as (fig, axes):
         for ax, run in zip(axes[0], timed, strict=True):
-            ours, peer = run["rows"]["embedtune"], run["rows"].get("st-plain")
-            xs = [0] + [p["seconds"] / 60 for p in ours["curve"]] + [ours["wall_s"] / 60]
+            peer = run["rows"].get("st-plain")
             base = run["rows"].get("base", {}).get("test", {}).get("ndcg@10")
-            ys = [base if base is not None else float("nan")]
-            ys += [p["test"] for p in ours["curve"]] + [ours["test"]["ndcg@10"]]
-            ax.plot(xs, ys, marker="o", label="embedtune defaults")
+            for system in TIMED:
+                ours = run["rows"].get(system, {})
+                if not ours.get("curve"):
+                    continue
+                xs = [0] + [p["seconds"] / 60 for p in ours["curve"]] + [ours["wall_s"] / 60]
+                ys = [base if base is not None else float("nan")]
+                ys += [p["test"] for p in ours["curve"]] + [ours["test"]["ndcg@10"]]
+                ax.plot(xs, ys, marker="o", label="embedtune defaults" if system == "embedtune" else system)
             if peer:
                 ax.plot([peer["wall_s"] / 60], [peer["test"]["ndcg@10"]], marker="s", ls="", label="plain ST script")
                 ax.axhline(peer["test"]["ndcg@10"], ls=":", color="grey")
             ax.set_title(f"{run['regime']}{' (quick)' if run['quick'] else ''}")
             ax.set_xlabel("wall minutes (whole process)")
             ax.grid(alpha=0.3)
+            ax.legend(loc="lower right", fontsize=7)  # the systems differ per regime (options run on some)
         axes[0][0].set_ylabel("test nDCG@10")
-        axes[0][0].legend(loc="lower right")
         fig.tight_layout()
         return save_png(fig, path)
 
@@ -572,7 +612,7 @@ def main() -> None:
     parser.add_argument(
         "--system",
         action="append",
-        choices=(*SYSTEMS, *VARIANTS, MULTI),
+        choices=(*SYSTEMS, *VARIANTS, *TIMED, MULTI),
         help=f"repeatable (default: {', '.join(SYSTEMS)}); the base model is scored only when named",
     )
     parser.add_argument(

@@ -8,7 +8,10 @@ length it will search with. The seconds spent saving them are measured and print
 takes them out of the run's time. Prints one JSON object: the train result's steps, timings, dev
 curve, choices, and the snapshots.
 
-    python benchmarks/timed_train.py --data models/bench-regimes/small-quick/data -o /tmp/m
+    python benchmarks/timed_train.py --data models/bench-regimes/small-quick/data -o /tmp/m [--set epochs=4]
+
+``--set NAME=VALUE`` (repeatable) sets a TrainConfig field (VALUE read as JSON), for the options the
+report compares with the defaults.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a TrainConfig field")
     args = parser.parse_args()
+    settings = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
     snapshots = args.output.with_name(args.output.name + ".snapshots")
     saved: list[dict] = []
     length: dict[str, int] = {}
@@ -48,7 +53,10 @@ def main() -> None:
         if line.startswith("inference_max_seq_length: "):
             length["inference"] = int(line.split()[1])
 
-    config = TrainConfig(output=args.output, data=args.data, overwrite=True, max_steps=args.max_steps)
+    # No bars: the run's own lines (choices, progress with the ETA) go to stderr, the JSON alone to stdout.
+    config = TrainConfig(
+        output=args.output, data=args.data, overwrite=True, max_steps=args.max_steps, show_progress=False, **settings
+    )
     result = train(config, callbacks=[Snapshots()], log=log)
     record = json.loads((args.output / TRAIN_RECORD).read_text(encoding="utf-8"))
     choices = {name: c.value for name, c in result.choices.items()}

@@ -151,7 +151,7 @@ def _train(config_file: Path | None, mine_first: bool, retriever: str, as_json: 
         elif selection or retriever != "dense":
             raise click.UsageError("the mining options (--num-negatives, --max-rank, ...) only apply with --mine")
         say(f"loading model {config.model} and the training data ...")
-        result = run_training(config, log=lambda line: say(f"chose {line}"))
+        result = run_training(config, log=lambda line: say(f"chose {line}"), progress=say)
         if not distributed.is_main():
             return
         if as_json:

@@ -181,6 +181,7 @@ def train(
     *,
     callbacks: Sequence[TrainerCallback] = (),
     log: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write the model to ``config.output``.
 
@@ -189,7 +190,9 @@ def train(
     be continued with ``resume=True``. ``callbacks`` are extra Hugging Face trainer callbacks.
     ``log`` gets one line per choice the run made for the user (training and inference length,
     dev set, loss) before training starts; the same choices are in the result, the run record and
-    the model card. A kept model that scores below the base model on dev is written with an
+    the model card. ``progress`` (default: ``log``) gets the run's progress lines: its whole-run ETA
+    and any change of the evaluation interval (:mod:`embedtune.training.progress`). A kept model
+    that scores below the base model on dev is written with an
     :class:`~embedtune.errors.EmbedtuneWarning` that gives both numbers.
     """
     from transformers.utils import logging as hf_logging
@@ -197,8 +200,10 @@ def train(
     # Checkpoint rotation warns that mtime "may not be reliable" on many filesystems: noise here.
     hf_logging.get_logger("transformers.trainer_utils").setLevel(hf_logging.ERROR)
     distributed.start()  # under torchrun/accelerate: join the process group before any file is touched
-    with run_failures(config), _output_lock(config.output):
-        return _train(config, callbacks, log)
+    with run_failures(config):
+        base_path = distributed.on_main(lambda: _preflight(config))  # refused before the lock is taken
+        with _output_lock(config.output):
+            return _train(config, base_path, callbacks, log, progress or log)
 
 
 @contextlib.contextmanager
@@ -214,9 +219,15 @@ def _output_lock(output: Path) -> Iterator[None]:
         yield
 
 
-def _train(config: TrainConfig, callbacks: Sequence[TrainerCallback], log: Callable[[str], None] | None) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    base_path: Path,
+    callbacks: Sequence[TrainerCallback],
+    log: Callable[[str], None] | None,
+    progress: Callable[[str], None] | None,
+) -> TrainResult:
     clock = StageClock()
-    setup = _set_up(config, distributed.on_main(lambda: _preflight(config)))
+    setup = _set_up(config, base_path)
     config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
     say = log if log is not None and distributed.is_main() else None
     for name, choice in setup.choices.items() if say is not None else ():
@@ -229,7 +240,7 @@ def _train(config: TrainConfig, callbacks: Sequence[TrainerCallback], log: Calla
     clock.lap("baseline")
     baseline_seconds = setup.dev.seconds if setup.dev is not None else 0.0
     given = setup.choices.get("checkpoint_steps", Choice(None, "", "")).source == "given"
-    timer = run_clock(setup.dev, say, clock.started, space=not given)
+    timer = run_clock(setup.dev, progress if distributed.is_main() else None, clock.started, space=not given)
     trainer = _trainer(config, setup, run_dir, [*callbacks, timer])
     if not restore_finished(trainer, checkpoint, best=setup.dev is not None):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

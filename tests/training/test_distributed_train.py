@@ -26,11 +26,24 @@ train(TrainConfig.from_yaml(sys.argv[1]), callbacks=[Kill()])
 """
 
 
+def _wider(beir_dir):
+    """The tiny BEIR folder with 40 more documents and 12 more training queries: mined rows (query, positive,
+    negative) that fill duplicate-free global batches of 2 processes x 2 rows, which 5 rows over 8 documents
+    cannot, and every row keeps a negative (no margin), so all train as one dataset."""
+    from helpers import CORPUS, QRELS, QUERIES, write_beir
+
+    corpus = CORPUS | {f"extra{i}": f"extra document {i} about topic {i % 7}" for i in range(40)}
+    queries = QUERIES | {f"qx{i}": f"what is topic {i}" for i in range(12)}
+    train = [*QRELS["train"], *((f"qx{i}", f"extra{i}") for i in range(12))]
+    return write_beir(beir_dir.parent / "wider", corpus, queries, {**QRELS, "train": train})
+
+
 @pytest.mark.parametrize(("launcher", "mine"), [("torchrun", False), ("accelerate", True)])
 def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir, launcher, mine):
     output = tmp_path / "model"
-    args = ["--output", output, "--model", tiny_st, "--data", beir_dir, "--max-steps", 4, "--batch-size", 2]
-    args += ["--mine", "--num-negatives", 1] if mine else []
+    data = _wider(beir_dir) if mine else beir_dir
+    args = ["--output", output, "--model", tiny_st, "--data", data, "--max-steps", 4, "--batch-size", 2]
+    args += ["--mine", "--num-negatives", 1, "--relative-margin", "none"] if mine else []
     done = launch("-m", "embedtune", "train", *args, "--precision", "fp32", "--seed", 0, "--json", launcher=launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)  # one JSON document: rank 1 prints nothing
@@ -42,7 +55,8 @@ def test_two_processes_train_once_and_write_once(tmp_path, tiny_st, beir_dir, la
     assert record["processes"] == 2 and record["negatives_across_processes"] is True
     assert "2 x batch 2 = 4 rows a step" in (output / "README.md").read_text()
     mined = ["model.mined.jsonl.gz", "model.mined.report.json", "model.mined.report.png"] if mine else []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["beir", "model", *mined]  # no temporary folder left
+    given = ["beir", "model", "wider"] if mine else ["beir", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*given, *mined])  # no temporary folder left
 
 
 def test_a_data_error_stops_every_process_with_one_message(tmp_path, tiny_st):

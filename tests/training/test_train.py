@@ -76,8 +76,11 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_st, beir_dir):
     with pytest.raises(EmbedtuneError, match="already exists"):
         train(_config(tmp_path, tiny_st, beir_dir, max_steps=1))
     assert (tmp_path / "model" / "keep.txt").read_text() == "precious"
-    train(_config(tmp_path, tiny_st, beir_dir, max_steps=1, overwrite=True))
-    assert not (tmp_path / "model" / "keep.txt").exists()
+    with pytest.raises(EmbedtuneError, match="holds files this command did not write"):  # never deleted by overwrite
+        train(_config(tmp_path, tiny_st, beir_dir, max_steps=1, overwrite=True))
+    (tmp_path / "model" / "keep.txt").unlink()
+    train(_config(tmp_path, tiny_st, beir_dir, max_steps=1, overwrite=True))  # an empty folder: replaced
+    train(_config(tmp_path, tiny_st, beir_dir, max_steps=1, overwrite=True))  # a model it wrote: replaced
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
