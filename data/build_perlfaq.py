@@ -29,16 +29,13 @@ Design (see data/README.md for the why):
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import html.entities
-import io
 import json
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from beir_write import hash_unit, write_dataset  # beside this script
 
 FAQ_FILES = tuple(f"perlfaq{n}.pod" for n in range(1, 10))
 TEST_FRACTION = 0.27
@@ -231,45 +228,6 @@ def read_faq(path: Path) -> list[tuple[str, str, str]]:
     return entries
 
 
-def _hash_unit(key: str) -> float:
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _write_jsonl_gz(path: Path, rows: list[dict]) -> None:
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
-        for row in rows:
-            gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-    path.write_bytes(buf.getvalue())
-
-
-def _write_dataset(out_dir: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[str]]) -> None:
-    """Write the folder beside ``out_dir``, then swap it in, so a failed build leaves the old one whole."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-new-", dir=out_dir.parent))
-    try:
-        (tmp / "qrels").mkdir()
-        _write_jsonl_gz(tmp / "corpus.jsonl.gz", corpus)
-        _write_jsonl_gz(tmp / "queries.jsonl.gz", queries)
-        for split, ids in qrels.items():  # each query's one relevant document shares its id
-            rows = [f"{q}\t{q}\t1" for q in ids]
-            (tmp / "qrels" / f"{split}.tsv").write_text(
-                "\n".join(["query-id\tcorpus-id\tscore", *rows]) + "\n", encoding="utf-8"
-            )
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-            out_dir.rename(old / out_dir.name)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def build(pod_dir: Path, out_dir: Path) -> dict[str, int]:
     """Write corpus, queries and ``qrels/{train,test}.tsv`` to ``out_dir`` (replaced whole); return counts."""
     corpus: list[dict] = []
@@ -289,13 +247,13 @@ def build(pod_dir: Path, out_dir: Path) -> dict[str, int]:
     if len(set(questions.values())) != len(questions):
         raise ValueError("two perlfaq questions have the same text")
 
-    ranked = sorted(keys, key=lambda q: (_hash_unit(keys[q]), q))
+    ranked = sorted(keys, key=lambda q: (hash_unit(SPLIT_SALT, keys[q]), q))
     test = set(ranked[: round(TEST_FRACTION * len(ranked))])
     split_of = {q: "test" if q in test else "train" for q in keys}
     queries = [{"_id": q, "text": questions[q], "metadata": {"split": split_of[q]}} for q in sorted(keys)]
     qrels = {split: [q for q in sorted(keys) if split_of[q] == split] for split in ("train", "test")}
 
-    _write_dataset(out_dir, corpus, queries, qrels)
+    write_dataset(out_dir, corpus, queries, qrels)
 
     return {
         "documents": len(corpus),

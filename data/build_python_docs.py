@@ -39,18 +39,15 @@ Design (see data/README.md for the why):
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
 import json
 import re
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+
+from beir_write import hash_unit, write_dataset  # beside this script
 
 DEFAULT_SOURCE = Path("/usr/share/doc/python3.11/html")
 PARTS = ("library", "reference", "howto", "tutorial", "using", "extending", "c-api")
@@ -244,16 +241,7 @@ def family(page: str) -> str:
 
 
 def _split_of(unit: str) -> str:
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{unit}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < TEST_FRACTION else "train"
-
-
-def _write_jsonl_gz(path: Path, rows: list[dict]) -> None:
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
-        for row in rows:
-            gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-    path.write_bytes(buf.getvalue())
+    return "test" if hash_unit(SPLIT_SALT, unit) < TEST_FRACTION else "train"
 
 
 def read_sections(html_dir: Path) -> list[Section]:
@@ -263,32 +251,6 @@ def read_sections(html_dir: Path) -> list[Section]:
         for path in sorted((html_dir / part).glob("*.html")):
             sections.extend(parse_page(path, f"{part}/{path.name}"))
     return sections
-
-
-def _write_dataset(out_dir: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[str]]) -> None:
-    """Write the folder beside ``out_dir``, then swap it in, so a failed build leaves the old one whole."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-new-", dir=out_dir.parent))
-    try:
-        (tmp / "qrels").mkdir()
-        _write_jsonl_gz(tmp / "corpus.jsonl.gz", corpus)
-        _write_jsonl_gz(tmp / "queries.jsonl.gz", queries)
-        for split, ids in qrels.items():  # each query's one relevant document shares its id
-            rows = [f"{q}\t{q}\t1" for q in ids]
-            (tmp / "qrels" / f"{split}.tsv").write_text(
-                "\n".join(["query-id\tcorpus-id\tscore", *rows]) + "\n", encoding="utf-8"
-            )
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-            out_dir.rename(old / out_dir.name)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def build(html_dir: Path, out_dir: Path) -> dict[str, int]:
@@ -323,7 +285,7 @@ def build(html_dir: Path, out_dir: Path) -> dict[str, int]:
             queries.append({"_id": doc_id, "text": s.title, "metadata": {"page": s.page, "split": split}})
             qrels[split].append(doc_id)
 
-    _write_dataset(out_dir, corpus, queries, qrels)
+    write_dataset(out_dir, corpus, queries, qrels)
 
     return {
         "pages": len({s.page for s in sections}),
