@@ -38,9 +38,15 @@ def cpu_has_amx_bf16() -> bool:
     return "amx_bf16" in cpu_flags()
 
 
+def bf16_arithmetic(flags: frozenset[str]) -> bool:
+    """Whether CPU ``flags`` (``/proc/cpuinfo``'s words) include native bf16 arithmetic: AMX tiles or
+    AVX512-BF16 dot products. Without either, bf16 runs in emulation, slower than fp32."""
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 arithmetic: AMX tiles or AVX512-BF16 dot products."""
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    """True where this machine's CPU has native bf16 arithmetic (:func:`bf16_arithmetic`)."""
+    return bf16_arithmetic(cpu_flags())
 
 
 def _native_half(device: str) -> Literal["fp32", "bf16", "fp16"]:

@@ -3,7 +3,8 @@
 A CPU flag table is a guess: bf16 autocast pays on CPUs with AMX tiles, and on many with only
 AVX512-BF16 dot products, but by how much depends on the model, the sequence length and oneDNN's
 kernels, and on a CPU with neither, autocast runs bf16 in emulation, slower than fp32. So ``auto``
-asks the flags only whether bf16 *could* pay (:func:`bf16_may_pay`); where it could, one training
+asks the flags only whether bf16 *could* pay
+(:func:`~embedtune.encoding.precision.bf16_arithmetic`); where it could, one training
 step on the run's own first rows is timed in fp32 and under bf16 autocast, and bf16 is chosen only
 when it is at least :data:`MIN_SPEEDUP` times faster and its loss agrees with fp32's
 (:data:`LOSS_TOLERANCE`). The choice and its reason (both timings) are said like every other choice
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from embedtune.encoding import resolve_training_precision
-from embedtune.encoding.precision import cpu_flags
+from embedtune.encoding.precision import bf16_arithmetic, cpu_flags
 from embedtune.training.choices import Choice
 
 if TYPE_CHECKING:
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 PROBE_ROWS = 8  # rows of the timed step: enough to reach the kernels' steady speed, cheap next to a run
 MIN_SPEEDUP = 1.1  # bf16 must be this much faster to be worth its rounding
 LOSS_TOLERANCE = 0.05  # the bf16 loss may differ from fp32's by this share (of at least 1)
-
-
-def bf16_may_pay(flags: frozenset[str]) -> bool:
-    """Whether a CPU with these ``/proc/cpuinfo`` flags has bf16 arithmetic that autocast can use."""
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def choose_precision(
@@ -53,7 +49,7 @@ def choose_precision(
     if model.device.type != "cpu":
         return Choice(precision, "rule", f"{model.device.type}: bf16 where the device has it")
     flags = cpu_flags() if flags is None else flags
-    if not bf16_may_pay(flags):
+    if not bf16_arithmetic(flags):
         return Choice("fp32", "rule", "the CPU has no bf16 arithmetic (AMX or AVX512-BF16): autocast would emulate it")
     step = _step(model, loss, rows)
     fp32_s, fp32_loss = _timed(step, bf16=False)

@@ -6,8 +6,9 @@ import pytest
 from datasets import Dataset
 from helpers import CORPUS, QRELS, QUERIES
 
+from embedtune.encoding.precision import bf16_arithmetic
 from embedtune.errors import EmbedtuneError
-from embedtune.training.autocast import LOSS_TOLERANCE, bf16_may_pay, choose_precision, probe_rows, step_loss
+from embedtune.training.autocast import LOSS_TOLERANCE, choose_precision, probe_rows, step_loss
 
 AVX2 = frozenset({"avx2", "fma", "avx512f"})  # no bf16 arithmetic (AVX512F alone has none)
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})  # AVX512-BF16 without AMX
@@ -28,8 +29,8 @@ def loss(tiny_model):
 
 
 def test_bf16_may_pay_only_where_the_cpu_has_bf16_arithmetic():
-    assert not bf16_may_pay(AVX2)
-    assert bf16_may_pay(ZEN4) and bf16_may_pay(SAPPHIRE_RAPIDS)
+    assert not bf16_arithmetic(AVX2)
+    assert bf16_arithmetic(ZEN4) and bf16_arithmetic(SAPPHIRE_RAPIDS)
 
 
 def test_without_bf16_arithmetic_auto_trains_in_fp32_without_measuring(tiny_model, loss, rows):
