@@ -276,12 +276,7 @@ def atomic_files(*paths: Path | None, remove: Sequence[Path] = ()) -> Iterator[l
     with writing(finals[0]):
         try:
             for final in finals:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                remove_stale_temporaries(final)
-                fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final.name), dir=final.parent)
-                os.fchmod(fd, 0o666 & ~_umask())
-                os.close(fd)
-                temps.append(Path(tmp))
+                temps.append(_temporary(final))
             yield temps
             for tmp in temps:
                 fsync_path(tmp)
@@ -399,6 +394,23 @@ def exchange_paths(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
+def _temporary(path: Path) -> Path:
+    """A new empty file beside ``path`` (same file system, so it can be renamed onto it), with the mode a
+    file the user creates gets; stale temporaries of ``path`` are removed first. Call inside
+    :func:`writing` for ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+    except OSError as e:
+        if machine_error(e) is not None:
+            raise  # named and advised by writing()
+        raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success rename it over ``path``.
@@ -407,22 +419,12 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     with writing(path):
+        tmp = _temporary(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(path)
-            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
-        except OSError as e:
-            if machine_error(e) is not None:
-                raise  # named and advised by writing()
-            raise EmbedtuneError(f"{path}: cannot be written ({e.strerror or e})") from e
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
-        try:
-            yield Path(tmp)
+            yield tmp
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
