@@ -8,12 +8,14 @@ from the number of training rows, and said as a :class:`~embedtune.training.choi
 * **Epochs.** The number of examples seen grows as the square root of the data size:
   ``examples = sqrt(rows x REFERENCE_ROWS)``, i.e. ``epochs = sqrt(REFERENCE_ROWS / rows)``, at most
   ``MAX_EPOCHS``, rounded to whole passes from two passes up (so that the last step ends an epoch
-  and is evaluated). At ``REFERENCE_ROWS`` (20,000) that is one pass; 800 rows get 5 passes (4,000
-  examples), 300 rows 8, 55,000 rows 0.6 of a pass (33,000 examples). The reasoning: a fine-tune
+  and is evaluated). At ``REFERENCE_ROWS`` (20,000) that is one pass; 2,000 rows get 3 passes,
+  1,000 rows 4 (the cap), 55,000 rows 0.6 of a pass (33,000 examples). The reasoning: a fine-tune
   starts from an embedder that already works, so what a large set adds past a few tens of
   thousands of examples comes slowly, while a small set has to be seen several times before its
-  signal outweighs the noise of one pass. Several passes can over-fit, which the next two rules
-  design out rather than hope away.
+  signal outweighs the noise of one pass. The cap is there for time: on every regime of
+  benchmarks/regimes.py the test score after a fourth pass was within noise of the best any later
+  pass reached, while each pass past it costs the CPU user as much as the first. Several passes
+  can over-fit, which the next two rules design out rather than hope away.
 * **Dev evaluation and early stopping.** A run of two passes or more is evaluated at the end of
   every epoch, the best checkpoint is kept, and training stops
   after ``PATIENCE`` evaluations without improvement; so extra passes cannot make the kept model
@@ -52,7 +54,7 @@ from embedtune.training.config import TrainConfig
 from embedtune.training.losses import ALIASES, LOSSES
 
 REFERENCE_ROWS = 20_000  # rows that get exactly one pass
-MAX_EPOCHS = 10.0
+MAX_EPOCHS = 4.0  # passes past this bought no test quality on the regimes, only time
 BATCH_SIZE = 32
 MIN_BATCHES = 16  # batches per epoch below which a smaller batch is chosen
 MIN_BATCH = 8

@@ -20,14 +20,15 @@ def _chosen(rows: int, has_dev: bool = True, **given):
 
 
 def test_a_small_set_gets_several_passes_and_a_large_one_less_than_one():
-    small, small_why = _chosen(300)
+    small, small_why = _chosen(2_000)
     large, large_why = _chosen(30_000)
-    assert small.epochs > 5 and large.epochs < 1 and small.epochs > large.epochs
+    assert small.epochs == 3 and large.epochs < 1  # sqrt(10) = 3.16 -> 3 whole passes
     # ...while the large set is still shown more examples in all.
-    assert 30_000 * large.epochs > 300 * small.epochs
+    assert 30_000 * large.epochs > 2_000 * small.epochs
     assert small_why["epochs"].source == large_why["epochs"].source == "data"
-    assert "300 rows" in small_why["epochs"].why
-    assert _chosen(20)[0].epochs == MAX_EPOCHS  # capped
+    assert "2000 rows" in small_why["epochs"].why
+    capped, capped_why = _chosen(300)  # sqrt(66.7) = 8.2 passes, capped
+    assert capped.epochs == MAX_EPOCHS and "capped" in capped_why["epochs"].why
     assert all(getattr(small, name) is not None for name in SCHEDULE)
 
 
@@ -80,10 +81,10 @@ def test_warm_up_is_a_tenth_of_the_steps_but_at_most_500():
 
 
 def test_a_multi_pass_run_is_evaluated_each_epoch_and_stops_early_only_with_a_dev_set():
-    config, why = _chosen(800)  # 25 steps an epoch, 5 passes
-    assert config.checkpoint_steps == 25 and config.early_stopping_patience == 2
-    many, _ = _chosen(30)  # 10 passes of 4 steps
-    assert many.epochs == 10 and many.checkpoint_steps == 4
+    config, why = _chosen(800)  # 25 steps an epoch, 4 passes (sqrt(25) = 5, capped)
+    assert config.epochs == MAX_EPOCHS and config.checkpoint_steps == 25 and config.early_stopping_patience == 2
+    many, _ = _chosen(30)  # capped passes of 4 steps
+    assert many.epochs == MAX_EPOCHS and many.checkpoint_steps == 4
     assert _chosen(1_000)[0].epochs == 4  # whole passes from two up: sqrt(20) = 4.47 -> 4
     blind, why = _chosen(800, has_dev=False)
     assert blind.checkpoint_steps is None and blind.early_stopping_patience == 0
@@ -99,7 +100,7 @@ def _beir(root, queries=60):
 
 
 def test_defaults_stop_early_when_the_held_out_dev_metric_stops_improving(tmp_path, tiny_st):
-    # 54 rows after the 6 held-out queries: batch 8, 7 steps an epoch, 10 passes, each evaluated.
+    # 54 rows after the 6 held-out queries: batch 8, 7 steps an epoch, 4 passes (the cap), each evaluated.
     # With a zero learning rate the dev metric cannot improve: patience 2 stops at step 21.
     config = train_config(tmp_path / "m", tiny_st, _beir(tmp_path / "beir"), learning_rate=0.0, warmup_ratio=None)
     result = train(config)
@@ -112,4 +113,4 @@ def test_defaults_stop_early_when_the_held_out_dev_metric_stops_improving(tmp_pa
     saved = TrainConfig.from_yaml(result.output / CONFIG_FILE)
     assert saved.epochs == MAX_EPOCHS and saved.learning_rate == 0.0 and saved.temperature == 0.05
     card = (result.output / "README.md").read_text()
-    assert "| epochs | 10 | data |" in card and "| early_stopping_patience | 2 | rule |" in card
+    assert f"| epochs | {MAX_EPOCHS:g} | data |" in card and "| early_stopping_patience | 2 | rule |" in card
