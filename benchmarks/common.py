@@ -50,7 +50,7 @@ def provenance() -> dict[str, str]:
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "embedtune"], cwd=root, capture_output=True, text=True
         )
-        head = commit + ("+dirty" if dirty else "")
+        head = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
         head = "unknown"
     names = ("torch", "sentence-transformers", "transformers", "numpy")

@@ -37,7 +37,7 @@ from embedtune.evaluate import EvalSettings, evaluate  # noqa: E402
 from embedtune.index import Index  # noqa: E402
 from embedtune.index.update import add_bm25  # noqa: E402
 from embedtune.io import write_text_atomic  # noqa: E402
-from embedtune.retrieval import HybridSearcher, SearchSettings  # noqa: E402
+from embedtune.retrieval import Searcher, SearchSettings  # noqa: E402
 from embedtune.retrieval.calibration import calibrate_index  # noqa: E402
 
 DATA = ROOT / "data" / "debian"
@@ -56,7 +56,7 @@ def _cross_encoder(folder: Path) -> Path:
     return folder
 
 
-def _latency(searcher: HybridSearcher, queries: list[str], settings: SearchSettings) -> dict[str, float]:
+def _latency(searcher: Searcher, queries: list[str], settings: SearchSettings) -> dict[str, float]:
     """Wall and CPU milliseconds per query, one query at a time (CPU time: what the query costs on a
     machine shared with other jobs, where wall time also counts the waits for a core)."""
     import torch
@@ -81,7 +81,7 @@ def _latency(searcher: HybridSearcher, queries: list[str], settings: SearchSetti
 def latencies(name: str, indexes_dir: Path, n_latency: int, cross_encoder: Path) -> dict[str, dict[str, float]]:
     split = load_split(DATA, "test")
     queries = [split.queries[q] for q in list(split.qrels)[:n_latency]]
-    searcher = HybridSearcher(Index.load(name, indexes_dir))
+    searcher = Searcher(Index.load(name, indexes_dir))
     latency = {m: _latency(searcher, queries, SearchSettings(mode=m)) for m in ("dense", "bm25", "hybrid")}
     reranked = SearchSettings(mode="hybrid", rerank=cross_encoder, rerank_depth=50)
     latency["hybrid+rerank@50"] = _latency(searcher, queries[: max(10, n_latency // 4)], reranked)

@@ -2,7 +2,7 @@
 
 Per size and type: build time (training included), resident memory of the loaded index, size on disk,
 queries/s at batch 1 and batch 64, recall@10 against exact search at the knob value the build
-calibrated (embedtune.index.calibrate, as ``embedtune index build`` does), and a sweep of the knob for
+calibrated (embedtune.index.knobs, as ``embedtune index build`` does), and a sweep of the knob for
 the recall / queries-per-second plot.
 
 The vectors are synthetic and reproducible (seeded): a mixture of clusters, each a random
@@ -91,7 +91,8 @@ def make_data(dataset: str, real_index: str | None = None) -> tuple[Path, Path, 
 
 def _real_vectors(index_name: str | None) -> tuple[np.ndarray, np.ndarray]:
     from embedtune.data import default_data_dir, load_qrels, load_queries, qrels_path
-    from embedtune.index import Index, Searcher
+    from embedtune.index import Index
+    from embedtune.retrieval import Searcher
 
     if not index_name:
         raise SystemExit("the debian dataset needs --real-index NAME (a flat index of data/debian)")
@@ -116,7 +117,7 @@ def child_build(dataset: str, kind: str, workdir: Path) -> dict:
     """Build, calibrate and write one index; report times and the chosen parameters."""
     import faiss
 
-    from embedtune.index.calibrate import calibrate
+    from embedtune.index.knobs import calibrate
     from embedtune.index.types import DEFAULT_TARGET_RECALL, create_index, make_spec, training_sample
 
     base, _, _ = make_data(dataset)
@@ -155,8 +156,9 @@ def child_search(dataset: str, kind: str, workdir: Path, knobs: dict, sweep: boo
     """Load one index in a clean process; memory, queries/s and recall@10 at the calibrated knobs."""
     import faiss
 
-    from embedtune.index.calibrate import exact_scores, recall_at_k
+    from embedtune.index.knobs import recall_at_k
     from embedtune.index.types import IndexSpec, knob_name, knob_steps, make_spec, search_parameters
+    from embedtune.ranking import row_scores
 
     base, queries, truth = make_data(dataset)
     q, truth_ids = np.load(queries), np.load(truth)
@@ -191,7 +193,7 @@ def child_search(dataset: str, kind: str, workdir: Path, knobs: dict, sweep: boo
             "knobs": knob_values,
             "qps_batch1": round(qps1, 1),
             "qps_batch64": round(qps64, 1),
-            "recall_at_10": round(recall_at_k(exact_scores(q[:n_queries], x, found), kth[:n_queries]), 4),
+            "recall_at_10": round(recall_at_k(row_scores(q[:n_queries], x, found), kth[:n_queries]), 4),
         }
 
     result = {

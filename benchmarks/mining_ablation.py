@@ -137,9 +137,9 @@ def train_variant(variant: str) -> None:
     )
     result = train(config)
     (CACHE / f"train-{variant}.json").write_text(
-        json.dumps({"steps": result.steps, "rows": result.pairs, "seconds": result.seconds}, indent=2)
+        json.dumps({"steps": result.steps, "rows": result.rows, "seconds": result.seconds}, indent=2)
     )
-    print(f"{variant}: {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s")
+    print(f"{variant}: {result.steps} steps on {result.rows} rows in {result.seconds:.0f} s")
 
 
 def eval_variant(variant: str) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embedtune import ranking
 from embedtune.errors import EmbedtuneError
 
 if TYPE_CHECKING:
@@ -122,21 +123,16 @@ class BM25:
     def top_k(self, query_terms: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, rows)`` of the top-``k`` documents per query row, best first, a bounded chunk at a time.
 
-        Documents that share no term with a query fill its ranking after the matches with score 0.
+        Documents that share no term with a query fill its ranking after the matches with score 0,
+        in corpus order (:func:`embedtune.ranking.top_k` orders equal scores by row).
         """
         k = min(k, len(self))
         step = max(1, _BM25_CELLS // max(len(self), 1))
-        scores, rows = [], []
-        for start in range(0, query_terms.shape[0], step):
-            full = self.score_matrix(query_terms[start : start + step])
-            top = np.argpartition(-full, k - 1, axis=1)[:, :k] if k < full.shape[1] else np.argsort(-full, axis=1)
-            top_scores = np.take_along_axis(full, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            scores.append(np.take_along_axis(top_scores, order, axis=1))
-            rows.append(np.take_along_axis(top, order, axis=1))
-        if not scores:
+        chunks = range(0, query_terms.shape[0], step)
+        found = [ranking.top_k(self.score_matrix(query_terms[s : s + step]), k) for s in chunks]
+        if not found:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        return np.concatenate(scores), np.concatenate(rows).astype(np.int64, copy=False)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def state(self) -> dict[str, np.ndarray]:
         """What :meth:`from_state` needs: the (term x document) score matrix and the stem vocabulary.

@@ -289,17 +289,19 @@ def load_qrels(
 
 @dataclass
 class RetrievalSplit:
-    """One split of a BEIR-layout dataset: the whole corpus, the split's queries and their qrels."""
+    """Queries, the corpus they are ranked against, and their graded qrels (``{query_id: {doc_id: grade}}``).
 
-    root: Path
-    split: str
+    The one type of a set to rank and score: a BEIR folder's split (:func:`load_split`), a pairs file
+    read as one (:func:`embedtune.splits.load_retrieval`), training's dev set (a sample of either).
+    Evaluation scores it and the dev evaluation ranks it, so both read the same three mappings;
+    retrievers take its corpus and queries by position (:class:`embedtune.retrieval.RetrievalInput`).
+    ``name`` labels it in reports (``debian/test``).
+    """
+
     corpus: dict[str, str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]] = field(repr=False)
-
-    @property
-    def name(self) -> str:
-        return f"{self.root.name}/{self.split}"
+    name: str = ""
 
 
 def qrels_path(root: Path, split: str) -> Path:
@@ -316,8 +318,8 @@ def require_dataset_folder(root: Path) -> Path:
     if root.is_file():
         raise EmbedtuneError(
             f"{root}: a file, not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); a pairs file "
-            "(.jsonl/.csv/.tsv/.parquet with query and positive columns) must first become one "
-            "(embedtune.splits.pairs_to_beir)"
+            "(.jsonl/.csv/.tsv/.parquet with query and positive columns) is read by embedtune.splits.load_retrieval "
+            "or made one by embedtune.splits.pairs_to_beir"
         )
     if not root.is_dir():
         raise EmbedtuneError(f"{root}: no such dataset folder")
@@ -333,7 +335,7 @@ def load_split(root: Path, split: str, corpus: dict[str, str] | None = None) -> 
     queries = load_queries(root)
     corpus = load_corpus(root) if corpus is None else corpus
     qrels = load_qrels(qrels_path(root, split), query_ids=queries, doc_ids=corpus)
-    return RetrievalSplit(root, split, corpus, {q: queries[q] for q in qrels}, qrels)
+    return RetrievalSplit(corpus, {q: queries[q] for q in qrels}, qrels, name=f"{root.name}/{split}")
 
 
 def read_query_file(path: Path) -> list[tuple[str | None, str]]:

@@ -91,3 +91,11 @@ def machine_error(error: BaseException, path: str | Path | None = None) -> Embed
 
 class EmbedtuneWarning(UserWarning):
     """Something the user should know that does not stop the work (a truncated query, k capped)."""
+
+
+def error_line(error: BaseException, *, last: bool = False) -> str:
+    """One non-blank line of an error's message, for a one-line error of our own: the first, or with
+    ``last`` the last (where FAISS and Ray put the cause, below their own context); the error's type
+    when the message is empty."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if last else lines[0]) if lines else type(error).__name__

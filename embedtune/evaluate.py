@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from embedtune.data import RetrievalSplit, load_split
+from embedtune.data import RetrievalSplit
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import DEFAULT_INDEXES_DIR, Index
@@ -41,11 +41,12 @@ from embedtune.metrics import (
     trec_run_lines,
 )
 from embedtune.models import load_model, model_name, resolve_model_path
-from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput, Retriever
+from embedtune.retrieval import BM25Retriever, DenseRetriever, RetrievalInput, Retriever, Searcher, SearchSettings
 from embedtune.retrieval.bm25 import K1 as BM25_K1
 from embedtune.retrieval.bm25 import B as BM25_B
-from embedtune.retrieval.hybrid import SearchSettings, index_retriever
 from embedtune.retrieval.rerank import Reranker
+from embedtune.settings import SettingError, setting, validate
+from embedtune.splits import load_retrieval
 
 
 @dataclass
@@ -97,20 +98,40 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What every system of one evaluation is scored with."""
+    """What every system of one evaluation is scored with; ``embedtune eval``'s options are these settings."""
 
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    ks: tuple[int, ...] = DEFAULT_KS
-    ignore_own_id: bool = False
-    per_query: bool = False
-    show_progress: bool = True
-    significance: bool = False  # p-values of every system against the first (paired randomisation test)
-    resamples: int = 10_000  # of the randomisation test
+    metrics: tuple[str, ...] = setting(
+        DEFAULT_METRICS,
+        help="Metrics: recall, precision, mrr, ndcg, map, hit_rate; a bare name is reported at each cut-off, "
+        "name@k at k only.",
+    )
+    ks: tuple[int, ...] = setting(DEFAULT_KS, help="Cut-offs of the bare metric names.", min=1, flag="-k")
+    ignore_own_id: bool = setting(
+        False,
+        help="Drop a document whose id is the query's id from its results (BEIR's rule for sets whose "
+        "queries are also corpus documents, e.g. ArguAna, data/stsb-retrieval).",
+    )
+    per_query: bool = setting(False, help="Include every query's scores in the JSON output.")
+    significance: bool = setting(
+        False,
+        help="Test every system against the first, per metric (paired randomisation test over the queries): "
+        "p-values in the JSON, * (p < 0.05) and ** (p < 0.01) in the table.",
+    )
+    resamples: int = setting(
+        10_000,
+        help="Resamples of the significance test (exact when 2^queries is fewer): more give steadier p-values.",
+        min=1,
+    )
+    show_progress: bool = setting(True, help="Show progress bars.", cli=False)
 
     def __post_init__(self) -> None:
-        metric_names(self.metrics, self.ks)  # fail on a bad metric or k now, not after minutes of encoding
-        if self.resamples < 1:
-            raise EmbedtuneError(f"resamples must be at least 1, got {self.resamples}")
+        validate(self)
+        if not self.ks:
+            raise SettingError("ks", "give at least one cut-off")
+        try:  # a bad metric fails now, not after minutes of encoding
+            metric_names(self.metrics, self.ks)
+        except EmbedtuneError as e:
+            raise SettingError("metrics", str(e)) from e
 
     @property
     def names(self) -> list[str]:
@@ -171,14 +192,11 @@ def _model_system(model: str | Path | None, encoding: EncodeSettings, show_progr
 
 
 def _index_system(
-    index: Index,
-    split: RetrievalSplit,
-    show_progress: bool,
-    search: SearchSettings | None = None,
-    reranker: Reranker | None = None,
+    searcher: Searcher, split: RetrievalSplit, show_progress: bool, search: SearchSettings | None
 ) -> _System:
-    """The index's own search; with ``search``, in its mode (hybrid, BM25, reranked), named ``index:NAME:MODE``."""
-    mode = search.resolved(index.manifest)[0] if search is not None else None
+    """The index's own search (its :class:`Searcher`) in ``search``'s mode (default: the index's), named
+    ``index:NAME:MODE`` (``index:NAME`` for the plain dense search of an index calibrated to nothing else)."""
+    index, plan = searcher.index, searcher.plan(search)
 
     def prepare(data: RetrievalInput) -> _Ranker:
         indexed = set(index.doc_ids)
@@ -189,15 +207,13 @@ def _index_system(
                 f"index '{index.name}' lacks {len(missing)} document(s) that {split.name} marks relevant "
                 f"(e.g. {example}); was it built from another corpus?"
             )
+        retriever = searcher.retriever(data.query_texts, settings=search, show_progress=show_progress)
         details = {"model_path": index.manifest.model_path, "max_seq_length": index.manifest.max_seq_length}
-        if search is None:
-            retriever = IndexRetriever(index, data.query_texts, show_progress=show_progress)
-            return _Ranker(retriever, retriever.doc_ids, details)
-        retriever = index_retriever(index, data.query_texts, search, reranker=reranker, show_progress=show_progress)
-        return _Ranker(retriever, index.doc_ids, details | {"mode": mode, "reranked": reranker is not None})
+        details |= {"mode": plan.mode, "reranked": plan.rerank is not None}
+        return _Ranker(retriever, retriever.doc_ids, details)
 
-    name = f"index:{index.name}" + (f":{mode}" if mode else "") + ("+rerank" if reranker else "")
-    return _System(name, "index", prepare)
+    plain = search is None and plan.label == "dense"
+    return _System(f"index:{index.name}" + ("" if plain else f":{plan.label}"), "index", prepare)
 
 
 def _bm25_system(k1: float, b: float, show_progress: bool) -> _System:
@@ -314,12 +330,19 @@ def evaluate_model(
     return _evaluate_systems(split, [system], settings)[0]
 
 
-def evaluate_index(index: Index, split: RetrievalSplit, settings: EvalSettings = EvalSettings()) -> EvalResult:
-    """Search the split's queries with the index's own search and model (no corpus re-encoding).
+def evaluate_index(
+    index: Index | Searcher,
+    split: RetrievalSplit,
+    settings: EvalSettings = EvalSettings(),
+    search: SearchSettings | None = None,
+) -> EvalResult:
+    """Search the split's queries with the index's own search and model (no corpus re-encoding), in
+    ``search``'s mode (default: the index's calibrated one), exactly as ``embedtune search`` would.
 
     Whatever the index loses to approximate search shows in its scores.
     """
-    return _evaluate_systems(split, [_index_system(index, split, settings.show_progress)], settings)[0]
+    searcher = index if isinstance(index, Searcher) else Searcher(index)
+    return _evaluate_systems(split, [_index_system(searcher, split, settings.show_progress, search)], settings)[0]
 
 
 def evaluate_bm25(
@@ -342,7 +365,8 @@ def evaluate(
     search: SearchSettings | None = None,
     modes: Sequence[str] = (),
 ) -> list[EvalResult]:
-    """Evaluate BM25, models and indexes (in that order) on one split, loading the data once.
+    """Evaluate BM25, models and indexes (in that order) on one split of ``data`` (a BEIR folder, or a pairs
+    file: every pair judged, as ``split``), loading the data once.
 
     With ``search`` or ``modes``, each index is searched as :class:`SearchSettings` says, once per mode
     of ``modes`` (side by side), else in its default mode; a cross-encoder is loaded once for all.
@@ -350,18 +374,14 @@ def evaluate(
     (``index:NAME:hybrid``), any other as it always was (``index:NAME``)."""
     if not models and not indexes and not bm25:
         raise EmbedtuneError("nothing to evaluate: give at least one model or index, or bm25")
-    loaded = [Index.load(name, indexes_dir) for name in indexes]  # fail fast, before encoding
-    data_split = load_split(Path(data), split)
+    reranker = Reranker(search.rerank) if search is not None and search.rerank is not None else None
+    searchers = [Searcher.open(name, indexes_dir=indexes_dir, reranker=reranker) for name in indexes]  # fail fast
+    data_split = load_retrieval(Path(data), split)
     progress = settings.show_progress
     systems = [_bm25_system(BM25_K1, BM25_B, progress)] if bm25 else []
     systems += [_model_system(m, encoding or EncodeSettings(), progress) for m in models]
-    reranker = Reranker(search.rerank) if search is not None and search.rerank is not None else None
-    for index in loaded:
-        if search is None and not modes and index.manifest.default_mode == "dense":
-            systems.append(_index_system(index, data_split, progress))  # as before hybrid search existed
-            continue
-        settings_by_mode = [replace(search or SearchSettings(), mode=m) for m in modes] or [search or SearchSettings()]
-        systems += [_index_system(index, data_split, progress, s, reranker) for s in settings_by_mode]
+    by_mode = [replace(search or SearchSettings(), mode=m) for m in modes] or [search]
+    systems += [_index_system(searcher, data_split, progress, given) for searcher in searchers for given in by_mode]
     return _evaluate_systems(data_split, systems, settings)
 
 

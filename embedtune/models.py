@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, error_line
 from embedtune.io import update_from_file
 
 if TYPE_CHECKING:
@@ -254,12 +254,12 @@ def load_model(
             modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling or "mean")]
             st = SentenceTransformer(modules=[*modules, Normalize()] if normalize else modules, device=device)
     except (OSError, ValueError) as e:
-        raise EmbedtuneError(f"{path}: cannot load model ({_first_line(e)})") from e
+        raise EmbedtuneError(f"{path}: cannot load model ({error_line(e)})") from e
     except Exception as e:  # safetensors' SafetensorError (a damaged weights file) subclasses Exception only
         if type(e).__name__ != "SafetensorError":
             raise
         weights = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "weights"
-        raise EmbedtuneError(f"{path / weights}: damaged or truncated weights file ({_first_line(e)})") from e
+        raise EmbedtuneError(f"{path / weights}: damaged or truncated weights file ({error_line(e)})") from e
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
     name_from_card(st, path)
@@ -284,11 +284,6 @@ def name_from_card(model: SentenceTransformer, path: Path) -> None:
     base = card.get("base_model")
     if data.base_model is None and isinstance(base, str) and _HUB_ID.match(base):
         data.base_model = base
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def model_fingerprint(model: str | Path | None) -> str:

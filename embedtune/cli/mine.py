@@ -6,9 +6,18 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, data_option, emit, indexes_dir_option, json_option, note, show_progress
-from embedtune.cli.options import flags, given, options_from, overwrite_option
-from embedtune.cli.split import dataset_folder
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, settings_from_options, show_progress
+from embedtune.cli.options import (
+    data_option,
+    flags,
+    given,
+    index_option,
+    indexes_dir_option,
+    model_option,
+    options_from,
+    overwrite_option,
+    split_option,
+)
 from embedtune.encoding import EncodeSettings
 from embedtune.io import refuse_overlap
 from embedtune.mining import RETRIEVERS, MiningConfig, MiningReport
@@ -47,20 +56,12 @@ def mining_payload(report: MiningReport, output: Path) -> dict:
     help="Mined rows, .jsonl or .jsonl.gz (query, positive, negative_1..n, scores, ids); the report's "
     "JSON and PNG are written beside it.",
 )
-@data_option
-@click.option("--split", default="train", show_default=True, help="Qrels split whose pairs get negatives.")
-@click.option(
-    "--model",
-    "-m",
-    default="default",
-    show_default=True,
-    help="Embedder for --retriever dense (normally the model you will fine-tune).",
-)
-@click.option(
-    "--index",
-    "index_name",
-    default=None,
-    help="Mine with a built index of this corpus instead (its vectors and its model; no corpus re-encoding).",
+@data_option()
+@split_option("whose pairs get negatives", default="train")
+@model_option("ranks the corpus for --retriever dense (normally the model you will fine-tune)")
+@index_option(
+    "of --data's corpus to mine with instead of --model (its own search: model, calibrated mode and knobs, the "
+    "first stage you will run; no corpus re-encoding)"
 )
 @indexes_dir_option
 @retriever_option
@@ -90,29 +91,29 @@ def mine(
     """
     from embedtune.mining import mine_to_file
 
-    config = MiningConfig(**given(MiningConfig, options))
     chosen = given(EncodeSettings, options)
+    with settings_from_options():
+        config, encoding = MiningConfig(**given(MiningConfig, options)), EncodeSettings(**chosen)
     if index_name is not None and chosen:  # the index's vectors and its own model and settings are used
         unused = flags(EncodeSettings, chosen)
         raise click.UsageError(f"{unused}: not used with --index, which mines with the index's own vectors and model")
-    encoding = EncodeSettings(**chosen)
     if retriever == "dense":  # BM25 loads no model
         note(f"loading model {model} ..." if index_name is None else f"loading index {index_name} and its model ...")
-    refuse_overlap(output, [data], what="--output")  # a pairs file is read through a temporary folder: check it here
-    uses = f"every pair is in split '{split}' and gets its negatives from these documents"
-    with dataset_folder(data, split, uses=uses) as folder:
-        report = mine_to_file(
-            folder,
-            output,
-            split=split,
-            retriever=retriever,
-            model=model,
-            index=index_name,
-            config=config,
-            encoding=encoding,
-            show_progress=show_progress(),
-            **options,
-        )
+    refuse_overlap(output, [data], what="--output")  # the library checks it too, naming no flag
+    if data.is_file():
+        note(f"{data}: a pairs file: every pair is in split '{split}' and gets its negatives from its documents")
+    report = mine_to_file(
+        data,
+        output,
+        split=split,
+        retriever=retriever,
+        model=model,
+        index=index_name,
+        config=config,
+        encoding=encoding,
+        show_progress=show_progress(),
+        **options,
+    )
     if as_json:
         emit("mine", mining_payload(report, output))
     else:

@@ -1,10 +1,15 @@
-"""Command-line options generated from config dataclasses, so each setting is declared once.
+"""The command line's options, each declared once: generated from settings dataclasses, or shared here.
 
 A field declared with :func:`embedtune.settings.setting` becomes ``--field-name`` (or its ``flag``),
 with the field's help, its choices and its default shown. Values are passed through as typed by click
 (int, float, text, path) and checked by the dataclass itself: the CLI, a YAML file and the Python API
 refuse a bad value with the same message. Options default to ``None`` so that only the options a user
 gave override a config file.
+
+The options that are no setting of the library but are spelled alike on several commands (``--model``,
+``--index``, ``--split``, ``--data``, ``--indexes-dir``, ``--overwrite``) are made by the helpers at the
+end, with what the command does with the value as a parameter: a flag cannot drift into a second
+spelling, type or wording on one command.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import Any
 
 import click
 
+from embedtune.data import default_data_dir
+from embedtune.index import DEFAULT_INDEXES_DIR
+from embedtune.models import DEFAULT_MODEL
 from embedtune.settings import field_type, meta
 
 
@@ -132,7 +140,67 @@ def given(cls: type, options: dict[str, Any], *, exclude: Iterable[str] = ()) ->
     return {name: None if value is _NONE else value for name, value in picked.items() if value is not None}
 
 
-def overwrite_option(help: str = "Replace --output if it exists.") -> Callable:
-    """``--overwrite`` (the command's ``overwrite`` argument): without it an existing output is refused,
-    never silently replaced. Every command that writes files declares it through here."""
-    return click.option("--overwrite", is_flag=True, help=help)
+_MODEL_FORMS = (
+    f"'{DEFAULT_MODEL}' (the bundled all-MiniLM-L6-v2), a sentence-transformers folder, or a Hub id in the local "
+    "Hugging Face cache"
+)
+
+
+def model_option(role: str, *, default: str | None = DEFAULT_MODEL, repeatable: bool = False) -> Callable:
+    """``--model/-m`` (the command's ``model``; ``models`` when ``repeatable``), the model that ``role``
+    ("encodes the texts"). Every command names a model the same way (:func:`embedtune.models.resolve_model_path`),
+    so the help says so here once. ``default=None``: no model unless given (an index's own is used)."""
+    help = f"Model that {role}: {_MODEL_FORMS}."
+    if repeatable:
+        return click.option("--model", "-m", "models", multiple=True, help=help + " Repeatable.")
+    return click.option("--model", "-m", "model", default=default, show_default=default is not None, help=help)
+
+
+def index_option(role: str, *, required: bool = False, repeatable: bool = False, uri: bool = False) -> Callable:
+    """``--index`` (the command's ``index_name``; ``index_names`` when ``repeatable``), the built index that
+    ``role`` ("to search"); ``uri``: a ``qdrant://`` collection is taken too. Subcommands of ``index``, which
+    always act on one index, take it as an argument instead (:data:`index_argument`)."""
+    forms = "a name under --indexes-dir or a folder" + (", or the qdrant:// URI 'index export' printed" if uri else "")
+    help = f"Index {role}: {forms}." + (" Repeatable." if repeatable else "")
+    name = "index_names" if repeatable else "index_name"
+    return click.option("--index", name, multiple=repeatable, required=required, default=None, help=help)
+
+
+def split_option(role: str, *, default: str) -> Callable:
+    """``--split``: the qrels split of ``--data`` that ``role`` ("to evaluate on"). Each command has its own
+    default (``train`` to mine, ``dev`` to calibrate, ``test`` to evaluate), shown in the help."""
+    return click.option("--split", default=default, show_default=True, help=f"Qrels split of --data {role}.")
+
+
+_DATA_HELP = (
+    "BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv; .gz allowed), or a pairs file "
+    "(query + positive columns), converted on the fly."
+)
+
+
+def data_option(help: str = _DATA_HELP) -> Callable:
+    """``--data``: the dataset a command reads, ``data/debian`` unless given."""
+    return click.option(
+        "--data", type=click.Path(path_type=Path), default=default_data_dir, show_default="data/debian", help=help
+    )
+
+
+def overwrite_option(what: str = "--output") -> Callable:
+    """``--overwrite`` (the command's ``overwrite`` argument) for the outputs ``what`` names: without it an
+    existing output is refused, never silently replaced. Every command that writes files declares it here."""
+    return click.option("--overwrite", is_flag=True, help=f"Replace {what} if already there, instead of refusing.")
+
+
+indexes_dir_option = click.option(
+    "--indexes-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_INDEXES_DIR,
+    show_default=True,
+    help="Folder that holds the indexes.",
+)
+index_argument = click.argument("index_name", metavar="INDEX")
+# --model where a built index is used: the index's own model is loaded from its manifest unless given.
+index_model_option = model_option(
+    "built the index, loaded from here instead of from the path its manifest records (refused unless byte-identical)",
+    default=None,
+)

@@ -7,22 +7,17 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, emit, indexes_dir_option, json_option, note, show_progress
-from embedtune.cli.options import given, options_from
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, settings_from_options, show_progress
+from embedtune.cli.options import given, index_model_option, index_option, indexes_dir_option, options_from
 from embedtune.encoding import BACKENDS, PRECISIONS, EncodeSettings
-from embedtune.retrieval.hybrid import SearchSettings
+from embedtune.retrieval.searcher import SearchSettings
 from embedtune.settings import meta_of
 from embedtune.text import terminal_safe
 
 
 @click.command(cls=EmbedtuneCommand)
 @click.argument("query", nargs=-1)
-@click.option(
-    "--index",
-    "index_name",
-    required=True,
-    help="Index name (under --indexes-dir) or path, or the qdrant:// URI of a collection written by 'index export'.",
-)
+@index_option("to search", required=True, uri=True)
 @indexes_dir_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option(
@@ -32,12 +27,7 @@ from embedtune.text import terminal_safe
     default=None,
     help="Search a batch: a .jsonl file of {'_id' or 'id', 'text'} objects, or plain text with one query per line.",
 )
-@click.option(
-    "--model",
-    "-m",
-    default=None,
-    help="Load the index's model from here instead (must be byte-identical to the one that built it).",
-)
+@index_model_option
 @json_option(
     "Print JSON for programs (schema embedtune.search/1): one object for QUERY; for a --queries batch, "
     "JSON Lines: one object per query per line, each with its schema field."
@@ -51,8 +41,6 @@ from embedtune.text import terminal_safe
     show_default=True,
     help="Characters of document text shown per hit (0 = ids and scores only; with --json, 0 drops the text).",
 )
-@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF cells to scan (default: calibrated).")
-@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width (default: calibrated).")
 @click.option(
     "--precision",
     metavar="[" + "|".join(PRECISIONS) + "]",
@@ -79,8 +67,6 @@ def search(
     model: str | None,
     as_json: bool,
     width: int,
-    nprobe: int | None,
-    ef_search: int | None,
     precision: str | None,
     backend: str,
     **options,
@@ -89,38 +75,35 @@ def search(
     import time
 
     from embedtune.data import read_query_file
-    from embedtune.retrieval import HybridSearcher
+    from embedtune.retrieval import Searcher
 
-    if precision is not None:
-        EncodeSettings(precision=precision)  # refused as every command refuses it
-    settings = SearchSettings(**given(SearchSettings, options))
-    settings.check_k(k)
+    with settings_from_options():
+        if precision is not None:
+            EncodeSettings(precision=precision)  # refused as every command refuses it
+        settings = SearchSettings(**given(SearchSettings, options))
+        settings.check_k(k)
     if bool(query) == bool(queries_file):
         raise click.UsageError("give either QUERY or --queries FILE")
     queries = [(None, " ".join(query))] if query else read_query_file(queries_file)
     note(f"loading index {index_name} and its model ...")
     if backend == "auto" and queries_file is not None:
         backend = "torch"  # batches: torch's own bf16 path is the faster one (benchmarks/results/encoding_speed.md)
-    searcher = HybridSearcher.open(
+    searcher = Searcher.open(
         index_name, indexes_dir=indexes_dir, model=model, precision=precision, backend=backend, settings=settings
     )
     progress = show_progress() and queries_file is not None  # one query is over before a bar could help
     texts = [text for _, text in queries]
     started = time.perf_counter()
-    results = searcher.search(texts, k, nprobe=nprobe, ef_search=ef_search, show_progress=progress)
+    plan = searcher.plan()
+    results = searcher.search(texts, k, settings=plan, show_progress=progress)
     ms = round(1000 * (time.perf_counter() - started) / len(texts), 2)
-    note(f"{searcher.mode} search{' + rerank' if settings.rerank else ''}: {ms} ms per query")
+    note(f"{plan.mode} search{' + rerank' if plan.rerank else ''}: {ms} ms per query")
     for (query_id, text), hits in zip(queries, results, strict=True):
         if as_json:
             payload = {"query": text, "index": searcher.index.name} | ({"id": query_id} if query_id else {})
-            payload |= {"mode": searcher.mode, "reranked": settings.rerank is not None, "ms_per_query": ms}
+            payload |= {"mode": plan.mode, "reranked": plan.rerank is not None, "ms_per_query": ms}
             payload["encoder"] = {"backend": searcher.encoder.backend, "precision": searcher.encoder.precision}
-            payload["hits"] = [
-                {"rank": h.rank, "id": h.doc_id, "score": round(h.score, 6)}
-                | ({"text": h.text} if width else {})
-                | ({"metadata": h.metadata} if h.metadata else {})
-                for h in hits
-            ]
+            payload["hits"] = [h.to_json(text=bool(width)) for h in hits]
             emit("search", payload, indent=None if queries_file else 2)
             continue
         # Texts come from files and users: shown with control characters escaped, never run by the terminal.

@@ -9,27 +9,16 @@ from typing import Any
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, indexes_dir_option, note
-from embedtune.cli.options import given, options_from
+from embedtune.cli.app import EmbedtuneCommand, note, settings_from_options
+from embedtune.cli.options import given, index_model_option, index_option, indexes_dir_option, options_from
 from embedtune.serve.config import ServeSettings
 from embedtune.settings import meta_of
 
 
 @click.command(cls=EmbedtuneCommand)
-@click.option(
-    "--index",
-    "index_names",
-    multiple=True,
-    required=True,
-    help="Index to serve (name under --indexes-dir, or path); repeat for several. The first is the default.",
-)
+@index_option("to serve (the first given is the default)", required=True, repeatable=True)
 @indexes_dir_option
-@click.option(
-    "--model",
-    "-m",
-    default=None,
-    help="Load the index's model from here instead (must be byte-identical to the one that built it).",
-)
+@index_model_option
 @options_from(ServeSettings)
 @click.option(
     "--api-key",
@@ -48,7 +37,8 @@ def serve(index_names: tuple[str, ...], indexes_dir: Path, model: str | None, **
     except ImportError as e:
         raise click.ClickException(f"serve needs {e.name}: pip install 'embedtune[serve]'") from e
 
-    settings = ServeSettings(**given(ServeSettings, options))
+    with settings_from_options():
+        settings = ServeSettings(**given(ServeSettings, options))
     _log_to_stderr()
     note(f"loading {', '.join(index_names)} and the model(s) ...")
     app = create_app(list(index_names), indexes_dir, settings, model=model)

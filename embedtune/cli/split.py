@@ -1,35 +1,14 @@
-"""``embedtune split``: train/dev/test qrels from a BEIR folder or a pairs file; and the one place the
-CLI turns a pairs file given as ``--data`` into a (temporary) BEIR folder for ``eval`` and ``mine``."""
+"""``embedtune split``: train/dev/test qrels from a BEIR folder or a pairs file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, emit, json_option
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, settings_from_options
 from embedtune.cli.options import given, options_from, overwrite_option
 from embedtune.splits import SplitSettings
-
-
-@contextmanager
-def dataset_folder(data: Path, split: str, *, uses: str) -> Iterator[Path]:
-    """``data`` itself when it is a folder; a pairs file converted (every pair in ``split``) otherwise,
-    said on stderr with what ``uses`` (the command's reading of the pairs) makes of it."""
-    from embedtune.splits import pairs_as_beir
-
-    if not Path(data).is_file():
-        yield data
-        return
-    with pairs_as_beir(data, split) as report:
-        click.echo(
-            f"{data}: pairs file read as a BEIR folder: {report.pairs:,} pairs, {report.queries:,} queries, "
-            f"{report.documents:,} documents (its positives and negatives); {uses}",
-            err=True,
-        )
-        yield report.output
 
 
 @click.command("split", cls=EmbedtuneCommand)
@@ -51,7 +30,8 @@ def split(input_path: Path, output: Path, overwrite: bool, as_json: bool, **opti
     from embedtune.splits import pairs_to_beir, split_beir
     from embedtune.training_data import is_beir_folder
 
-    settings = SplitSettings(**given(SplitSettings, options))
+    with settings_from_options():
+        settings = SplitSettings(**given(SplitSettings, options))
     if is_beir_folder(input_path):
         report = split_beir(input_path, output, settings, overwrite=overwrite)
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, show_progress
+from embedtune.cli.app import EmbedtuneCommand, emit, json_option, note, settings_from_options, show_progress
 from embedtune.cli.mine import echo_mining, mining_payload, retriever_option
 from embedtune.cli.options import given, options_from
 from embedtune.mining import MiningConfig
@@ -29,7 +29,7 @@ def _describe(result: TrainResult) -> str:
         else f"mean loss {first:.4f} over the first 20% of steps, {last:.4f} over the last 20%"
     )
     return (
-        f"trained {result.steps} steps on {result.pairs} rows in {result.seconds:.0f} s ({losses}){dev}; "
+        f"trained {result.steps} steps on {result.rows} rows in {result.seconds:.0f} s ({losses}){dev}; "
         f"model written to {result.output}"
     )
 
@@ -44,7 +44,7 @@ def _payload(result: TrainResult) -> dict:
     return {
         "output": result.output,
         "steps": result.steps,
-        "rows": result.pairs,
+        "rows": result.rows,
         "seconds": round(result.seconds, 2),
         "mean_loss_first_20pct": result.mean_loss(0, 0.2),
         "mean_loss_last_20pct": result.mean_loss(0.8, 1),
@@ -52,7 +52,7 @@ def _payload(result: TrainResult) -> dict:
         "metric": metric_label(result.metric) if result.metric else None,
         "dev_before": dev(result.dev_before),
         "dev_after": dev(result.dev_after),
-        "choices": {name: asdict(choice) for name, choice in result.choices.items()},
+        "choices": {name: asdict(choice) for name, choice in result.plan.choices.items()},  # the interval as used
         "worse_than_base": result.worse_than_base,
         "timings": result.timings,  # wall seconds per stage of the run
     }
@@ -130,20 +130,18 @@ def _train(config_file: Path | None, mine_first: bool, retriever: str, as_json: 
     settings = given(TrainConfig, options) | {"show_progress": show_progress() and distributed.is_main()}
     if datasets:
         settings |= {"data": datasets[0]} | ({"more_data": tuple(datasets[1:])} if len(datasets) > 1 else {})
-    if config_file is not None:
-        config = TrainConfig.from_yaml(config_file, **settings)
-    elif "output" not in settings:
+    if config_file is None and "output" not in settings:
         raise click.UsageError("give --output (or a --config file that names it)")
-    else:
-        config = TrainConfig(**settings)
+    with settings_from_options():
+        config = TrainConfig.from_yaml(config_file, **settings) if config_file is not None else TrainConfig(**settings)
+        mining_config = MiningConfig(**selection, seed=config.seed) if mine_first else None
     try:
         mining = None
-        if mine_first:
+        if mining_config is not None:
             from embedtune.workflows import mine_for_training
 
             say(f"loading model {config.model} to mine with ...")
             distributed.start()
-            mining_config = MiningConfig(**selection, seed=config.seed)
             config, report = distributed.on_main(lambda: mine_for_training(config, mining_config, retriever=retriever))
             mining = mining_payload(report, config.data)
             if not as_json and distributed.is_main():

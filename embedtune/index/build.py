@@ -5,25 +5,28 @@ model, the corpus file, the index parameters against the corpus size), streams t
 document store and the encoder a chunk at a time, and writes the result as a new generation
 (:mod:`embedtune.index.generations`), so a failed or killed build leaves any previous index of that
 name usable. The manifest it returns records the model's fingerprint, so the index is never searched
-with another model.
+with another model. The search knob is calibrated on query-like probes encoded as searches encode
+queries (:func:`query_probes`), and only where the type has one to tune: a flat index is exact.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from embedtune import __version__
 from embedtune.data import corpus_file, count_lines, iter_corpus
-from embedtune.encoding import EncodeSettings, make_encoder, prompt_names
+from embedtune.encoding import Encoder, EncodeSettings, make_encoder, prompt_names
 from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
-from embedtune.index.calibrate import Calibration, calibrate
 from embedtune.index.generations import new_generation
 from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
+from embedtune.index.knobs import Calibration, Probes, calibrate, probe_texts
 from embedtune.index.lexical import LexicalSettings, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, check_index_name, now
 from embedtune.index.store import DocStore
@@ -137,15 +140,21 @@ def _build(
         vectors, fids = ingest.result(dimension)
         if len(vectors) == 0:
             raise DataError(source, "no documents")
-        built = build_faiss(vectors, fids, settings, show_progress)
+        probes = partial(
+            query_probes, gen.store_path, fids, source.parent, encoder, prompt_names(st)[0], encode.batch_size
+        )
+        built = build_faiss(vectors, fids, settings, show_progress, probes)
         identity = model_identity(model_path, st, encoder.precision, encoder.backend)
         manifest = replace(index_manifest(name, identity, corpus_identity(source), ingest.seconds, built), lexical=bm25)
         committed = gen.commit(manifest, built.faiss_index)
     return committed
 
 
-def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool) -> _Built:
-    """Choose the type for these vectors, train it on a sample, add them all, and calibrate the search knob."""
+def build_faiss(
+    vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, show_progress: bool, probes: Callable[[], Probes]
+) -> _Built:
+    """Choose the type for these vectors, train it on a sample, add them all, and calibrate the search knob
+    on ``probes()`` (made only for a type that is not exact: encoding them costs seconds)."""
     started = time.perf_counter()
     dimension = vectors.shape[1]
     spec, choice = settings.choose(len(vectors), dimension)
@@ -154,7 +163,10 @@ def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, 
     if spec.needs_training:
         faiss_index.train(sample)
     add_vectors(faiss_index, vectors, fids, show_progress)
-    calibration = calibrate(faiss_index, spec, vectors, fids, settings.target_recall)
+    if spec.kind == "flat":  # exact search: nothing to calibrate
+        calibration = Calibration({}, 1.0, 0, settings.target_recall, True, "none (exact search)")
+    else:
+        calibration = calibrate(faiss_index, spec, vectors, fids, settings.target_recall, probes())
     if not calibration.reached:
         warnings.warn(
             f"{spec.kind} reaches recall@10 {calibration.recall_at_10} against exact search at best "
@@ -165,6 +177,21 @@ def build_faiss(vectors: np.ndarray, fids: np.ndarray, settings: BuildSettings, 
         )
     seconds = round(time.perf_counter() - started, 2)
     return _Built(faiss_index, spec, choice, len(sample), seconds, calibration)
+
+
+def query_probes(
+    store_path: Path, fids: np.ndarray, folder: Path, encoder: Encoder, prompt_name: str | None, batch_size: int
+) -> Probes:
+    """The probes to calibrate on (:func:`embedtune.index.knobs.probe_texts`: the judged queries of the BEIR
+    ``folder`` the corpus is in, else titles or first sentences of the stored documents ``fids``), encoded
+    as searches encode queries: by ``encoder`` (the documents' own), with the query prompt ``prompt_name``."""
+    store = DocStore(store_path)
+    try:
+        texts, kind = probe_texts(store, fids, folder)
+    finally:
+        store.close()
+    vectors = encoder.encode(texts, batch_size=batch_size, show_progress=False, prompt_name=prompt_name)
+    return Probes(vectors, kind)
 
 
 def model_identity(model_path: Path, st, precision: str, backend: str) -> dict[str, object]:

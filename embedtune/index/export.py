@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.index.index import Index
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR
 from embedtune.index.qdrant import MANIFEST_KEY, location
-from embedtune.index.reader import Index
 from embedtune.index.types import IVF_TYPES
 
 UPLOAD_BATCH = 512

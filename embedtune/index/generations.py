@@ -60,7 +60,7 @@ class Generation:
 
 def file_record(path: Path) -> dict[str, object]:
     """What the manifest says of a data file: its size, SHA-256 (``verify``), and the fast digests that
-    every load checks (:func:`embedtune.index.reader.check_files`)."""
+    every load checks (:func:`embedtune.index.index.check_files`)."""
     return {
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),

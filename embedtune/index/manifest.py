@@ -149,11 +149,15 @@ class Manifest:
         return sum(int(f["bytes"]) for f in self.files.values())
 
     def describe_search(self) -> str:
-        """The index type, its calibrated search defaults and the recall they reach, in one line."""
+        """The index type, its calibrated search defaults and the recall they reach on which probes, in one line."""
+        if self.index_type == "flat":
+            return "flat (exact search)"
         knobs = ", ".join(f"{k}={v}" for k, v in self.search_defaults.items())
         tuned = f", default {knobs}" if knobs else ""
-        recall = self.calibration.get("recall_at_10")
-        return f"{self.index_type}{tuned} (recall@10 vs exact on a corpus sample: {recall})"
+        c = self.calibration
+        # Builds that did not record their probes calibrated on corpus vectors.
+        probes = f"{c.get('queries')} {c['probes']}" if "probes" in c else "a corpus sample"
+        return f"{self.index_type}{tuned} (recall@10 vs exact on {probes}: {c.get('recall_at_10')})"
 
     @property
     def default_mode(self) -> str:

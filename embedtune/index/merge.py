@@ -8,28 +8,36 @@ file a block at a time, and builds the FAISS index from it as a one-process buil
 (:func:`embedtune.index.build.build_faiss`): IVF and SQ types train once on a sample and then take
 the vectors a block at a time, and the exact search that calibrates the search knob reads the
 vectors a block at a time, so the merge holds no more than the index being built, a sample and a
-block, however large the corpus. The document stores are copied row by row inside SQLite. The
-index is committed as a new generation (:mod:`embedtune.index.generations`), like any build.
+block, however large the corpus. The knob is calibrated on the probes a one-process build uses,
+encoded by the shards' model where it is at hand (same fingerprint); elsewhere on corpus vectors,
+with a warning, since they overstate the recall of real queries. The document stores are copied
+row by row inside SQLite. The index is committed as a new generation
+(:mod:`embedtune.index.generations`), like any build.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from embedtune.errors import DataError, EmbedtuneError
-from embedtune.index.build import _check_replaceable, build_faiss, index_manifest
+from embedtune.encoding import EncodeSettings, make_encoder
+from embedtune.errors import DataError, EmbedtuneError, EmbedtuneWarning
+from embedtune.index.build import _check_replaceable, build_faiss, index_manifest, query_probes
 from embedtune.index.generations import new_generation
+from embedtune.index.knobs import CORPUS_PROBES, Probes
 from embedtune.index.lexical import LexicalSettings, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, check_index_name
 from embedtune.index.shards import DATA_FILES, DOCS_FILE, SHARD_FILE, VECTORS_FILE, ShardRecord, shards_dir_of
 from embedtune.index.store import DocStore
 from embedtune.index.types import BuildSettings
 from embedtune.io import check_destination, check_writable, file_xxh3, name_lock
+from embedtune.models import load_model, model_fingerprint, resolve_model_path
 
 COPY_BLOCK = 65_536  # vectors copied from a shard at a time
 MERGE_VECTORS = ".merge-vectors.npy"  # the concatenated vectors, deleted before the commit
@@ -156,7 +164,9 @@ def merge_shards(
             vectors_path = gen.dir / MERGE_VECTORS
             try:
                 vectors = _concatenate(shards, vectors_path, total, first.dimension)
-                built = build_faiss(vectors, np.arange(total, dtype=np.int64), settings, show_progress)
+                fids = np.arange(total, dtype=np.int64)
+                probes = partial(_probes, first, gen.store_path, fids)
+                built = build_faiss(vectors, fids, settings, show_progress, probes)
                 del vectors
             finally:
                 vectors_path.unlink(missing_ok=True)
@@ -165,6 +175,31 @@ def merge_shards(
             identity = {**first.identity, "backend": "+".join(backends)}
             manifest = index_manifest(name, identity, first.corpus, seconds, built)
             return gen.commit(replace(manifest, lexical=bm25), built.faiss_index)
+
+
+def _probes(record: ShardRecord, store_path: Path, fids: np.ndarray) -> Probes:
+    """The probes a one-process build calibrates on, encoded by the shards' model where it is at hand;
+    else corpus vectors, with a warning (a merge may run where the model is not)."""
+    identity = record.identity
+    try:
+        model_path = resolve_model_path(str(identity["model_path"]))
+        at_hand = model_fingerprint(model_path) == identity["model_fingerprint"]
+    except EmbedtuneError:
+        at_hand = False
+    if not at_hand:
+        warnings.warn(
+            f"the shards' model is not at {identity['model_path']} (or has changed): the search knob is calibrated "
+            "on corpus vectors, which overstate the recall of real queries; calibrate the index on real queries "
+            "('index calibrate')",
+            EmbedtuneWarning,
+            stacklevel=4,
+        )
+        return CORPUS_PROBES
+    st = load_model(model_path, max_seq_length=int(identity["max_seq_length"]))
+    encoder = make_encoder(st, str(identity["precision"]), backend="torch")
+    folder = Path(record.corpus["corpus_path"]).parent
+    prompt = identity.get("query_prompt_name")
+    return query_probes(store_path, fids, folder, encoder, prompt, EncodeSettings().batch_size)
 
 
 def _lexical(gen, settings: LexicalSettings | None) -> dict[str, object]:

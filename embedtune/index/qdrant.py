@@ -5,8 +5,8 @@ texts and metadata to a collection, then, as its commit point, the index manifes
 collection's metadata: a collection without one (an export that did not finish, or another
 program's) is refused when opened, never searched. :class:`QdrantCollection` is what
 :meth:`Index.load <embedtune.index.Index.load>` wraps for a ``qdrant://`` URI
-(:class:`embedtune.index.reader.QdrantIndex`), so :class:`~embedtune.index.Searcher`, the index
-retriever, ``search`` and ``eval`` serve a collection unchanged, with the same model check: it is
+(:class:`embedtune.index.index.QdrantIndex`), so :class:`~embedtune.retrieval.Searcher` (and through it
+``search``, ``serve`` and ``eval``) serves a collection unchanged, with the same model check: it is
 searched only with the model whose fingerprint its manifest records. The URIs:
 
 * ``qdrant:///abs/path?collection=NAME`` — Qdrant's local mode (a folder, no server);

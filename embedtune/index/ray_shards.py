@@ -22,10 +22,9 @@ import numpy as np
 
 from embedtune.data import corpus_file
 from embedtune.encoding import EncodeSettings
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, error_line
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, Manifest, check_index_name
 from embedtune.index.merge import merge_shards
-from embedtune.index.reader import first_line
 from embedtune.index.shards import ShardEncoder, ShardSettings, shard_dir
 from embedtune.index.types import BuildSettings
 from embedtune.io import check_destination, check_writable, make_temp_dir
@@ -113,7 +112,7 @@ def build_with_ray(
         try:
             errors = [row["error"] for row in dataset.take_all() if row["error"]]
         except Exception as e:  # a failure of Ray itself (a lost node, an actor that could not start)
-            raise EmbedtuneError(f"encoding on Ray failed: {first_line(e)}") from e
+            raise EmbedtuneError(f"encoding on Ray failed: {error_line(e, last=True)}") from e
         if errors:
             raise EmbedtuneError(errors[0])
         return merge_shards(

@@ -18,9 +18,10 @@ Binary (1-bit) codes are not offered: on 384-dimension sentence embeddings they 
 to be useful without re-scoring by float vectors, which is what they were meant to avoid storing.
 
 The search-time knobs (``nprobe`` for IVF types, ``ef_search`` for HNSW) are calibrated at build time
-(:func:`embedtune.index.calibrate.calibrate`): the smallest value whose recall@10 against exact search
-on a sample of the corpus reaches the target. :class:`BuildSettings` declares the build options once
-(help, choices, ranges) for the Python API, config files and the command line.
+(:func:`embedtune.index.knobs.calibrate`): the smallest value, plus a step, whose recall@10 against
+exact search reaches the target on query-like probes (judged dev queries, else titles or first
+sentences). :class:`BuildSettings` declares the build options once (help, choices, ranges) for the
+Python API, config files and the command line.
 
 How the types compare in build time, memory, speed and recall is measured by
 ``benchmarks/index_types.py``; the figures are in ``benchmarks/results/index_types.md``.

@@ -21,10 +21,10 @@ from embedtune.data import CorpusRecord, corpus_file, count_lines, iter_corpus
 from embedtune.encoding import CacheOption, Encoder
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.index.generations import Generation, new_generation
+from embedtune.index.index import Index, check_model, resolve_index_path
 from embedtune.index.ingest import Ingest, add_vectors, chunked, progress_bar
 from embedtune.index.lexical import lexical_file, write_lexical
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, now, store_file
-from embedtune.index.reader import Index, check_model, resolve_index_path
 from embedtune.index.store import DocStore, text_sha256
 from embedtune.index.types import IndexSpec
 from embedtune.io import check_writable, file_sha256

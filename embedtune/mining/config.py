@@ -18,6 +18,7 @@ from embedtune.data import find_data_file, load_corpus, load_qrels, load_queries
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.retrieval import RetrievalInput
 from embedtune.settings import setting, validate
+from embedtune.splits import load_retrieval
 
 SAMPLINGS = ("top", "random")
 SHORT_ROWS = ("pad", "pair", "drop")
@@ -122,16 +123,22 @@ def _judged_query_ids(path: Path) -> set[str]:
 
 
 def load_mining_input(root: Path, split: str = "train") -> MiningInput:
-    """Pairs of a BEIR split (every relevant document a positive) with the whole corpus as candidates.
+    """Pairs of a BEIR split (every relevant document a positive) with the whole corpus as candidates;
+    ``root`` may also be a pairs file (every pair in ``split``, its documents the corpus).
 
     Qrels that point at documents missing from the corpus, and queries judged with no relevant
     document, are counted and warned about; if they are most of the split, it is an error.
     """
-    root = require_dataset_folder(root)
-    corpus = load_corpus(find_data_file(root, "corpus.jsonl"))
-    queries = load_queries(find_data_file(root, "queries.jsonl"))
-    path = qrels_path(root, split)
-    qrels = load_qrels(path, query_ids=queries)
+    from_pairs = Path(root).is_file()
+    if from_pairs:  # a pairs file: every pair in ``split``, its positives and negatives the corpus
+        read = load_retrieval(Path(root), split)
+        corpus, queries, qrels, path = read.corpus, read.queries, read.qrels, Path(root)
+    else:
+        root = require_dataset_folder(root)
+        corpus = load_corpus(find_data_file(root, "corpus.jsonl"))
+        queries = load_queries(find_data_file(root, "queries.jsonl"))
+        path = qrels_path(root, split)
+        qrels = load_qrels(path, query_ids=queries)
     doc_row = {doc_id: i for i, doc_id in enumerate(corpus)}
     query_ids = list(qrels)
     pairs = [(qi, d) for qi, q in enumerate(query_ids) for d in qrels[q]]
@@ -149,7 +156,7 @@ def load_mining_input(root: Path, split: str = "train") -> MiningInput:
     )
     if missing:
         data.warn(f"{_missing_message(path, missing, pairs)}; those pairs are skipped")
-    no_positive = len(_judged_query_ids(path) - set(qrels))
+    no_positive = 0 if from_pairs else len(_judged_query_ids(path) - set(qrels))
     if no_positive:
         data.warn(f"{path}: {no_positive} queries have no relevant document (score > 0) and are skipped")
     return data

@@ -17,7 +17,7 @@ from embedtune.io import atomic_files, check_destination, check_writable, refuse
 from embedtune.mining.config import MiningConfig, MiningInput, load_mining_input
 from embedtune.mining.report import MiningReport, pairs_path, plot_histograms, report_paths
 from embedtune.mining.selection import MinedRows, mine
-from embedtune.retrieval import BM25Retriever, DenseRetriever, Reranker, Retriever, ScorerRetriever
+from embedtune.retrieval import BM25Retriever, DenseRetriever, Reranker, Retriever, ScorerRetriever, Searcher
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -113,13 +113,14 @@ def mine_to_file(
     scorer: str | Path | None = None,
 ) -> MiningReport:
     """Mine a BEIR split into ``output`` (jsonl[.gz]) plus ``<stem>.report.json`` and ``<stem>.report.png``,
-    and ``<stem>.pairs.jsonl[.gz]`` when some rows kept no negative (:func:`pairs_path`).
+        and ``<stem>.pairs.jsonl[.gz]`` when some rows kept no negative (:func:`pairs_path`).
 
-    ``retriever`` is ``dense`` (``model`` encodes corpus and queries as ``encoding`` says; the default
-    model if ``None``) or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a
-    name under ``indexes_dir``, or a path) mines with a built index's vectors instead of encoding the corpus.
-    ``scorer`` (a cross-encoder directory) rescores every candidate and positive: the margins that filter
-    false negatives and the scores written for MarginMSE are then the teacher's.
+        ``retriever`` is ``dense`` (``model`` encodes corpus and queries as ``encoding`` says; the default
+        model if ``None``) or ``bm25``. ``model_name`` names a loaded ``model`` in the report. ``index`` (a
+        name under ``indexes_dir``, or a path) mines with the index's own search (its model, calibrated mode and
+    knobs: the first stage the user will run) instead of encoding the corpus.
+        ``scorer`` (a cross-encoder directory) rescores every candidate and positive: the margins that filter
+        false negatives and the scores written for MarginMSE are then the teacher's.
     """
     config = config or MiningConfig()
     config.validate()
@@ -137,10 +138,16 @@ def mine_to_file(
     if retriever == "bm25":
         searcher: Retriever = BM25Retriever(inputs, show_progress=show_progress)
     elif index is not None:
-        from embedtune.index import DEFAULT_INDEXES_DIR, Index
+        from embedtune.index import DEFAULT_INDEXES_DIR
 
-        loaded = Index.load(index, indexes_dir or DEFAULT_INDEXES_DIR)
-        searcher = DenseRetriever.from_index(loaded, inputs, show_progress=show_progress)
+        found = Searcher.open(index, indexes_dir=indexes_dir or DEFAULT_INDEXES_DIR)
+        missing = sorted(set(inputs.doc_ids) - set(found.index.doc_ids))
+        if missing:  # those documents could never be mined, nor their positives scored
+            raise EmbedtuneError(
+                f"index '{found.index.name}' lacks {len(missing)} of the {len(inputs.doc_ids)} documents of the "
+                f"mining corpus (e.g. {', '.join(missing[:3])}); build it from this corpus, or mine with a model"
+            )
+        searcher = found.retriever(inputs.query_texts, doc_ids=inputs.doc_ids, show_progress=show_progress)
     else:
         name = f"dense:{model_name}" if model_name else None
         searcher = DenseRetriever.encode(model, inputs, encoding, name=name, show_progress=show_progress)

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class RetrievalInput:
-    """A corpus and a set of queries, by position: row ``i`` of the corpus is ``doc_ids[i]``/``doc_texts[i]``."""
+    """A corpus and a set of queries, by position: row ``i`` of the corpus is ``doc_ids[i]``/``doc_texts[i]``.
+
+    The rows retrievers answer in, not a second split type: no qrels, and made from a
+    :class:`~embedtune.data.RetrievalSplit` (:meth:`from_split`) or from any corpus and queries.
+    """
 
     doc_ids: list[str]
     doc_texts: list[str]
@@ -29,7 +33,7 @@ class RetrievalInput:
 
     @classmethod
     def from_split(cls, split: RetrievalSplit) -> RetrievalInput:
-        """The whole corpus of a BEIR split and its judged queries, in the split's order."""
+        """The whole corpus of a split and its judged queries, in the split's order."""
         return cls(
             doc_ids=list(split.corpus),
             doc_texts=list(split.corpus.values()),

@@ -1,9 +1,10 @@
 """Exact dense retrieval: top-k by inner product over normalised vectors (= cosine), in blocks of queries.
 
-The search every consumer of embeddings gets (mining, evaluation of a model): candidates from one
-matrix product per block of queries, in bf16 where the hardware runs it natively, rescored in fp32,
-so the returned scores are exact; or strictly fp32 throughout. A block's scores are bounded, so
-memory is the vectors plus a few hundred MB, whatever the corpus size or the number of queries.
+The search every consumer of embeddings gets (mining, evaluation of a model) is
+:class:`embedtune.ranking.ExactTopK`, the one exact top-k that training's dev evaluation and index
+calibration rank with too: candidates from a bf16 matrix product where the hardware runs it
+natively, rescored in fp32, so the returned scores are exact; or strictly fp32 throughout. Memory is
+the vectors plus a few hundred MB, whatever the corpus size or the number of queries.
 """
 
 from __future__ import annotations
@@ -13,37 +14,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedtune.errors import EmbedtuneError
+from embedtune.ranking import ExactTopK
 from embedtune.retrieval.base import RetrievalInput
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from embedtune.encoding import EncodeSettings
-    from embedtune.index import Index
-
-_SEARCH_CELLS = 1 << 26  # dense scores held at once (128 MiB in bf16)
-_RESCORE_CELLS = 1 << 22  # gathered vector values held at once while rescoring in fp32 (16 MiB)
-RESCORE_EXTRA = 16  # candidates fetched beyond k by a bf16 search, then rescored in fp32
 
 
 class DenseRetriever:
     """Exact top-k by inner product over normalised vectors (= cosine), a block of queries at a time.
 
     ``precision``: ``"bf16"`` finds candidates by a bf16 matrix product (on AMX / bf16 GPUs several
-    times faster than FAISS's fp32 brute force: see ``benchmarks/results/mining_scale.md``),
-    over-fetching ``RESCORE_EXTRA`` candidates that are then rescored in fp32 and re-sorted, so the
-    returned scores (used by mining's margins, written for distillation, scored by evaluation) are
-    exact and only a document whose bf16 score error exceeds the gap to the k-th candidate can be
-    missed; ``"fp32"`` searches strictly in fp32; ``"auto"`` is bf16 where the CPU has bf16 arithmetic
-    (AMX or AVX512-BF16), else fp32.
+    times faster than FAISS's fp32 brute force: see ``benchmarks/results/mining_scale.md``) and
+    rescores them in fp32 (:class:`~embedtune.ranking.ExactTopK`), so the returned scores (used by
+    mining's margins, written for distillation, scored by evaluation) are exact and only a document
+    whose bf16 score error exceeds the gap to the k-th candidate can be missed; ``"fp32"`` searches
+    strictly in fp32; ``"auto"`` is bf16 where the CPU has bf16 arithmetic (AMX or AVX512-BF16), else
+    fp32. Equal scores are ordered by corpus row.
     """
 
     def __init__(
         self, doc_vectors: np.ndarray, query_vectors: np.ndarray, name: str = "dense", precision: str = "auto"
     ) -> None:
-        import torch
-
         from embedtune.encoding import cpu_has_bf16
 
         self.doc_vectors = np.ascontiguousarray(doc_vectors, dtype=np.float32)
@@ -53,8 +47,7 @@ class DenseRetriever:
         # The search runs on the CPU: bf16 where asked for or where auto means it, fp32 for the rest.
         bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
         self.precision = "bf16" if bf16 else "fp32"
-        self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._search_docs = torch.from_numpy(self.doc_vectors).to(self._dtype)  # no copy when fp32
+        self._top_k = ExactTopK(self.doc_vectors, self.precision)  # the bf16 copy made once, here
 
     @classmethod
     def encode(
@@ -98,50 +91,8 @@ class DenseRetriever:
         retriever.encoded_in = encoder.precision
         return retriever
 
-    @classmethod
-    def from_index(cls, index: Index, data: RetrievalInput, *, show_progress: bool = True) -> DenseRetriever:
-        """Search a built embedtune index's stored vectors exactly, with its own model for the queries.
-
-        Saves re-encoding the corpus; the index must hold exactly the corpus of ``data``, in its order.
-        """
-        from embedtune.index import Searcher
-
-        if index.doc_ids != data.doc_ids:
-            raise EmbedtuneError(
-                f"index '{index.name}' holds {len(index)} documents, not the {len(data.doc_ids)} of the mining "
-                "corpus in the same order; build it from this corpus, or encode the corpus with a model"
-            )
-        try:
-            docs = index.faiss_index.reconstruct_n(0, index.faiss_index.ntotal)
-        except RuntimeError as e:
-            raise EmbedtuneError(
-                f"index '{index.name}' cannot return its vectors (its FAISS type compresses them); "
-                "encode the corpus with a model instead"
-            ) from e
-        searcher = Searcher(index)
-        queries = searcher.encode_queries(data.query_texts, show_progress=show_progress)
-        return cls(docs, queries, f"dense:index:{index.name}", searcher.encoder.precision)
-
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        n_docs, dim = self.doc_vectors.shape
-        fetch = min(n_docs, k + (RESCORE_EXTRA if self.precision == "bf16" else 0))
-        queries = torch.from_numpy(self.query_vectors[query_rows]).to(self._dtype)
-        step = max(1, _SEARCH_CELLS // n_docs)
-        with torch.inference_mode():
-            found = [
-                torch.topk(queries[s : s + step] @ self._search_docs.T, fetch, dim=1).indices
-                for s in range(0, len(queries), step)
-            ]
-        rows = torch.cat(found).numpy()
-        scores = np.empty(rows.shape, dtype=np.float32)
-        step = max(1, _RESCORE_CELLS // (fetch * dim))
-        for s in range(0, len(rows), step):
-            block = self.query_vectors[query_rows[s : s + step]]
-            scores[s : s + step] = np.einsum("qd,qkd->qk", block, self.doc_vectors[rows[s : s + step]])
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+        return self._top_k.search(self.query_vectors[query_rows], k)
 
     def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", self.query_vectors[query_rows], self.doc_vectors[doc_rows])

@@ -4,9 +4,10 @@ A cross-encoder reads query and document together, so it ranks better than a bi-
 only the pairs it is given. :class:`Reranker` loads a sentence-transformers ``CrossEncoder`` from a
 local directory (never the Hub) and refuses, in one line, a directory that is not one: a bi-encoder
 or a bare BERT checkpoint would load with a randomly initialised classification head and rank at
-random without any error. :class:`RerankRetriever` puts it behind the Retriever contract: the base
-retriever's top ``depth`` candidates, rescored and re-sorted; its scores are the cross-encoder's
-(raw logits, so margins between pairs stay comparable for distillation).
+random without any error. :func:`rerank_head` is the one reranking of a ranked list (the searcher's
+and :class:`RerankRetriever`'s, which puts a cross-encoder behind the Retriever contract of any
+first stage); its scores are the cross-encoder's (raw logits, so margins between pairs stay
+comparable for distillation).
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def rescore(
     return out_scores, out_ids
 
 
+def rerank_head(
+    reranker: Reranker, queries: Sequence[str], ids: np.ndarray, text_of: Callable[[int], str], depth: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of a first-stage ranking ``ids`` (-1 pads) whose head of ``depth`` is reranked.
+
+    The head comes back in the cross-encoder's order and scores; a ``k`` beyond ``depth`` (an
+    evaluation at @100 over a rerank of 50) continues with the rest of the first stage's ranking in
+    its order, scored below the head (rankers sort by score).
+    """
+    scores, head = rescore(reranker, queries, ids[:, :depth], text_of, depth)
+    tail = ids[:, depth:]
+    if tail.shape[1] == 0:
+        return scores[:, :k], head[:, :k]
+    floor = np.where(head >= 0, scores, np.inf).min(axis=1, initial=np.inf)
+    floor = np.where(np.isfinite(floor), floor, 0.0)
+    tail_scores = (floor[:, None] - 1 - np.arange(tail.shape[1])).astype(np.float32)
+    return np.concatenate([scores, tail_scores], axis=1)[:, :k], np.concatenate([head, tail], axis=1)[:, :k]
+
+
 def _identity():
     import torch
 
@@ -105,14 +125,7 @@ class RerankRetriever:
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         _, rows = self.base.search(query_rows, max(self.depth, k))
         queries = [self.query_texts[q] for q in query_rows]
-        scores, head = rescore(self.reranker, queries, rows[:, : self.depth], self.doc_texts.__getitem__, self.depth)
-        tail = rows[:, self.depth :]
-        if tail.shape[1] == 0:
-            return scores[:, :k], head[:, :k]
-        floor = np.where(head >= 0, scores, np.inf).min(axis=1, initial=np.inf)
-        floor = np.where(np.isfinite(floor), floor, 0.0)
-        tail_scores = (floor[:, None] - 1 - np.arange(tail.shape[1])).astype(np.float32)
-        return np.concatenate([scores, tail_scores], axis=1)[:, :k], np.concatenate([head, tail], axis=1)[:, :k]
+        return rerank_head(self.reranker, queries, rows, self.doc_texts.__getitem__, self.depth, k)
 
     def pair_scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
         return self.reranker.score([self.query_texts[q] for q in query_rows], [self.doc_texts[d] for d in doc_rows])

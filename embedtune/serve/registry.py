@@ -11,7 +11,7 @@ Failures designed out:
   the old generation stay readable to it after the writer deletes them (open file handles and
   mappings outlive the name), and it is dropped only when no request uses it.
 * **Loading the model per update.** An update keeps the model, so the new index is served by the
-  loaded encoder (:meth:`~embedtune.index.Searcher.with_index`); only an index rebuilt by another
+  loaded encoder (:meth:`~embedtune.retrieval.Searcher.with_index`); only an index rebuilt by another
   model loads one.
 * **A bad update taking the service down.** A generation that fails to load (damaged, another
   format) is logged and kept out; the previous one goes on serving and ``/health`` names the error.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from embedtune.errors import EmbedtuneError
 from embedtune.index import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Index, Manifest
-from embedtune.retrieval import HybridSearcher, Reranker
+from embedtune.retrieval import Reranker, Searcher
 
 log = logging.getLogger("embedtune.serve")
 
@@ -40,7 +40,7 @@ log = logging.getLogger("embedtune.serve")
 class Served:
     """One index as served now: its searcher (index + encoder) and the last load error, if any."""
 
-    searcher: HybridSearcher
+    searcher: Searcher
     stamp: tuple[int, int, int]  # the manifest's (inode, size, mtime_ns) when last looked at
     error: str | None = None
 
@@ -56,12 +56,12 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 
 def load_searcher(
     index: Index, backend: str, model: str | Path | None = None, reranker: Reranker | None = None
-) -> HybridSearcher:
+) -> Searcher:
     """A searcher over ``index`` in every mode it has (dense; bm25 and hybrid with a BM25 side), with the
     query encoder ``backend`` asks for (:func:`~embedtune.encoding.make_encoder`: ``auto`` = OpenVINO
     when installed; a conversion that fails its check falls back to PyTorch with a warning) and the
     service's ``reranker``. Which backend encodes goes to the log."""
-    found = HybridSearcher(index, model, backend=backend, reranker=reranker)
+    found = Searcher(index, model, backend=backend, reranker=reranker)
     if backend == "auto" and importlib.util.find_spec("openvino") is None:
         log.info("index %s: openvino is not installed", index.name)
     log.info("index %s: encoding queries with %s", index.name, found.encoder.backend)

@@ -9,20 +9,25 @@ service (largest k, most texts, longest text) are checked by :func:`check_texts`
 :func:`check_k` against :class:`~embedtune.serve.config.ServeSettings`, before a request is queued
 for a batch, so one bad request can never fail the others batched with it.
 
-:class:`SearchOptions` holds the options handed through to :meth:`embedtune.retrieval.HybridSearcher.search`
-(the FAISS knobs) and as its :class:`~embedtune.retrieval.SearchSettings` (mode, fusion, reranking);
-a request's options are also its batch key, so requests are batched only with requests asking the same.
+:class:`SearchOptions` is generated from :class:`~embedtune.retrieval.SearchSettings` (mode, fusion,
+depths, ANN knobs: their help, choices and bounds), so a search option is declared once for the CLI,
+the YAML, the Python API and the service; only ``rerank`` differs (a yes/no for the service's own
+cross-encoder, never a path a request could choose). The resolved settings are a request's batch
+key, so requests are batched only with requests asking the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from embedtune.errors import EmbedtuneError
-from embedtune.index.search import Hit, check_queries
+from embedtune.retrieval import SearchSettings, check_queries
 from embedtune.serve.config import ServeSettings
+from embedtune.settings import field_type, meta
 
 SEARCH_SCHEMA = "embedtune.serve.search/1"
 EMBED_SCHEMA = "embedtune.serve.embed/1"
@@ -41,26 +46,43 @@ class RequestError(EmbedtuneError):
 REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class SearchOptions(BaseModel):
-    """Options passed to ``Searcher.search`` unchanged (None = the index's calibrated default)."""
-
-    model_config = REQUEST_CONFIG
-
-    nprobe: int | None = Field(None, ge=1, le=1 << 16, description="IVF cells to scan (IVF indexes only).")
-    ef_search: int | None = Field(None, ge=1, le=1 << 16, description="HNSW beam width (HNSW indexes only).")
-    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        None, description="dense, bm25 or hybrid (default: the mode the index's calibration chose)."
-    )
-    fusion: Literal["minmax", "zscore", "rrf"] | None = Field(None, description="How hybrid fuses the two lists.")
-    weight: float | None = Field(None, ge=0, le=1, description="Weight of the dense list in hybrid fusion.")
-    rerank: bool = Field(False, description="Rescore the top hits with the service's cross-encoder (--rerank).")
-    rerank_depth: int | None = Field(None, ge=1, le=1000, description="Hits rescored when reranking (at least k).")
-
-    def search_kwargs(self) -> dict[str, Any]:
-        return self.model_dump(include=set(SearchOptions.model_fields), exclude_none=True)
+def _options_of(cls: type, skip: tuple[str, ...]) -> dict[str, Any]:
+    """Request fields generated from the settings dataclass ``cls``: its help, choices and bounds, each
+    optional (None = the index's calibrated default), so the service cannot drift from ``search``."""
+    fields = {}
+    for f in dataclasses.fields(cls):
+        m = meta(f)
+        if f.name in skip or m is None:
+            continue
+        kind = Literal[m.choices] if m.choices else field_type(cls, f.name)[0]  # type: ignore[valid-type]
+        bounds = {"ge": m.min, "le": m.max, "gt": m.above, "lt": m.below}
+        fields[f.name] = (
+            kind | None,
+            Field(None, description=m.help, **{k: v for k, v in bounds.items() if v is not None}),
+        )
+    return fields
 
 
-class SearchRequest(SearchOptions):
+SearchOptions = create_model(
+    "SearchOptions",
+    __config__=REQUEST_CONFIG,
+    __doc__="How to search: the fields of :class:`~embedtune.retrieval.SearchSettings` (None = the index's default).",
+    **_options_of(SearchSettings, skip=("rerank",)),
+    rerank=(bool, Field(False, description="Rescore the top hits with the service's cross-encoder (--rerank).")),
+)
+
+
+def search_settings(options: SearchOptions, reranker: Path | None) -> SearchSettings:
+    """A request's options as :class:`SearchSettings`; ``rerank`` names the service's cross-encoder."""
+    given = options.model_dump(include=set(SearchOptions.model_fields) - {"rerank"}, exclude_none=True)
+    if options.rerank and reranker is None:
+        raise RequestError(400, "this service has no cross-encoder for 'rerank': start it with --rerank DIR")
+    if "rerank_depth" in given and not options.rerank:
+        raise RequestError(422, "'rerank_depth' applies only with 'rerank': true")
+    return SearchSettings(**given, rerank=reranker if options.rerank else None)
+
+
+class SearchRequest(SearchOptions):  # type: ignore[misc, valid-type]
     """One query (``query``) or a batch (``queries``) against one served index."""
 
     query: str | None = Field(None, description="One query (or give 'queries').")
@@ -106,12 +128,6 @@ def check_texts(texts: list[str], settings: ServeSettings, what: str = "query") 
 def check_k(k: int, settings: ServeSettings) -> None:
     if not 1 <= k <= settings.max_k:
         raise RequestError(422, f"k must be between 1 and {settings.max_k} (max_k), got {k}")
-
-
-def hit_json(hit: Hit) -> dict[str, Any]:
-    """A hit as ``embedtune search --json`` prints it."""
-    out = {"rank": hit.rank, "id": hit.doc_id, "score": round(hit.score, 6), "text": hit.text}
-    return out | ({"metadata": hit.metadata} if hit.metadata else {})
 
 
 def error_json(status: int, message: str) -> dict[str, Any]:

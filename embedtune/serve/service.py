@@ -2,7 +2,7 @@
 
 :class:`Service` joins the :class:`~embedtune.serve.registry.IndexRegistry` (which index, at which
 generation) and the :class:`~embedtune.serve.batcher.MicroBatcher` (when the model runs). A batch of
-search requests with the same index and options is one :meth:`~embedtune.index.Searcher.search`
+search requests with the same index and resolved settings is one :meth:`~embedtune.retrieval.Searcher.search`
 call for all their queries at the largest k asked, cut to each request's own k and ``min_score``
 afterwards, so the service answers exactly what ``embedtune search`` answers for each query.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from embedtune.retrieval import HybridSearcher, SearchSettings
 from embedtune.serve.batcher import MicroBatcher
 from embedtune.serve.config import ServeSettings
 from embedtune.serve.metrics import Metrics
@@ -25,7 +24,7 @@ from embedtune.serve.schemas import (
     SearchRequest,
     check_k,
     check_texts,
-    hit_json,
+    search_settings,
 )
 
 
@@ -54,21 +53,21 @@ class Service:
         texts = request.texts()
         check_texts(texts, self.settings)
         check_k(request.k, self.settings)
-        served = self.served(request.index)
-        options = request.search_kwargs()
-        _, settings = search_settings(options, served.searcher, request.k)  # refused now, not in a batch
-        key = ("search", served.searcher.index.name, tuple(sorted(options.items())))
-        hits = await self.batcher.run(key, (texts, request.k), size=len(texts))
+        searcher = self.served(request.index).searcher
+        reranker = searcher.reranker.path if searcher.reranker is not None else None
+        settings = search_settings(request, reranker)
+        settings.check_k(request.k)
+        plan = searcher.plan(settings)  # resolved once, refused now rather than in a batch; the batch key
+        hits = await self.batcher.run(("search", searcher.index.name, plan), (texts, request.k), size=len(texts))
         results = []
         for text, query_hits in zip(texts, hits, strict=True):
             kept = [h for h in query_hits[: request.k] if request.min_score is None or h.score >= request.min_score]
-            results.append({"query": text, "hits": [hit_json(h) for h in kept]})
-        mode = settings.resolved(served.searcher.index.manifest)[0]
+            results.append({"query": text, "hits": [h.to_json() for h in kept]})
         return {
             "schema": SEARCH_SCHEMA,
-            "index": served.searcher.index.name,
-            "mode": mode,
-            "reranked": settings.rerank is not None,
+            "index": searcher.index.name,
+            "mode": plan.mode,
+            "reranked": plan.rerank is not None,
             "results": results,
         }
 
@@ -120,26 +119,8 @@ class Service:
             return _split(vectors, [len(item) for item in items], lambda part: (part, searcher))
         texts = [text for item_texts, _ in items for text in item_texts]
         k = min(max(item_k for _, item_k in items), len(searcher.index)) or 1
-        knobs, settings = search_settings(dict(extra), searcher, k)
-        hits = searcher.search(texts, k, settings=settings, **knobs)
+        hits = searcher.search(texts, k, settings=extra)
         return _split(hits, [len(item_texts) for item_texts, _ in items], lambda part: part)
-
-
-def search_settings(options: dict[str, Any], searcher: HybridSearcher, k: int) -> tuple[dict[str, int], SearchSettings]:
-    """A request's FAISS knobs and search settings, checked against the index it asks (a mode it cannot
-    serve, reranking on a service without a cross-encoder, a rerank depth below k are refused)."""
-    options = dict(options)
-    knobs = {name: options.pop(name) for name in ("nprobe", "ef_search") if name in options}
-    rerank = options.pop("rerank", False)
-    if rerank and searcher.reranker is None:
-        raise RequestError(400, "this service has no cross-encoder for 'rerank': start it with --rerank DIR")
-    if "rerank_depth" in options and not rerank:
-        raise RequestError(422, "'rerank_depth' applies only with 'rerank': true")
-    settings = SearchSettings(**options, rerank=searcher.reranker.path if rerank else None)
-    settings.resolved(searcher.index.manifest)
-    if rerank:
-        settings.check_k(k)
-    return knobs, settings
 
 
 def _split(rows: Any, sizes: list[int], wrap) -> list[Any]:

@@ -11,14 +11,19 @@ The modules, from the bottom up:
   at construction, and :class:`DevSettings`, the part of it the dev evaluation reads;
 * :mod:`~embedtune.training.choices` — what a run resolves from the data (the training and inference
   lengths), each as a :class:`Choice` with its reason;
-* :mod:`~embedtune.training.schedule` — epochs, batch size, learning rate, warm-up, temperature and
-  early stopping chosen from the data's size, each as a :class:`Choice` (a given value wins);
+* :mod:`~embedtune.training.schedule` — epochs, batch size, learning rate, warm-up, temperature,
+  checkpoint interval and early stopping chosen from the data's size, each as a :class:`Choice` (a
+  given value wins);
 * :mod:`~embedtune.training.dev` — the dev evaluator (scored with ``embedtune eval``'s metrics);
 * :mod:`~embedtune.training.holdout` — which dev set: ``dev_data``, the dev split, or a held-out slice
   of the training queries;
-* :mod:`~embedtune.training.model_card` — the card, ``metrics.jsonl`` and the plot beside the model;
+* :mod:`~embedtune.training.plan` — :func:`plan_run`: every decision of a run, made once before it
+  trains, as one :class:`RunPlan` (each choice with its reason) that the trainer, the log, the record
+  and the card read;
+* :mod:`~embedtune.training.model_card` — the run's record (:class:`RunRecord`,
+  ``embedtune_train.json``), the card, ``metrics.jsonl`` and the plot beside the model;
 * :mod:`~embedtune.training.checkpoints` — the checkpoints folder and what a resume must match;
-* :mod:`~embedtune.training.run` — :func:`train`: the trainer, and the record of the run.
+* :mod:`~embedtune.training.run` — :func:`train`: the trainer built from the plan.
 
 Importing this package loads neither torch nor sentence-transformers; :func:`train` does.
 """
@@ -27,7 +32,9 @@ from embedtune.training.checkpoints import CONFIG_FILE, checkpoints_dir, last_go
 from embedtune.training.choices import Choice
 from embedtune.training.config import RUN_OPTIONS, DevSettings, TrainConfig, metric_label
 from embedtune.training.losses import LOSSES, LossParams, LossSpec, build_loss, describe_losses, resolve_loss
-from embedtune.training.run import TRAIN_RECORD, TrainResult, evaluation_interval, train
+from embedtune.training.model_card import TRAIN_RECORD, RunRecord
+from embedtune.training.plan import RunPlan, evaluation_interval
+from embedtune.training.run import TrainResult, train
 
 __all__ = [
     "CONFIG_FILE",
@@ -38,6 +45,8 @@ __all__ = [
     "DevSettings",
     "LossParams",
     "LossSpec",
+    "RunPlan",
+    "RunRecord",
     "TrainConfig",
     "TrainResult",
     "build_loss",

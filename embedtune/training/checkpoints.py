@@ -2,10 +2,13 @@
 
 Checkpoints accumulate beside the output (``<output>.checkpoints``), which itself appears only once
 training is done. A resume must be the run that was killed: the same config (:meth:`TrainConfig.identity`),
-the same base model (by fingerprint), and a complete checkpoint to continue from; a checkpoint cut
-short by a kill mid-save is removed rather than loaded. Under DDP only rank 0 calls the functions
-that write here (:mod:`embedtune.training.distributed`); a kill of any rank stops the run, and the
-newest checkpoint whose ``trainer_state.json`` was written is the one a resume continues from.
+the same base model (by fingerprint), the same choices (every value of the run's plan,
+:class:`~embedtune.training.plan.RunPlan`, and the held-out dev queries: data changed in between
+resolves differently, and is refused rather than continued as a different run), and a complete
+checkpoint to continue from; a checkpoint cut short by a kill mid-save is removed rather than loaded.
+Under DDP only rank 0 calls the functions that write here (:mod:`embedtune.training.distributed`); a
+kill of any rank stops the run, and the newest checkpoint whose ``trainer_state.json`` was written is
+the one a resume continues from.
 
 A run that fails (a full disk, a read-only file system, any error) before its first complete
 checkpoint leaves no checkpoints folder: there is nothing in it a resume could continue
@@ -19,15 +22,15 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedtune.errors import EarlierRunError, EmbedtuneError, machine_error
 from embedtune.io import write_text_atomic
 from embedtune.models import load_model, model_fingerprint
-from embedtune.training.choices import Choice, check_same_choices
+from embedtune.training.choices import Choice
 from embedtune.training.config import TrainConfig
 from embedtune.training.distributed import is_main, world_size
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformerTrainer
 
 CONFIG_FILE = "train_config.yaml"
+CHOICES_FILE = "choices.json"  # the plan's values and held-out dev queries, which a resume must resolve to again
 CHECKPOINTS_SUFFIX = ".checkpoints"
 PROCESSES_FILE = "processes"  # how many data-parallel processes the run began on
 
@@ -80,8 +84,7 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     if config.resume:
         if not saved.is_file():
             raise EmbedtuneError(f"{run_dir}: no run to resume (start one with resume=False)")
-        before = TrainConfig.from_yaml(saved).identity()
-        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.identity().items() if before.get(k) != v]
+        changed = _changed(TrainConfig.from_yaml(saved).identity(), config.identity())
         if changed:
             raise EmbedtuneError(f"{run_dir}: cannot resume a different run ({'; '.join(changed)})")
         checkpoint = last_good_checkpoint(run_dir)
@@ -100,15 +103,53 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
 
 
 def open_run_dir(
-    config: TrainConfig, base_path: Path, choices: dict[str, Choice], held_out: list[str]
+    config: TrainConfig, base_path: Path, choices: Mapping[str, Choice], held_out: Sequence[str]
 ) -> tuple[Path, Path | None, str]:
     """The checkpoints folder (created or reopened), the checkpoint to resume from and the base
-    model's fingerprint, after checking that a resume continues the same run (config, model, choices)."""
+    model's fingerprint, after checking that a resume continues the same run (config, model, the
+    plan's ``choices`` and ``held_out`` dev queries)."""
     run_dir, checkpoint = prepare_run_dir(config)
     check_processes(run_dir, config.resume)
     fingerprint = check_base_model(config, base_path, run_dir)
     check_same_choices(run_dir, choices, held_out, config.resume)
     return run_dir, checkpoint, fingerprint
+
+
+def check_same_choices(run_dir: Path, choices: Mapping[str, Choice], held_out: Sequence[str], resume: bool) -> None:
+    """Record the choices beside the checkpoints; on resume, refuse when they resolve differently now.
+
+    The held-out dev queries are part of it: a resumed run must not train on queries the first part
+    of the run held out, nor pick its checkpoint on a different dev slice.
+    """
+    path = run_dir / CHOICES_FILE
+    held_out = list(held_out)
+    now = {"values": {name: choice.value for name, choice in choices.items()}, "held_out": held_out}
+    if resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = _changed(before["values"], now["values"])
+        if before.get("held_out") != held_out:
+            changed.append("the held-out dev queries")
+        if changed:
+            raise EmbedtuneError(
+                f"{run_dir}: the data or model resolve to different choices than when the run began "
+                f"({'; '.join(changed)}); start again with overwrite=True"
+            )
+        return
+    write_text_atomic(path, json.dumps(now, indent=2) + "\n")
+
+
+def _changed(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``name: before -> now`` for each value of ``now`` that ``before`` (read from the checkpoints folder) differs in.
+
+    A checkpoint interval of None is no difference: a run begun before the plan recorded the interval
+    of a run without a dev set wrote None there, and its trainer took a quarter of the steps, as the
+    plan decides now.
+    """
+    return [
+        f"{k}: {before.get(k)!r} -> {v!r}"
+        for k, v in now.items()
+        if before.get(k) != v and not (k == "checkpoint_steps" and before.get(k) is None)
+    ]
 
 
 def check_processes(run_dir: Path, resume: bool) -> None:

@@ -1,4 +1,4 @@
-"""What a run chose for the user, and why: text lengths from the data, and the record of every choice.
+"""What a run chose for the user, and why: the :class:`Choice` every decision is said as, and the text lengths.
 
 A default that does not follow the data fails silently: a fixed 128-token cut trains on the first
 hundred words of every long document, and saving that cut as the model's limit makes the fine-tuned
@@ -11,22 +11,17 @@ model search with less text than its base model did. So two lengths are kept apa
 * the *inference* length saved with the model is ``inference_max_seq_length`` when given, else the
   base model's limit (or the training length, when that was set higher).
 
-Each resolved value is a :class:`Choice` with where it came from, which the log, the run record and
-the model card show. The choices are written beside the checkpoints, and a resume that resolves
-differently (the data changed in between) is refused rather than continued as a different run.
+Each resolved value is a :class:`Choice` with where it came from, which the run's plan
+(:mod:`embedtune.training.plan`) gathers for the log, the run record and the model card, and which a
+resume must resolve to again (:mod:`embedtune.training.checkpoints`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from embedtune.errors import EmbedtuneError
-from embedtune.io import write_text_atomic
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -34,7 +29,6 @@ if TYPE_CHECKING:
     from embedtune.training.config import TrainConfig
     from embedtune.training_data import TrainingData
 
-CHOICES_FILE = "choices.json"  # beside the checkpoints: what a resume must resolve to again
 SAMPLE_TEXTS = 2000  # texts per role whose token lengths are counted
 PERCENTILE = 95
 LENGTH_STEP = 8
@@ -112,33 +106,3 @@ def _percentile(model: SentenceTransformer, texts: list[str], prompt: str | None
     texts = [prompt + t for t in texts] if prompt else list(texts)
     ids = model.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
     return int(np.percentile([len(i) for i in ids], PERCENTILE, method="higher"))
-
-
-def as_record(choices: dict[str, Choice]) -> dict[str, dict[str, Any]]:
-    return {name: asdict(choice) for name, choice in choices.items()}
-
-
-def check_same_choices(run_dir: Path, choices: dict[str, Choice], held_out: list[str], resume: bool) -> None:
-    """Record the choices beside the checkpoints; on resume, refuse when they resolve differently now.
-
-    The held-out dev queries are part of it: a resumed run must not train on queries the first part
-    of the run held out, nor pick its checkpoint on a different dev slice.
-    """
-    path = run_dir / CHOICES_FILE
-    now = {"values": {name: choice.value for name, choice in choices.items()}, "held_out": held_out}
-    if resume and path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        changed = [
-            f"{k}: {before['values'].get(k)!r} -> {v!r}"
-            for k, v in now["values"].items()
-            if before["values"].get(k) != v
-        ]
-        if before.get("held_out") != held_out:
-            changed.append("the held-out dev queries")
-        if changed:
-            raise EmbedtuneError(
-                f"{run_dir}: the data or model resolve to different choices than when the run began "
-                f"({'; '.join(changed)}); start again with overwrite=True"
-            )
-        return
-    write_text_atomic(path, json.dumps(now, indent=2) + "\n")

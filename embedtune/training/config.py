@@ -15,6 +15,7 @@ keys such as ``eval_dev_cosine_ndcg@10``) live here too, beside the setting that
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 from embedtune import settings
 from embedtune.data import default_data_dir, qrels_path
 from embedtune.encoding import PRECISIONS, TRAIN_PRECISIONS
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, EmbedtuneWarning
+from embedtune.metrics import METRIC_FAMILIES
 from embedtune.settings import SettingError, setting
-from embedtune.training.losses import ALIASES, LOSSES
+from embedtune.training.losses import ALIASES, LOSSES, LossParams
 from embedtune.training.sampling import MIXES
 
 # Fields that say how to run, not what to train: they may differ between a run and its resume.
@@ -48,9 +50,12 @@ DEV_NAME = "dev"
 DEFAULT_DEV_SPLIT = "dev"  # the split dev_split="auto" looks for
 AUTO_DEV = "auto"  # the dev split when there is one, else a held-out slice of the training queries
 NO_DEV = "none"  # no dev set from the training data (dev_data still counts)
-IR_METRICS = ("ndcg", "mrr", "map", "recall", "precision", "accuracy")
+# embedtune eval's metric families (one vocabulary for dev and eval), the usual checkpoint pickers first.
+IR_METRICS = ("ndcg", "mrr", *(f for f in METRIC_FAMILIES if f not in ("ndcg", "mrr")))
 SIMILARITY_METRICS = ("spearman", "pearson")
-_IR_METRIC = re.compile(r"^(ndcg|mrr|map|recall|precision|accuracy)@(\d+)$")
+_IR_METRIC = re.compile(rf"^({'|'.join(IR_METRICS)})@(\d+)$")
+# Old dev metric names -> eval's: sentence-transformers calls the hit rate "accuracy".
+_RENAMED_METRICS = {"accuracy": "hit_rate"}
 
 
 def parse_metric(metric: str, scored: bool) -> tuple[str, int | None]:
@@ -69,6 +74,21 @@ def parse_metric(metric: str, scored: bool) -> tuple[str, int | None]:
             "metric", f"unknown dev metric '{metric}'; use one of {', '.join(m + '@k' for m in IR_METRICS)}"
         )
     return match.group(1), int(match.group(2))
+
+
+def _current_metric(metric: str) -> str:
+    """``metric`` in eval's vocabulary: an old name (``accuracy@10``, from configs written before the dev
+    metrics took eval's names) becomes the new one (``hit_rate@10``), with a warning that says so."""
+    family, at, k = metric.partition("@") if isinstance(metric, str) else ("", "", "")
+    if family not in _RENAMED_METRICS or not at:
+        return metric
+    new = f"{_RENAMED_METRICS[family]}@{k}"
+    warnings.warn(
+        f"metric: '{metric}' is deprecated, use '{new}' (the name embedtune eval reports); read as '{new}'",
+        EmbedtuneWarning,
+        stacklevel=4,
+    )
+    return new
 
 
 def metric_label(key: str) -> str:
@@ -286,7 +306,9 @@ class TrainConfig:
         min=1,
     )
     metric: str = setting(
-        "auto", help="Dev metric that picks the kept checkpoint: ndcg@10, mrr@10, recall@k, map@k, spearman ..."
+        "auto",
+        help="Dev metric that picks the kept checkpoint, named as embedtune eval names it: ndcg@10, mrr@10, recall@k, "
+        "map@k, hit_rate@k; spearman or pearson for scored pairs.",
     )
     checkpoint_steps: int | None = setting(
         None,
@@ -331,6 +353,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        self.metric = _current_metric(self.metric)
         if self.precision in PRECISIONS and self.precision not in TRAIN_PRECISIONS:  # a clearer word than "not one of"
             raise SettingError(
                 "precision",
@@ -376,6 +399,17 @@ class TrainConfig:
             self.score_range,
             self.dev_holdout,
             self.split,
+        )
+
+    def loss_params(self, *, gather_across_devices: bool) -> LossParams:
+        """The settings the losses read (the temperature as the schedule filled it in); ``gather_across_devices``:
+        under DDP, the in-batch-negative losses take the other processes' texts as negatives too."""
+        return LossParams(
+            self.temperature,
+            self.mini_batch_size,
+            self.triplet_margin,
+            self.matryoshka_dims,
+            gather_across_devices=gather_across_devices,
         )
 
     @classmethod

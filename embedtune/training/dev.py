@@ -12,18 +12,22 @@ A scored-pair dev set gets Spearman/Pearson correlation instead of ranking metri
 
 The numbers are ``embedtune eval``'s: texts are encoded by the same :class:`~embedtune.encoding.Encoder`
 (with the model's own prompts, and no cache, since the weights change between evaluations), ranked
-by exact inner product, and scored by :func:`embedtune.metrics.compute_metrics` (pytrec_eval). So
-the dev metrics on a model card are the ones ``embedtune eval`` reports for the same sample, not
-those of a second implementation with its own tie-breaking and its own ``map@k``.
+by the one exact top-k (:class:`embedtune.ranking.ExactTopK`, in fp32), and scored by
+:func:`embedtune.metrics.compute_metrics` (pytrec_eval) under eval's metric names (``hit_rate@k``,
+not sentence-transformers' ``accuracy@k``). So the dev metrics on a model card are the ones
+``embedtune eval`` reports for the same sample, not those of a second implementation with its own
+tie-breaking, its own ``map@k`` or its own names. The dev set is a
+:class:`~embedtune.data.RetrievalSplit`, as eval's is; a pairs file becomes one as ``embedtune eval``
+reads it (:func:`embedtune.splits.pairs_split`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import time
 import warnings
-from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +38,9 @@ from embedtune.data import RetrievalSplit, load_split, qrels_path
 from embedtune.encoding import Encoder, prompt_names
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.metrics import compute_metrics, max_cutoff
+from embedtune.ranking import ExactTopK
 from embedtune.settings import SettingError
+from embedtune.splits import pairs_split
 from embedtune.training.config import AUTO_DEV, DEV_NAME, NO_DEV, DevSettings, parse_metric
 from embedtune.training_data import TrainingData, is_beir_folder, load_training_data
 
@@ -48,18 +54,6 @@ POOL_DEPTH = 20  # BM25 candidates per dev query that the base model ranks when 
 POOL_EVALUATIONS = 2  # the baseline encodes a pool of about twice the dev corpus: two evaluations' cost
 CANDIDATES_PER_QUERY = 4  # hard candidates per dev query when the run's cost does not size the set
 MIN_DEV_QUERIES = 50  # fewer dev queries make a metric too coarse to pick a checkpoint
-_CELLS = 1 << 24  # query x document scores held at once while ranking (64 MiB of float32)
-# Today's metric families -> embedtune.metrics' (sentence-transformers called the hit rate "accuracy").
-_FAMILIES = {"accuracy": "hit_rate"}
-
-
-@dataclass(frozen=True)
-class DevSplit:
-    """The dev queries, their corpus and their graded qrels (``{query_id: {doc_id: relevance}}``)."""
-
-    queries: dict[str, str]
-    corpus: dict[str, str]
-    qrels: dict[str, dict[str, int]]
 
 
 class DevEvaluator:
@@ -124,21 +118,27 @@ class RetrievalDevEvaluator(DevEvaluator):
     """
 
     def __init__(
-        self, candidates: DevSplit, family: str, k: int, precision: str, corpus_size: int | None = None, seed: int = 0
+        self,
+        candidates: RetrievalSplit,
+        family: str,
+        k: int,
+        precision: str,
+        corpus_size: int | None = None,
+        seed: int = 0,
     ) -> None:
         queries = len(candidates.queries)
         self.size = min(len(candidates.corpus), corpus_size or queries * (1 + CANDIDATES_PER_QUERY))
         super().__init__(precision, _ir_key(family, k), queries + self.size)
         self.candidates, self.corpus_size, self.seed = candidates, corpus_size, seed
-        self.split: DevSplit | None = None  # the queries kept and the dev corpus, once prepared
+        self.split: RetrievalSplit | None = None  # the queries kept and the dev corpus, once prepared
         self.baseline: dict[str, float] = {}
         ks = sorted({10, k})
         wanted = [
-            *(("accuracy", c) for c in sorted({1, *ks})),
+            *(("hit_rate", c) for c in sorted({1, *ks})),
             *((f, c) for f in ("precision", "recall", "mrr", "ndcg") for c in ks),
             *(("map", c) for c in sorted({100, k})),
         ]
-        self.keys = {f"{_FAMILIES.get(f, f)}@{c}": _ir_key(f, c) for f, c in wanted}  # embedtune name -> key
+        self.keys = {f"{f}@{c}": _ir_key(f, c) for f, c in wanted}  # eval's metric name -> trainer key
 
     def fit(self, train_texts: int, evaluations: int) -> int:
         """Size the dev set so that ``evaluations`` of it, and the baseline's candidate pool, cost at
@@ -159,8 +159,9 @@ class RetrievalDevEvaluator(DevEvaluator):
         documents = min(len(self.candidates.corpus), max(3 * queries, int(per_evaluation) - queries))
         if queries < available:
             kept = sorted(random.Random(self.seed).sample(sorted(self.candidates.queries), queries))
+            sample = {q: self.candidates.queries[q] for q in kept}
             qrels = {q: self.candidates.qrels[q] for q in kept}
-            self.candidates = DevSplit({q: self.candidates.queries[q] for q in kept}, self.candidates.corpus, qrels)
+            self.candidates = dataclasses.replace(self.candidates, queries=sample, qrels=qrels)
         self.size, self.texts = documents, queries + documents
         return fitting
 
@@ -202,13 +203,12 @@ class RetrievalDevEvaluator(DevEvaluator):
         pool |= dict.fromkeys(random.Random(self.seed).sample(others, fill))
         pool_texts = {d: candidates.corpus[d] for d in pool}
         documents, queries = self._encode(encoder, pool_texts, candidates.queries)
-        dense = exact_run(list(candidates.queries), queries, list(pool_texts), documents, POOL_DEPTH)
-        ranked = {q: sorted(hits, key=lambda d: (-hits[d], d)) for q, hits in dense.items()}
+        ranked = exact_run(list(candidates.queries), queries, list(pool_texts), documents, POOL_DEPTH)
         mixed = {q: [d for pair in zip_longest(lexical[q], ranked[q]) for d in pair if d] for q in candidates.queries}
         chosen |= dict.fromkeys(_round_robin(mixed, self.size - len(chosen), chosen))
         rows = {d: i for i, d in enumerate(pool_texts)}
         keep = [rows[d] for d in chosen]
-        self.split = DevSplit(candidates.queries, {d: candidates.corpus[d] for d in chosen}, candidates.qrels)
+        self.split = dataclasses.replace(candidates, corpus={d: candidates.corpus[d] for d in chosen})
         self.texts = len(self.split.queries) + len(self.split.corpus)
         self.baseline = self._metrics(queries, documents[keep])
         return self.baseline
@@ -265,23 +265,16 @@ def _ir_key(family: str, k: int) -> str:
 def exact_run(
     query_ids: list[str], queries: np.ndarray, doc_ids: list[str], documents: np.ndarray, depth: int
 ) -> dict[str, dict[str, float]]:
-    """Each query's documents by inner product, down to its ``depth``-th best score.
+    """Each query's ``depth`` best documents by inner product, best first: the one exact top-k in fp32.
 
-    Documents tied with the last one kept are all kept, so that pytrec_eval, which orders by score
-    and then by document id, ranks them as it would rank the whole corpus.
+    Exactly ``depth`` (not every document tied with the last one), as ``embedtune eval`` ranks, so
+    that a tie at the cut is cut as eval cuts it and pytrec_eval scores the same run.
     """
-    run: dict[str, dict[str, float]] = {}
-    rows = max(1, _CELLS // max(1, len(doc_ids)))
-    for start in range(0, len(query_ids), rows):
-        scores = queries[start : start + rows] @ documents.T
-        if depth < len(doc_ids):
-            cut = np.partition(scores, len(doc_ids) - depth, axis=1)[:, len(doc_ids) - depth, None]
-            kept = scores >= cut
-        else:
-            kept = np.ones_like(scores, dtype=bool)
-        for qid, row, mask in zip(query_ids[start : start + rows], scores, kept, strict=True):
-            run[qid] = {doc_ids[c]: float(row[c]) for c in np.flatnonzero(mask)}
-    return run
+    scores, rows = ExactTopK(documents).search(queries, depth)
+    return {
+        qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows, strict=True)}
+        for qid, q_scores, q_rows in zip(query_ids, scores, rows, strict=True)
+    }
 
 
 def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precision: str) -> DevEvaluator | None:
@@ -312,7 +305,7 @@ def build_dev_evaluator(settings: DevSettings, train_data: TrainingData, precisi
         name, _ = parse_metric(settings.metric, scored=True)
         return SimilarityDevEvaluator(dev, name, precision)
     family, k = parse_metric(settings.metric, scored=False)
-    return RetrievalDevEvaluator(pairs_as_retrieval(dev), family, k, precision, settings.dev_corpus, settings.seed)
+    return RetrievalDevEvaluator(pairs_split(dev), family, k, precision, settings.dev_corpus, settings.seed)
 
 
 def _missing_split(settings: DevSettings) -> None:
@@ -338,23 +331,23 @@ def splits_there(folder: Path) -> str:
     return f"splits there: {', '.join(found)}" if found else "it has no splits"
 
 
-def sample_split(root: Path, settings: DevSettings) -> DevSplit:
+def sample_split(root: Path, settings: DevSettings) -> RetrievalSplit:
     """A seeded sample of the dev split's queries (at most ``dev_queries``), with the whole corpus as
     the candidates the dev corpus is chosen from."""
     return sample_queries(load_split(root, settings.split_name), None, settings)
 
 
-def sample_queries(split: RetrievalSplit, qids: list[str] | None, settings: DevSettings) -> DevSplit:
+def sample_queries(split: RetrievalSplit, qids: list[str] | None, settings: DevSettings) -> RetrievalSplit:
     """``qids`` of ``split`` (default: all its queries), sampled (seeded) down to ``dev_queries``, with
     the split's whole corpus as the candidates."""
     qids = sorted(split.qrels if qids is None else qids)
     if len(qids) > settings.dev_queries:
         qids = sorted(random.Random(settings.seed).sample(qids, settings.dev_queries))
     qrels = {q: dict(split.qrels[q]) for q in qids}
-    return DevSplit({q: split.queries[q] for q in qids}, split.corpus, qrels)
+    return dataclasses.replace(split, queries={q: split.queries[q] for q in qids}, qrels=qrels)
 
 
-def _bm25_ranks(split: DevSplit, depth: int) -> dict[str, list[str]]:
+def _bm25_ranks(split: RetrievalSplit, depth: int) -> dict[str, list[str]]:
     """Each query's top-``depth`` documents by BM25 over the whole candidate corpus (matches only)."""
     from embedtune.bm25 import BM25
 
@@ -376,25 +369,3 @@ def _round_robin(ranked: dict[str, list[str]], count: int, taken: dict[str, None
             if rank < len(docs) and docs[rank] not in taken:
                 found[docs[rank]] = None
     return list(found)
-
-
-def pairs_as_retrieval(dev: TrainingData, others: list[str] = ()) -> DevSplit:
-    """Turn (query, positive[, negatives]) rows into a retrieval set: every distinct text gets an id.
-
-    ``others`` (documents of other rows) are added to the corpus as distractors.
-    """
-    queries: dict[str, str] = {}
-    corpus: dict[str, str] = {}
-    qrels: dict[str, dict[str, int]] = {}
-
-    def doc_id(text: str) -> str:
-        return corpus.setdefault(text, f"d{len(corpus)}")
-
-    for row in dev.dataset:
-        qid = queries.setdefault(row["anchor"], f"q{len(queries)}")
-        qrels.setdefault(qid, {})[doc_id(row["positive"])] = 1
-        for column in dev.text_columns[2:]:
-            doc_id(row[column])
-    for text in others:
-        doc_id(text)
-    return DevSplit({v: k for k, v in queries.items()}, {v: k for k, v in corpus.items()}, qrels)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -147,13 +146,6 @@ def on_main(work: Callable[[], T]) -> T:
     if not ok:
         raise PeerStopped(f"rank 0 stopped: {value}")
     return value  # type: ignore[return-value]
-
-
-def batches(rows: int, batch_size: int) -> int:
-    """Batches per epoch for each process: under DDP only full global batches (see :func:`batch_sampler`)."""
-    if world_size() == 1:
-        return math.ceil(rows / batch_size)
-    return rows // (batch_size * world_size())
 
 
 def check_rows(rows: int, batch_size: int) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from embedtune.data import load_split
 from embedtune.errors import EmbedtuneWarning
 from embedtune.settings import SettingError
+from embedtune.splits import pairs_split
 from embedtune.training.choices import Choice
 from embedtune.training.config import AUTO_DEV, NO_DEV, DevSettings, parse_metric
 from embedtune.training.dev import (
@@ -29,7 +30,6 @@ from embedtune.training.dev import (
     RetrievalDevEvaluator,
     SimilarityDevEvaluator,
     build_dev_evaluator,
-    pairs_as_retrieval,
     sample_queries,
 )
 from embedtune.training_data import TrainingData, is_beir_folder
@@ -109,5 +109,5 @@ def _evaluator(
         return RetrievalDevEvaluator(candidates, family, k, precision, settings.dev_corpus, settings.seed)
     # A pairs file has no corpus: the other rows' documents are the candidates the dev corpus is chosen from.
     others = sorted({text for column in train.text_columns[1:] for text in train.dataset[column]})
-    candidates = pairs_as_retrieval(dev, others)
+    candidates = pairs_split(dev, others)
     return RetrievalDevEvaluator(candidates, family, k, precision, settings.dev_corpus, settings.seed)

@@ -140,10 +140,6 @@ class Mixture:
         return sum(len(d) for d in self._datasets)
 
     @property
-    def epoch_rows(self) -> int:
-        return epoch_rows(self.mix, [len(d) for d in self._datasets])
-
-    @property
     def train_dataset(self) -> Dataset | DatasetDict:
         if len(self.parts) == 1:
             return self._datasets[0]

@@ -1,11 +1,18 @@
-"""What a training run leaves beside the model: a model card, ``metrics.jsonl`` and a PNG of the curves.
+"""What a training run leaves beside the model: its record, a model card, ``metrics.jsonl`` and a PNG of the curves.
 
-The card is written from the run record rather than sentence-transformers' generic template so
+The record (``embedtune_train.json``) is a :class:`RunRecord`: what the run was (config, base
+model and data with hashes, loss, sampling, processes, precision), every choice of its plan with
+the reason, and what came of it (steps, losses, timings, dev metrics before and after). It is typed
+so that the card, the tests and any program reading a model folder read named fields rather than
+string keys, and it carries a schema (``embedtune.train_record/2``; the records written before the
+schema key are version 1, with the same keys), so that a reader can tell what it holds.
+
+The card is written from the record rather than sentence-transformers' generic template so
 that it states what a reader needs to trust the model: the exact base model and data (with hashes),
 the loss actually used (never ``auto``) and every hyper-parameter, and the dev metrics before and
 after training. A "Choices" table says what the run resolved for the user (the training and the
-inference token limits, the dev set, the loss) and why, and the card says so when the model scores
-below its base model on dev.
+inference token limits, the dev set, the loss, the schedule) and why, and the card says so when the
+model scores below its base model on dev.
 
 It is ready for the Hugging Face Hub as it stands: the front matter (written by
 ``huggingface_hub.ModelCardData``, so the Hub and ``ModelCard.load`` parse it) names the base model
@@ -19,12 +26,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from embedtune.errors import EmbedtuneError
 from embedtune.models import card_metadata, hub_model_id
+from embedtune.training.choices import Choice
 from embedtune.training.config import metric_label
 
+TRAIN_RECORD = "embedtune_train.json"
+RECORD_SCHEMA = "embedtune.train_record/2"
+_READABLE = ("embedtune.train_record/1", RECORD_SCHEMA)  # /1: written before the schema key, the same keys
 CARD = "README.md"
 METRICS = "metrics.jsonl"
 PLOT = "training.png"
@@ -57,66 +70,146 @@ _CARD_FIELDS = (
 TAGS = ("sentence-transformers", "sentence-similarity", "feature-extraction", "embedtune")
 
 
-def card_facts(base_path: Path, license: str | None, datasets: Sequence[str] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CardFacts:
+    """Where the model comes from, as the card's front matter says it: the base model's Hub id (None: a
+    local folder) and its name, the license and language, the Hub ids of the datasets."""
+
+    base_model: str | None
+    base_model_name: str
+    license: str | None
+    language: Any  # as the base model's card gives it: a code or a list of them
+    datasets: list[str]
+
+
+def card_facts(base_path: Path, license: str | None, datasets: Sequence[str] | None) -> CardFacts:
     """What the card says about where the model comes from, for the run record.
 
     ``license`` wins over the base model's; without it the base card's ``license`` is inherited.
     """
     base_card = card_metadata(base_path)
     hub_id = hub_model_id(base_path)
-    return {
-        "base_model": hub_id,
-        "base_model_name": hub_id or Path(base_path).name,
-        "license": license or base_card.get("license"),
-        "language": base_card.get("language"),
-        "datasets": list(datasets or ()),
-    }
+    return CardFacts(
+        base_model=hub_id,
+        base_model_name=hub_id or Path(base_path).name,
+        license=license or base_card.get("license"),
+        language=base_card.get("language"),
+        datasets=list(datasets or ()),
+    )
 
 
-def write_run_report(
-    folder: Path, record: dict[str, Any], history: list[dict], before: dict[str, float], *, name: str
-) -> None:
-    """Write README.md, metrics.jsonl and training.png into ``folder``; ``name`` is the model's final
-    folder name (``folder`` may be the temporary directory it is written in)."""
-    rows = ([{"step": 0, **before}] if before else []) + history
+@dataclass(frozen=True)
+class RunRecord:
+    """``embedtune_train.json``: what the run was, what it chose and why, and what came of it.
+
+    ``config`` is :meth:`TrainConfig.identity` with the schedule filled in; ``choices`` every choice
+    of the run's plan, the checkpoint interval as used (spaced further apart when evaluations cost
+    more than planned); ``rows`` the training rows; ``dev_metric`` the trainer's key of the metric
+    that picked ``best_step``; ``dev_curve`` that metric at each evaluation with the seconds since
+    the run started; ``timings`` wall seconds per stage up to writing the output; ``losses``
+    (step, mean training loss since the previous log).
+    """
+
+    embedtune_version: str
+    config: dict[str, Any]
+    base_model_path: str
+    base_model_fingerprint: str
+    data_files: dict[str, str]  # path -> SHA-256
+    data: str  # the datasets, described
+    loss: str  # the first dataset's, resolved (never "auto")
+    loss_module: str
+    batch_sampler: str
+    sampling: dict[str, Any]  # datasets, their losses, weights and the mix
+    processes: int  # data-parallel: each step sees processes x batch_size rows
+    negatives_across_processes: bool
+    precision: str
+    device: str
+    rows: int
+    steps: int
+    dev_metric: str | None
+    choices: dict[str, Choice]
+    dev_held_out_queries: list[str]
+    best_step: int | None
+    python: str
+    card: CardFacts
+    resumed_from: str | None
+    train_seconds: float
+    timings: dict[str, float]
+    dev_evaluations: int
+    dev_curve: list[dict[str, float]]
+    dev_before: dict[str, float]
+    dev_after: dict[str, float]
+    worse_than_base: bool
+    losses: list[tuple[int, float]]
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": RECORD_SCHEMA, **asdict(self)}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = TRAIN_RECORD) -> RunRecord:
+        """The record in ``text`` (``source`` names it in errors), of this schema or the one before it."""
+        raw = json.loads(text)
+        schema = raw.get("schema", _READABLE[0])
+        missing = [f.name for f in fields(cls) if f.name not in raw]
+        if schema not in _READABLE or missing:
+            why = f"schema {schema!r}" if schema not in _READABLE else f"no {', '.join(missing)}"
+            raise EmbedtuneError(f"{source}: not a training record this embedtune reads ({why})")
+        values = {f.name: raw[f.name] for f in fields(cls)}
+        values["choices"] = {name: Choice(**choice) for name, choice in values["choices"].items()}
+        values["card"] = CardFacts(**values["card"])
+        values["losses"] = [(int(step), float(loss)) for step, loss in values["losses"]]
+        return cls(**values)
+
+    @classmethod
+    def read(cls, folder: Path) -> RunRecord:
+        """The record of the model in ``folder``."""
+        path = Path(folder) / TRAIN_RECORD
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def write_run_report(folder: Path, record: RunRecord, history: list[dict], *, name: str) -> None:
+    """Write embedtune_train.json, README.md, metrics.jsonl and training.png into ``folder``; ``name`` is the
+    model's final folder name (``folder`` may be the temporary directory it is written in)."""
+    (folder / TRAIN_RECORD).write_text(record.to_json(), encoding="utf-8")
+    rows = ([{"step": 0, **record.dev_before}] if record.dev_before else []) + history
     (folder / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    plotted = _plot(folder / PLOT, rows, record.get("dev_metric"))
+    plotted = _plot(folder / PLOT, rows, record.dev_metric)
     (folder / CARD).write_text(_front_matter(name, record) + _card(name, record, plotted), encoding="utf-8")
 
 
-def _front_matter(name: str, record: dict[str, Any]) -> str:
+def _front_matter(name: str, record: RunRecord) -> str:
     from huggingface_hub import ModelCardData
 
-    facts = record.get("card") or {}
+    facts = record.card
     data = ModelCardData(
         model_name=name,
-        base_model=facts.get("base_model"),
-        license=facts.get("license"),
-        language=facts.get("language"),
-        datasets=facts.get("datasets") or None,
+        base_model=facts.base_model,
+        license=facts.license,
+        language=facts.language,
+        datasets=facts.datasets or None,
         pipeline_tag="sentence-similarity",
         library_name="sentence-transformers",
-        tags=[*TAGS, f"loss:{record['loss']}"],
+        tags=[*TAGS, f"loss:{record.loss}"],
         eval_results=_eval_results(record) or None,
     )
     return f"---\n{data.to_yaml()}\n---\n\n"
 
 
-def _eval_results(record: dict[str, Any]) -> list:
+def _eval_results(record: RunRecord) -> list:
     """The kept checkpoint's dev metrics as Hub eval results (the ``model-index``)."""
     from huggingface_hub import EvalResult
 
-    config, named = record["config"], (record.get("card") or {}).get("datasets") or []
+    config, named = record.config, record.card.datasets
     dev_data = config.get("dev_data")
     dataset = Path(dev_data or config["data"]).name.split(".")[0]
     split = "dev" if dev_data else config.get("dev_split", "dev")
-    if record.get("dev_held_out_queries"):
+    if record.dev_held_out_queries:
         split = f"{config.get('split', 'train')} (held-out queries)"
     elif split == "auto":
         split = "dev"
     dataset_type = named[0] if named and not dev_data else dataset  # the Hub id when the dev set is its split
     results = []
-    for key, value in (record.get("dev_after") or {}).items():
+    for key, value in record.dev_after.items():
         if not key.startswith("eval_dev_"):
             continue
         label = metric_label(key)
@@ -149,50 +242,45 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"`{value}`" if isinstance(value, str) else str(value)
 
 
-def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
+def _card(name: str, record: RunRecord, plotted: bool) -> str:
     # Long because it is the card's template: one section after another, in the order they appear.
-    choices = record.get("choices") or {}
     # The values used, not "auto" or None: the resolved loss and token limits.
-    config = {**record["config"], **{k: c["value"] for k, c in choices.items() if k in _CARD_FIELDS}}
-    config["loss"] = record["loss"]
-    base = (record.get("card") or {}).get("base_model_name") or Path(record["base_model_path"]).name
+    config = {**record.config, **{k: c.value for k, c in record.choices.items() if k in _CARD_FIELDS}}
+    config["loss"] = record.loss
     lines = [
         f"# {name}",
         "",
-        f"A sentence embedder trained with embedtune {record['embedtune_version']} from `{base}` "
-        f"(sha256 `{record['base_model_fingerprint'][:16]}`) on {record['data']}.",
+        f"A sentence embedder trained with embedtune {record.embedtune_version} from `{record.card.base_model_name}` "
+        f"(sha256 `{record.base_model_fingerprint[:16]}`) on {record.data}.",
         "",
         "## Data",
         "",
         "| file | sha256 |",
         "|---|---|",
-        *(
-            f"| `{_relative(path, record['config']['data'])}` | `{digest}` |"
-            for path, digest in record["data_files"].items()
-        ),
+        *(f"| `{_relative(path, record.config['data'])}` | `{digest}` |" for path, digest in record.data_files.items()),
         "",
         "## Training",
         "",
         "| setting | value |",
         "|---|---|",
         *(f"| {key} | {_fmt(config.get(key))} |" for key in _CARD_FIELDS),
-        f"| precision | {record['precision']} on {record['device']} |",
+        f"| precision | {record.precision} on {record.device} |",
         *_processes(record, config.get("batch_size")),
-        f"| steps | {record['steps']} ({record['rows']:,} rows, {record['train_seconds']} s) |",
+        f"| steps | {record.steps} ({record.rows:,} rows, {record.train_seconds} s) |",
         "",
-        *_choices(choices),
+        *_choices(record.choices),
     ]
-    before, after = record.get("dev_before") or {}, record.get("dev_after") or {}
+    before, after = record.dev_before, record.dev_after
     if after:
-        metric = record["dev_metric"]
+        metric = record.dev_metric or ""
         lines += [
             "## Dev metrics",
             "",
-            f"Kept checkpoint: step {record['best_step']}, chosen by dev {metric_label(metric)}.",
+            f"Kept checkpoint: step {record.best_step}, chosen by dev {metric_label(metric)}.",
             "",
             *(
                 [f"**Below the base model on dev {metric_label(metric)}**: the base model is better on this data.", ""]
-                if record.get("worse_than_base")
+                if record.worse_than_base
                 else []
             ),
             "| metric | before | after |",
@@ -221,24 +309,22 @@ def _card(name: str, record: dict[str, Any], plotted: bool) -> str:
     return "\n".join(lines)
 
 
-def _processes(record: dict[str, Any], batch: int | None) -> list[str]:
+def _processes(record: RunRecord, batch: int | None) -> list[str]:
     """The data-parallel row: N processes x batch B, and whether that trains like one batch of N*B."""
-    n = record.get("processes", 1)
+    n = record.processes
     if n <= 1 or batch is None:
         return []
     row = f"| processes | {n} (data-parallel): {n} x batch {batch} = {n * batch} rows a step"
-    if record.get("negatives_across_processes"):
+    if record.negatives_across_processes:
         row += f"; in-batch negatives gathered across processes, so it trains like one batch of {n * batch}"
     return [row + " |"]
 
 
-def _choices(choices: dict[str, dict[str, Any]]) -> list[str]:
+def _choices(choices: dict[str, Choice]) -> list[str]:
     """The "Choices" section: each resolved setting, where it came from and why."""
     if not choices:
         return []
-    rows = [
-        f"| {name} | {_fmt(c['value'])} | {c['source']} | {c['why'].replace('|', '/')} |" for name, c in choices.items()
-    ]
+    rows = [f"| {name} | {_fmt(c.value)} | {c.source} | {c.why.replace('|', '/')} |" for name, c in choices.items()]
     return [
         "## Choices",
         "",

@@ -7,10 +7,12 @@ evaluation with the best checkpoint kept, checkpoints that survive a kill and ``
 a different run, bf16 autocast where it is measured faster (:mod:`embedtune.training.autocast`), dev
 evaluation held to a share of the run (:mod:`embedtune.training.progress`), an atomic output directory,
 and a record of the run (resolved config, model card, ``metrics.jsonl``, a PNG of the curves).
-What follows the data is resolved here and said (:mod:`embedtune.training.choices`): the training
-token length, the limit the saved model keeps (its base model's, not the training length), the dev
-set (a held-out slice of the training queries when the data has none, :mod:`embedtune.training.holdout`)
-and the loss; a kept model worse than its base on dev is written with a warning.
+What follows the data is decided once, before training, and said (:mod:`embedtune.training.plan`):
+the training token length, the limit the saved model keeps (its base model's, not the training
+length), the dev set (a held-out slice of the training queries when the data has none), the loss,
+the schedule, the checkpoint interval and the precision; the trainer is built from that plan, and
+the log, the record and the card say it. A kept model worse than its base on dev is written with a
+warning.
 
 Gradient accumulation averages gradients over several batches but does not add in-batch negatives:
 each query still competes only with its own batch. For more negatives per query use a larger batch
@@ -20,16 +22,14 @@ with the ``cached-mnrl`` loss, whose memory stays bounded by its mini-batch.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
 import platform
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from embedtune import __version__
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
@@ -47,8 +47,6 @@ from embedtune.io import (
 from embedtune.models import freeze_layers, load_model, resolve_model_path
 from embedtune.settings import SettingError
 from embedtune.training import distributed, mixing
-from embedtune.training.augment import augment
-from embedtune.training.autocast import choose_precision, probe_rows
 from embedtune.training.checkpoints import (
     CONFIG_FILE,
     last_good_checkpoint,
@@ -57,17 +55,13 @@ from embedtune.training.checkpoints import (
     restore_finished,
     run_failures,
 )
-from embedtune.training.choices import Choice, as_record, base_limit, choose_lengths
-from embedtune.training.config import NO_DEV, TrainConfig, metric_label
+from embedtune.training.choices import Choice, base_limit
+from embedtune.training.config import TrainConfig, metric_label
 from embedtune.training.dev import DevEvaluator, trainer_evaluator
-from embedtune.training.holdout import DevPlan, choose_dev
-from embedtune.training.losses import LossParams, LossSpec
-from embedtune.training.model_card import card_facts, write_run_report
+from embedtune.training.model_card import TRAIN_RECORD, RunRecord, card_facts, write_run_report
 from embedtune.training.optim import layer_learning_rates
-from embedtune.training.progress import StageClock, evaluations, run_clock
-from embedtune.training.schedule import choose_schedule
-from embedtune.training.weighting import weigh_by_difficulty
-from embedtune.training_data import TrainingData, load_training_data
+from embedtune.training.plan import RunPlan, plan_run
+from embedtune.training.progress import StageClock, run_clock
 
 if TYPE_CHECKING:
     from sentence_transformers import (
@@ -75,27 +69,37 @@ if TYPE_CHECKING:
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from torch import nn
-    from transformers import TrainerCallback, TrainerState
+    from transformers import TrainerCallback
 
-TRAIN_RECORD = "embedtune_train.json"
 BASELINE_FILE = "baseline_metrics.json"
 TENSORBOARD_DIR = "runs"  # where the trainer's TensorBoard callback writes, under the checkpoints folder
-PARTS = 4  # evaluations of a run whose schedule sets no interval (fewer where they would cost too much)
 
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did: ``rows`` is the number of training rows (of any format, after a held-out dev
+    slice and with augmentation) its batches were drawn from; ``plan`` every decision of the run, the
+    checkpoint interval as used."""
+
     output: Path
     steps: int
-    pairs: int
+    rows: int
     seconds: float
     losses: list[tuple[int, float]]  # (step, mean training loss since the previous log)
+    plan: RunPlan
     dev_before: dict[str, float] = field(default_factory=dict)
     dev_after: dict[str, float] = field(default_factory=dict)
-    metric: str | None = None
-    choices: dict[str, Choice] = field(default_factory=dict)  # what was resolved for the user, and why
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (setup, baseline, ...)
+
+    @property
+    def metric(self) -> str | None:
+        """The trainer's key of the dev metric that picked the kept checkpoint (None: no dev set)."""
+        return self.plan.metric
+
+    @property
+    def choices(self) -> Mapping[str, Choice]:
+        """What was resolved for the user, and why."""
+        return self.plan.choices
 
     @property
     def worse_than_base(self) -> bool:
@@ -120,60 +124,14 @@ class TrainResult:
         return sum(window) / len(window)
 
 
-def _planned_steps(config: TrainConfig, rows: int) -> int:
-    if config.max_steps is not None:
-        return config.max_steps
-    per_epoch = math.ceil(distributed.batches(rows, config.batch_size) / config.gradient_accumulation_steps)
-    return max(1, math.ceil(per_epoch * config.epochs))
-
-
-def evaluation_interval(config: TrainConfig, dev: DevEvaluator, chosen: Choice, steps: int, columns: int) -> Choice:
-    """Steps between dev evaluations (and checkpoints), with the dev set sized to match.
-
-    The schedule's interval (the end of every pass) or the user's, else the run in :data:`PARTS`.
-    The dev set is then sized (:meth:`DevEvaluator.fit`) so that these evaluations cost at most
-    :data:`~embedtune.training.dev.DEV_COST_SHARE` of the run, counted in texts: a training step
-    runs forward and backward (about three forward passes) over ``batch x columns`` texts, an
-    evaluation one forward pass over the dev texts. A run too short to pay for that many
-    evaluations of even the smallest useful dev set is evaluated less often (whole multiples of the
-    interval, so evaluations stay at the ends of passes); an interval the user gave is kept.
-    During the run :mod:`embedtune.training.progress` checks the cost in seconds.
-    """
-    every = chosen.value or math.ceil(steps / PARTS)
-    texts = 3 * steps * config.batch_size * config.gradient_accumulation_steps * columns
-    asked = evaluations(steps, every)
-    fitting = dev.fit(texts, asked)
-    if chosen.source == "given" or fitting >= asked:
-        return Choice(every, chosen.source, chosen.why if chosen.value else f"{PARTS} evaluations in the run")
-    wider = every
-    while evaluations(steps, wider) > fitting and wider < steps:
-        wider += every
-    why = (
-        f"every {every} would cost dev evaluation over its share of this short run: {evaluations(steps, wider)} of them"
-    )
-    return Choice(wider, "rule", why)
-
-
 @dataclass
 class _Setup:
-    """What a run is made of, loaded and checked before any checkpoint folder is touched."""
+    """What a run is made of, loaded and decided before any checkpoint folder is touched."""
 
-    config: TrainConfig  # the schedule filled in (embedtune.training.schedule)
-    data: TrainingData
+    plan: RunPlan
     mixture: mixing.Mixture  # the rows, loss(es) and batch samplers the trainer gets: one dataset or several
-    spec: LossSpec
-    loss: nn.Module
     model: SentenceTransformer
     base_path: Path
-    precision: str
-    dev: DevEvaluator | None
-    choices: dict[str, Choice]  # what was resolved for the user: lengths, dev set, loss
-    held_out: list[str]  # the held-out dev query texts, if the dev set is a slice of the training data
-
-    @property
-    def metric(self) -> str | None:
-        """The trainer's key of the dev metric that picks the kept checkpoint."""
-        return f"eval_{self.dev.primary_metric}" if self.dev is not None else None
 
 
 def train(
@@ -228,55 +186,45 @@ def _train(
 ) -> TrainResult:
     clock = StageClock()
     setup = _set_up(config, base_path)
-    config = setup.config  # with the schedule chosen from the data (embedtune.training.schedule)
-    say = log if log is not None and distributed.is_main() else None
-    for name, choice in setup.choices.items() if say is not None else ():
-        say(choice.line(name))
+    plan, dev = setup.plan, setup.plan.dev
+    for line in plan.lines() if log is not None and distributed.is_main() else ():
+        log(line)
     run_dir, checkpoint, fingerprint = distributed.on_main(
-        lambda: open_run_dir(config, setup.base_path, setup.choices, setup.held_out)
+        lambda: open_run_dir(plan.config, base_path, plan.choices, plan.held_out)
     )
     clock.lap("setup")
-    dev_before = {} if setup.dev is None else distributed.on_main(lambda: _baseline(setup.dev, setup.model, run_dir))
+    dev_before = {} if dev is None else distributed.on_main(lambda: _baseline(dev, setup.model, run_dir))
     clock.lap("baseline")
-    baseline_seconds = setup.dev.seconds if setup.dev is not None else 0.0
-    given = setup.choices.get("checkpoint_steps", Choice(None, "", "")).source == "given"
-    timer = run_clock(setup.dev, progress if distributed.is_main() else None, clock.started, space=not given)
-    trainer = _trainer(config, setup, run_dir, [*callbacks, timer])
-    if not restore_finished(trainer, checkpoint, best=setup.dev is not None):
+    baseline_seconds = dev.seconds if dev is not None else 0.0
+    say = progress if distributed.is_main() else None
+    timer = run_clock(dev, say, clock.started, space=not plan.interval_given)
+    trainer = _trainer(setup, run_dir, [*callbacks, timer])
+    if not restore_finished(trainer, checkpoint, best=dev is not None):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     clock.lap("training")
-    evaluating = (setup.dev.seconds if setup.dev is not None else 0.0) - baseline_seconds
+    evaluating = (dev.seconds if dev is not None else 0.0) - baseline_seconds
     clock.seconds["training"] -= evaluating
     clock.seconds["dev evaluations"] = evaluating
     seconds = clock.seconds["training"] + evaluating
     history = trainer.state.log_history
     losses = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e]
-    dev_after = _best_eval(history, setup.metric, trainer.state.best_global_step) if setup.dev is not None else {}
-    steps = int(trainer.state.global_step)
+    dev_after = _best_eval(history, plan.metric, trainer.state.best_global_step) if dev is not None else {}
     if timer.widened:  # the interval used is the one recorded
         step, every, why = timer.widened[-1]
-        setup.choices["checkpoint_steps"] = Choice(every, "measured", f"from step {step}: {why}")
-    result = TrainResult(
-        config.output, steps, setup.mixture.rows, seconds, losses, dev_before, dev_after, setup.metric, setup.choices
-    )
+        plan = plan.measured("checkpoint_steps", Choice(every, "measured", f"from step {step}: {why}"))
+    steps = int(trainer.state.global_step)
+    result = TrainResult(plan.config.output, steps, setup.mixture.rows, seconds, losses, plan, dev_before, dev_after)
     if result.worse_than_base and distributed.is_main():
         _warn_worse(result)
     if distributed.is_main():
         _warn_zero_loss(losses)
-    record = {
-        **_record(config, setup, trainer.state, fingerprint),
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "train_seconds": round(seconds, 1),
-        "timings": clock.record(),  # wall seconds per stage, up to writing the output
-        "dev_evaluations": setup.dev.calls if setup.dev is not None else 0,
-        "dev_curve": timer.curve,  # the dev metric at each evaluation, and the seconds since the run started
-        "dev_before": dev_before,
-        "dev_after": dev_after,
-        "worse_than_base": result.worse_than_base,
-        "losses": losses,
-    }
-    trainer.model.max_seq_length = setup.choices["inference_max_seq_length"].value  # the limit it searches with
-    distributed.on_main(lambda: _write_output(config, trainer.model, run_dir, record, history, dev_before))
+    trainer.model.max_seq_length = plan.inference_max_seq_length  # the limit it searches with
+
+    def write() -> None:
+        record = _record(setup, result, trainer.state.best_global_step, fingerprint, checkpoint, clock, timer.curve)
+        _write_output(plan.config, trainer.model, run_dir, record, history)
+
+    distributed.on_main(write)
     clock.lap("writing")
     result.timings = clock.record()
     return result
@@ -293,7 +241,7 @@ def _preflight(config: TrainConfig) -> Path:
     return model
 
 
-def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, history: list, dev_before: dict) -> None:
+def _write_output(config: TrainConfig, model, run_dir: Path, record: RunRecord, history: list) -> None:
     """The model, its record, config, card and plots, written to a temporary folder renamed to the output;
     then the checkpoints are removed unless kept.
 
@@ -303,9 +251,8 @@ def _write_output(config: TrainConfig, model, run_dir: Path, record: dict, histo
     try:
         with atomic_directory(config.output, overwrite=config.overwrite or config.resume) as tmp:
             model.save(str(tmp))
-            (tmp / TRAIN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-            write_run_report(tmp, record, history, dev_before, name=config.output.name)
+            write_run_report(tmp, record, history, name=config.output.name)
             if (run_dir / TENSORBOARD_DIR).is_dir():  # the Hub shows a model's runs/ in its TensorBoard tab
                 shutil.copytree(run_dir / TENSORBOARD_DIR, tmp / TENSORBOARD_DIR)
             follow_umask(tmp)  # safetensors writes its weights 0600
@@ -330,37 +277,6 @@ def _warn_worse(result: TrainResult) -> None:
     )
 
 
-def _warn_unlearnable(part: mixing.Part, spec: LossSpec, batch_size: int, *, alone: bool) -> None:
-    """Warn about data an in-batch loss can learn (almost) nothing from, before the run spends time on it.
-
-    Each query of an in-batch loss is told apart from the batch's other documents: rows that are all one
-    pair give it none (the loss is 0 from the first step), and fewer distinct rows than a batch give it
-    fewer negatives than the batch size promises (said of a run's only dataset: a small second one, such
-    as ``train --mine``'s plain pairs, is expected to be). Such data trains without error, so it would
-    otherwise "succeed" with a loss of 0.
-    """
-    if not spec.in_batch:
-        return
-    rows = part.data.dataset
-    distinct = len(set(zip(*(rows[c] for c in part.data.text_columns), strict=True)))
-    name = f"{part.name}: " if part.name else ""
-    if distinct < 2:
-        why = f"all {len(rows)} rows are one pair" if len(rows) > 1 else "1 row"
-        warnings.warn(
-            f"{name}{why}: loss '{spec.name}' tells each query apart from the other documents of its batch, "
-            "and there are none, so the model learns nothing (give more distinct pairs)",
-            EmbedtuneWarning,
-            stacklevel=4,
-        )
-    elif distinct < batch_size and alone:
-        warnings.warn(
-            f"{name}{distinct} distinct rows, fewer than a batch of {batch_size}: each query has at most "
-            f"{distinct - 1} in-batch negatives, and the run learns little (give more distinct pairs)",
-            EmbedtuneWarning,
-            stacklevel=4,
-        )
-
-
 def _warn_zero_loss(losses: list[tuple[int, float]]) -> None:
     """A loss of exactly 0 at every logged step: the batches gave it nothing to learn from."""
     if losses and all(loss == 0.0 for _, loss in losses):
@@ -373,79 +289,25 @@ def _warn_zero_loss(losses: list[tuple[int, float]]) -> None:
 
 
 def _set_up(config: TrainConfig, base_path: Path) -> _Setup:
-    """Load the base model on every process; the data, dev set and lengths are resolved once (rank 0)."""
+    """Load the base model on every process; the run is planned once (rank 0) and its losses built on each."""
     model = load_model(base_path, device=distributed.device(), pooling=config.pooling, normalize=config.normalize)
     limit = base_limit(model)  # read before the training length replaces it
     if config.query_prompt or config.document_prompt:
         model.prompts = {k: v for k, v in (("query", config.query_prompt), ("document", config.document_prompt)) if v}
     freeze_layers(model, embeddings=config.freeze_embeddings, layers=config.freeze_layers)
     layer_learning_rates(model, model, 1.0, config.layer_lr_decay)  # a model without findable layers: refused now
-    # Dev evaluation and difficulty weights encode: in the machine's fastest encoding precision.
-    config, parts, dev, choices, held_out = distributed.on_main(lambda: _plan(config, model, limit, "auto"))
-    model.max_seq_length = choices["max_seq_length"].value
-    params = LossParams(
-        config.temperature,
-        config.mini_batch_size,
-        config.triplet_margin,
-        config.matryoshka_dims,
-        gather_across_devices=distributed.world_size() > 1,
-    )
-    mixture = mixing.Mixture.build(parts, mixing.resolve_losses(config, parts), model, params, config.mix)
-    spec, loss = mixture.specs[0], mixture.losses[0]
-    choices["precision"] = distributed.on_main(
-        lambda: choose_precision(config.precision, model, loss, probe_rows(mixture.train_dataset))
-    )
-    precision = choices["precision"].value
-    return _Setup(config, parts[0].data, mixture, spec, loss, model, base_path, precision, dev, choices, held_out)
+    plan = distributed.on_main(lambda: plan_run(config, model, limit))
+    model.max_seq_length = plan.max_seq_length
+    params = plan.config.loss_params(gather_across_devices=distributed.world_size() > 1)
+    mixture = mixing.Mixture.build(list(plan.parts), list(plan.losses), model, params, plan.config.mix)
+    return _Setup(plan, mixture, model, base_path)
 
 
-def _plan(
-    config: TrainConfig, model: SentenceTransformer, limit: int, precision: str
-) -> tuple[TrainConfig, list[mixing.Part], DevEvaluator | None, dict[str, Choice], list[str]]:
-    """Read and check the data, choose the dev set, schedule, lengths and loss: done once (rank 0 under DDP)."""
-    data = load_training_data(config.data, split=config.split, score_range=config.score_range)
-    parts = [mixing.first_part(config, data), *mixing.load_more(config)]
-    specs = mixing.resolve_losses(config, parts)
-    plan = (
-        choose_dev(config.dev_settings(), data, precision)
-        if config.dev
-        else DevPlan(None, data, Choice(NO_DEV, "given", "dev=False: no dev evaluation, no checkpoint choice"))
-    )
-    if plan.evaluator is None and config.early_stopping_patience:
-        raise SettingError(
-            "early_stopping_patience",
-            "needs a dev set: give dev_data, a BEIR folder with a dev split, or data with enough queries to "
-            "hold out (dev_holdout)",
-        )
-    data = plan.data  # without the held-out dev queries
-    data, augmented = augment(config, data)  # corpus pairs, query noise (embedtune.training.augment)
-    parts, weights = mixing.weigh(
-        config, parts, data, lambda d: weigh_by_difficulty(model, d, precision, config.show_progress)
-    )
-    rows = mixing.epoch_rows(config.mix, [len(p.data.dataset) for p in parts])
-    config, schedule = choose_schedule(config, rows, plan.evaluator is not None, distributed.world_size())
-    for part, spec in zip(parts, specs, strict=True):
-        distributed.check_rows(len(part.data.dataset), config.batch_size)
-        _warn_unlearnable(part, spec, config.batch_size, alone=len(parts) == 1)
-    choices = choose_lengths(config, model, data, limit)
-    if plan.evaluator is not None:  # dev metrics at the length the model will be used with
-        plan.evaluator.max_seq_length = choices["inference_max_seq_length"].value
-        steps = _planned_steps(config, rows)
-        interval = evaluation_interval(
-            config, plan.evaluator, schedule["checkpoint_steps"], steps, len(data.text_columns)
-        )
-        schedule["checkpoint_steps"] = interval
-        config = dataclasses.replace(config, checkpoint_steps=interval.value)
-    choices |= {"dev": plan.choice, **mixing.choices(config, parts, specs), **weights}
-    return config, parts, plan.evaluator, choices | schedule | augmented, plan.held_out
-
-
-def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
+def _training_args(setup: _Setup, run_dir: Path) -> SentenceTransformerTrainingArguments:
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    dev, device = setup.dev, str(setup.model.device)
-    steps = _planned_steps(config, setup.mixture.epoch_rows)
-    every = config.checkpoint_steps or math.ceil(steps / PARTS)
+    plan, mixture = setup.plan, setup.mixture
+    config, dev, device = plan.config, plan.dev, str(setup.model.device)
     decay = config.layer_lr_decay  # below 1: lower layers learn more slowly (embedtune.training.optim)
     return SentenceTransformerTrainingArguments(
         output_dir=str(run_dir),
@@ -457,48 +319,44 @@ def _training_args(config: TrainConfig, setup: _Setup, run_dir: Path) -> Sentenc
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # below 1: a ratio of the steps
         weight_decay=config.weight_decay,
-        learning_rate_mapping=layer_learning_rates(setup.loss, setup.model, config.learning_rate, decay),
+        learning_rate_mapping=layer_learning_rates(mixture.losses[0], setup.model, config.learning_rate, decay),
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
         dataloader_drop_last=distributed.world_size() > 1,  # what the batch sampler does under DDP anyway
-        bf16=setup.precision == "bf16",
+        bf16=plan.precision == "bf16",
         use_cpu=device == "cpu",
-        batch_sampler=setup.mixture.batch_sampler(
-            config.length_window
-        ),  # NO_DUPLICATES, drawn by weight; DDP: global batches sliced
-        multi_dataset_batch_sampler=setup.mixture.multi_dataset_batch_sampler(),  # several datasets: config.mix
-        prompts=_column_prompts(config, setup.mixture.text_columns),
+        batch_sampler=mixture.batch_sampler(config.length_window),  # NO_DUPLICATES, drawn by weight; DDP: sliced
+        multi_dataset_batch_sampler=mixture.multi_dataset_batch_sampler(),  # several datasets: config.mix
+        prompts=_column_prompts(config, mixture.text_columns),
         logging_first_step=True,
-        logging_steps=max(1, min(10, steps // 20)),
+        logging_steps=max(1, min(10, plan.steps // 20)),
         eval_strategy="steps" if dev is not None else "no",
-        eval_steps=every,
+        eval_steps=config.checkpoint_steps,
         save_strategy="steps",
-        save_steps=every,
+        save_steps=config.checkpoint_steps,
         save_total_limit=2,
         load_best_model_at_end=dev is not None,
-        metric_for_best_model=setup.metric,
+        metric_for_best_model=plan.metric,
         greater_is_better=True,
         report_to=config.report_to,
         disable_tqdm=not config.show_progress,
     )
 
 
-def _trainer(
-    config: TrainConfig, setup: _Setup, run_dir: Path, callbacks: Sequence[TrainerCallback]
-) -> SentenceTransformerTrainer:
+def _trainer(setup: _Setup, run_dir: Path, callbacks: Sequence[TrainerCallback]) -> SentenceTransformerTrainer:
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback
 
-    stoppers = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
+    patience, dev = setup.plan.config.early_stopping_patience, setup.plan.dev
     trainer = SentenceTransformerTrainer(
         model=setup.model,
-        args=_training_args(config, setup, run_dir),
+        args=_training_args(setup, run_dir),
         train_dataset=setup.mixture.train_dataset,
         loss=setup.mixture.train_loss,
-        evaluator=trainer_evaluator(setup.dev) if setup.dev is not None else None,
-        callbacks=[*stoppers, *callbacks],
+        evaluator=trainer_evaluator(dev) if dev is not None else None,
+        callbacks=[*([EarlyStoppingCallback(patience)] if patience else []), *callbacks],
     )
     # Without bars the trainer prints each log dict on stdout instead, which is a program's result channel
     # (``train --json``); the logs are kept in metrics.jsonl either way.
@@ -506,33 +364,53 @@ def _trainer(
     return trainer
 
 
-def _record(config: TrainConfig, setup: _Setup, state: TrainerState, fingerprint: str) -> dict[str, Any]:
-    """What the run was (``embedtune_train.json``), besides its timing, losses and dev metrics."""
-    return {
-        "embedtune_version": __version__,
-        "config": config.identity(),
-        "base_model_path": str(setup.base_path),
-        "base_model_fingerprint": fingerprint,
-        "data_files": {str(f): file_sha256(f) for f in setup.mixture.files},
-        "data": setup.mixture.describe(),
-        "loss": setup.spec.name,
-        "loss_module": type(setup.loss).__name__,
-        "batch_sampler": "NO_DUPLICATES"
-        + (f", length window {config.length_window}" if config.length_window > 1 else ""),
-        "sampling": setup.mixture.record(),  # datasets, their losses, weights and the mix
-        "processes": distributed.world_size(),  # data-parallel: each step sees processes x batch_size rows
-        "negatives_across_processes": distributed.world_size() > 1 and distributed.gathers(setup.loss),
-        "precision": setup.precision,
-        "device": str(setup.model.device),
-        "rows": setup.mixture.rows,
-        "steps": int(state.global_step),
-        "dev_metric": setup.metric,
-        "choices": as_record(setup.choices),
-        "dev_held_out_queries": setup.held_out,
-        "best_step": state.best_global_step,
-        "python": platform.python_version(),
-        "card": card_facts(setup.base_path, config.license, config.dataset_ids),
-    }
+def _record(
+    setup: _Setup,
+    result: TrainResult,
+    best_step: int | None,
+    fingerprint: str,
+    checkpoint: Path | None,
+    clock: StageClock,
+    curve: list[dict[str, float]],
+) -> RunRecord:
+    """What the run was, chose and came to (``embedtune_train.json``); ``curve``: the dev metric at each
+    evaluation, with the seconds since the run started."""
+    plan, mixture = result.plan, setup.mixture
+    config, loss = plan.config, mixture.losses[0]
+    window = f", length window {config.length_window}" if config.length_window > 1 else ""
+    return RunRecord(
+        embedtune_version=__version__,
+        config=config.identity(),
+        base_model_path=str(setup.base_path),
+        base_model_fingerprint=fingerprint,
+        data_files={str(f): file_sha256(f) for f in mixture.files},
+        data=mixture.describe(),
+        loss=plan.losses[0].name,
+        loss_module=type(loss).__name__,
+        batch_sampler=f"NO_DUPLICATES{window}",
+        sampling=mixture.record(),
+        processes=distributed.world_size(),
+        negatives_across_processes=distributed.world_size() > 1 and distributed.gathers(loss),
+        precision=plan.precision,
+        device=str(setup.model.device),
+        rows=result.rows,
+        steps=result.steps,
+        dev_metric=plan.metric,
+        choices=dict(plan.choices),
+        dev_held_out_queries=list(plan.held_out),
+        best_step=best_step,
+        python=platform.python_version(),
+        card=card_facts(setup.base_path, config.license, config.dataset_ids),
+        resumed_from=str(checkpoint) if checkpoint else None,
+        train_seconds=round(result.seconds, 1),
+        timings=clock.record(),  # up to writing the output
+        dev_evaluations=plan.dev.calls if plan.dev is not None else 0,
+        dev_curve=curve,
+        dev_before=result.dev_before,
+        dev_after=result.dev_after,
+        worse_than_base=result.worse_than_base,
+        losses=result.losses,
+    )
 
 
 def check_reporter(report_to: str) -> None:

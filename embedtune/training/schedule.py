@@ -20,9 +20,10 @@ from the number of training rows, and said as a :class:`~embedtune.training.choi
   every epoch, the best checkpoint is kept, and training stops
   after ``PATIENCE`` evaluations without improvement; so extra passes cannot make the kept model
   worse, they can only cost time. A shorter run, or one whose length the user gave (``epochs`` or
-  ``max_steps``: they asked for that many steps), keeps the run module's interval (a few
-  evaluations, :func:`embedtune.training.run.evaluation_interval`) and no early stopping; it still
-  keeps the best checkpoint.
+  ``max_steps``: they asked for that many steps), is evaluated ``PARTS`` times (a run without a dev
+  set is checkpointed as often) and not stopped early; it still keeps the best checkpoint. The plan
+  then spaces the evaluations further apart where they would cost too much
+  (:func:`embedtune.training.plan.evaluation_interval`).
 * **Batch size.** ``BATCH_SIZE`` (32) rows: with the in-batch losses each query competes with the
   batch's other 31 documents, as in sentence-transformers' own recipes. A set too small to fill
   ``MIN_BATCHES`` batches per epoch gets the largest power of two that does (at least ``MIN_BATCH``),
@@ -64,6 +65,7 @@ MAX_WARMUP_STEPS = 500
 TEMPERATURE = 0.05
 PATIENCE = 2  # evaluations without improvement before stopping
 MIN_EVALS_FOR_PATIENCE = 4
+PARTS = 4  # evaluations (checkpoints) of a run that is not evaluated at the end of every pass
 
 
 def choose_schedule(
@@ -80,10 +82,9 @@ def choose_schedule(
     choices: dict[str, Choice] = {"batch_size": _batch_size(config, max(1, rows // processes))}
     batch = choices["batch_size"].value
     choices["learning_rate"] = _learning_rate(config, batch * processes)  # DDP averages the N processes' gradients
-    batches = math.ceil(rows / batch) if processes == 1 else max(1, rows // (batch * processes))
-    per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
+    per_epoch = steps_per_epoch(rows, batch, config.gradient_accumulation_steps, processes)
     choices |= _length(config, rows, per_epoch)
-    steps = config.max_steps or max(1, math.ceil(per_epoch * choices["epochs"].value))
+    steps = _steps(config.max_steps, per_epoch, choices["epochs"].value)
     choices["warmup_ratio"] = _warmup(config, steps)
     choices["temperature"] = (
         Choice(config.temperature, "given", "temperature")
@@ -93,6 +94,23 @@ def choose_schedule(
     choices |= _evaluation(config, steps, per_epoch, has_dev)
     values: dict[str, Any] = {name: choice.value for name, choice in choices.items() if name != "max_steps"}
     return dataclasses.replace(config, **values), choices
+
+
+def steps_per_epoch(rows: int, batch: int, accumulation: int, processes: int = 1) -> int:
+    """Optimiser steps in one pass over ``rows``: under DDP only full global batches of ``processes x batch``
+    (what :func:`embedtune.training.distributed.batch_sampler` serves), at least one."""
+    batches = math.ceil(rows / batch) if processes == 1 else max(1, rows // (batch * processes))
+    return math.ceil(batches / accumulation)
+
+
+def run_steps(config: TrainConfig, rows: int, processes: int = 1) -> int:
+    """The optimiser steps of a run of ``config`` (its schedule filled in) over ``rows`` a pass."""
+    per_epoch = steps_per_epoch(rows, config.batch_size, config.gradient_accumulation_steps, processes)
+    return _steps(config.max_steps, per_epoch, config.epochs)
+
+
+def _steps(max_steps: int | None, per_epoch: int, epochs: float) -> int:
+    return max_steps if max_steps is not None else max(1, math.ceil(per_epoch * epochs))
 
 
 def _batch_size(config: TrainConfig, rows: int) -> Choice:
@@ -145,7 +163,12 @@ def _warmup(config: TrainConfig, steps: int) -> Choice:
 
 
 def _evaluation(config: TrainConfig, steps: int, per_epoch: int, has_dev: bool) -> dict[str, Choice]:
-    """How often the dev set is evaluated, and the patience of early stopping."""
+    """How often the dev set is evaluated (a checkpoint saved), and the patience of early stopping.
+
+    The patience is chosen from an interval given or one at the end of every pass, never from the
+    ``PARTS`` interval: early stopping guards the extra passes of a chosen length, which a run on
+    that rule does not have.
+    """
     passes = steps / per_epoch
     chosen_length = config.epochs is None and config.max_steps is None
     every: int | None = config.checkpoint_steps
@@ -156,7 +179,8 @@ def _evaluation(config: TrainConfig, steps: int, per_epoch: int, has_dev: bool) 
         interval = Choice(every, "rule", f"{passes:g} passes: evaluated at the end of each, so that the best is kept")
     else:
         why = "no dev set" if not has_dev else "the run's length was given" if not chosen_length else "under 2 passes"
-        interval = Choice(None, "rule", f"{why}: the run module's interval (a few, within dev evaluation's share)")
+        what = "evaluations" if has_dev else "checkpoints"
+        interval = Choice(math.ceil(steps / PARTS), "rule", f"{why}: {PARTS} {what} in the run")
     if config.early_stopping_patience is not None:
         patience = Choice(config.early_stopping_patience, "given", "early_stopping_patience")
     elif not has_dev:

@@ -307,7 +307,7 @@ CASES = [
     # eval
     ("eval-missing-split", "eval -m {model} --data {beir} --split validation", r"validation\.tsv: no such qrels file"),
     ("eval-bad-metric", "eval -m {model} --data {beir} --metrics ndgc", r"ndgc"),
-    ("eval-k-0", "eval -m {model} --data {beir} -k 0", r"k values must be positive"),
+    ("eval-k-0", "eval -m {model} --data {beir} -k 0", r"^Error: -k \(ks: must be at least 1, got 0\)$"),
     (
         "eval-json-out-under-file",
         "eval --bm25 --data {beir} --json-out {w}/afile/r.json",

@@ -101,7 +101,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_st, beir_dir):
         run("eval", "--model", tiny_st, "--data", beir_dir, ok=False), r"queries\.jsonl:2: invalid JSON"
     )
     assert_one_line_error(run("eval", "--data", beir_dir, ok=False), "nothing to evaluate")
-    assert_one_line_error(run("eval", "--model", tiny_st, "-k", "0,10", ok=False), "positive integers")
+    assert_one_line_error(
+        run("eval", "--model", tiny_st, "-k", "0,10", ok=False), r"^Error: -k \(ks: must be at least 1"
+    )
     assert not (tmp_path / "m").exists()
 
 

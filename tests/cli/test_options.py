@@ -10,6 +10,7 @@ from helpers import assert_one_line_error, run
 
 from embedtune.cli import main
 from embedtune.encoding import EncodeSettings
+from embedtune.evaluate import EvalSettings
 from embedtune.index import BuildSettings
 from embedtune.mining import MiningConfig
 from embedtune.settings import SettingError, meta
@@ -29,6 +30,7 @@ def _command(*path: str) -> click.Command:
         (("train",), (TrainConfig, MiningConfig)),
         (("mine",), (MiningConfig, EncodeSettings)),
         (("index", "build"), (BuildSettings, EncodeSettings)),
+        (("eval",), (EvalSettings, EncodeSettings)),
     ],
 )
 def test_options_are_the_settings_themselves(path, classes):
@@ -80,3 +82,55 @@ def test_mine_and_index_build_refuse_bad_values_alike_from_cli_and_python(tmp_pa
         r"^Error: --batch-size \(batch_size: must be at least 1, got 0\)$",
     )
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_option_value_a_setting_refuses_is_a_usage_error(tmp_path):
+    """Exit status 2, as click and POSIX tools give a bad option value, with one line naming the flag; a value
+    from a config file and data that is not there are errors of the run: exit status 1."""
+    refused = run("train", "-o", tmp_path / "m", "--batch-size", 0, ok=False)
+    assert refused.exit_code == 2, refused.output
+    assert_one_line_error(refused, r"^Error: --batch-size \(batch_size: must be at least 1, got 0\)$")
+    assert len([line for line in refused.output.splitlines() if "--batch-size" in line]) == 1, refused.output
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output: {tmp_path / 'm'}\nbatch_size: 0\n")
+    assert run("train", "--config", config, ok=False).exit_code == 1
+    missing = run("train", "-o", tmp_path / "m", "--data", tmp_path / "nowhere", ok=False)
+    assert missing.exit_code == 1, missing.output
+    assert_one_line_error(missing, r"nowhere: no such file or folder")
+    assert not (tmp_path / "m").exists()
+
+
+def _leaves(group: click.Group = main, path: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _leaves(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+SHARED = {  # flag: (the commands that take it, how its help begins)
+    "--model": ({"eval", "mine", "search", "serve", "encode", "index build", "index add"}, "Model that "),
+    "--index": ({"eval", "mine", "search", "serve"}, "Index "),
+    "--split": ({"eval", "mine", "index calibrate"}, "Qrels split of --data "),
+    "--overwrite": ({"eval", "mine", "encode", "split", "index build", "index merge", "index export"}, "Replace "),
+}
+
+
+@pytest.mark.parametrize("flag", SHARED)
+def test_flags_shared_by_commands_are_declared_once(flag):
+    """--model, --index, --split and --overwrite (no library settings) come from one helper each
+    (embedtune/cli/options.py): one spelling and one wording wherever they appear."""
+    commands, begins = SHARED[flag]
+    found = {
+        " ".join(path): option
+        for path, command in _leaves()
+        for option in command.params
+        if isinstance(option, click.Option) and flag in option.opts and path != ("train",)  # train's: TrainConfig
+    }
+    assert set(found) == commands
+    for path, option in found.items():
+        assert option.help.startswith(begins), (path, option.help)
+    if flag == "--model":
+        assert all(o.opts == ["--model", "-m"] and "Hugging Face cache" in o.help for o in found.values())
+    if flag == "--overwrite":
+        assert all(o.is_flag and o.help.endswith("if already there, instead of refusing.") for o in found.values())

@@ -102,8 +102,9 @@ def test_batch_search_is_json_lines_each_with_its_schema(tmp_path, tiny_st, beir
         (["search", "q", "--index", "nope", "--json"], "no index 'nope'", 1),  # a library error
         (["eval", "--data", "{beir}", "--json"], "nothing to evaluate", 1),
         (["search", "--index", "x", "--json"], "give either QUERY or --queries", 2),  # a usage error
-        (["eval", "-k", "0", "--json"], "positive integers", 2),  # refused while parsing, before --json was read
-        (["index", "build", "--corpus", "{beir}", "--batch-size", "0", "--json"], "batch_size", 1),  # a setting
+        (["eval", "-k", "x", "--json"], "expected comma-separated int", 2),  # refused while parsing, before --json
+        (["eval", "-k", "0", "--json"], "-k (ks: must be at least 1, got 0)", 2),  # an option value a setting refuses
+        (["index", "build", "--corpus", "{beir}", "--batch-size", "0", "--json"], "--batch-size (batch_size", 2),
     ],
 )
 def test_errors_under_json_are_json_on_stdout_and_a_line_on_stderr(tmp_path, beir_dir, args, message, code):

@@ -11,8 +11,9 @@ from helpers import CORPUS
 
 from embedtune.encoding import Encoder, EncodeSettings, resolve_precision
 from embedtune.errors import EmbedtuneError
-from embedtune.index import Index, Manifest, Searcher, build_index
+from embedtune.index import Index, Manifest, build_index
 from embedtune.models import load_model, model_fingerprint
+from embedtune.retrieval import Searcher
 
 
 def test_round_trip_keeps_vectors_ids_texts_and_manifest(tmp_path, tiny_st, beir_dir):
@@ -144,7 +145,7 @@ def test_failed_rebuild_leaves_previous_index_intact(tmp_path, tiny_st, beir_dir
     assert sorted(p.name for p in idx.iterdir()) == ["tiny"]
 
 
-def test_search_rows_answers_in_rows_of_a_given_corpus_order(tmp_path, tiny_st, beir_dir):
+def test_the_searchers_retriever_answers_in_rows_of_a_given_corpus_order(tmp_path, tiny_st, beir_dir):
     build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path, show_progress=False)
     searcher = Searcher.open("tiny", indexes_dir=tmp_path)
     queries = ["web server", "compress files"]
@@ -153,7 +154,7 @@ def test_search_rows_answers_in_rows_of_a_given_corpus_order(tmp_path, tiny_st, 
     corpus = [d for d in reversed(CORPUS) if d != missing]  # another order, and one indexed document absent
     row_map = searcher.index.row_map(corpus)
     assert row_map.shape == (len(CORPUS),) and (row_map == -1).sum() == 1
-    scores, rows = searcher.index.search_rows(searcher.encode_queries(queries), 3, row_map)
+    scores, rows = searcher.retriever(queries, doc_ids=corpus, show_progress=False).search(np.arange(2), 3)
     assert scores.shape == rows.shape == (2, 3)
     for q_hits, q_scores, q_rows in zip(hits, scores, rows, strict=True):
         assert [corpus[r] if r >= 0 else missing for r in q_rows] == [h.doc_id for h in q_hits]

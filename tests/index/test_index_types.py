@@ -20,14 +20,15 @@ from embedtune.index import (
     INDEX_TYPES,
     BuildSettings,
     Index,
-    Searcher,
     add_documents,
     build_index,
     list_indexes,
     remove_documents,
 )
-from embedtune.index.calibrate import calibrate, exact_scores, recall_at_k
+from embedtune.index.knobs import calibrate, recall_at_k
 from embedtune.index.types import choose_spec, create_index, hnsw_of, make_spec
+from embedtune.ranking import row_scores
+from embedtune.retrieval import Searcher, SearchSettings
 
 WORDS = ["fast", "small", "secure", "graphical", "terminal", "network", "python", "audio"]
 THINGS = ["editor", "server", "library", "game", "compiler", "shell"]
@@ -234,8 +235,8 @@ def test_bad_corpora_and_searches(tmp_path, tiny_st, beir_dir):
     with pytest.warns(EmbedtuneWarning, match=r"query 2 is \d+ tokens long, over the model's limit of 128"):
         searcher.search(["web", "server " * 200], k=1)
     with pytest.raises(EmbedtuneError, match="nprobe does not apply to a hnsw index"):
-        searcher.search(["web"], k=1, nprobe=4)
-    assert searcher.search(["web"], k=3, ef_search=1)[0]  # FAISS raises ef to k itself
+        searcher.search(["web"], k=1, settings=SearchSettings(nprobe=4))
+    assert searcher.search(["web"], k=3, settings=SearchSettings(ef_search=1))[0]  # FAISS raises ef to k itself
 
 
 def test_add_with_another_model_is_refused(tmp_path, tiny_st, tiny_bert, beir_dir):
@@ -286,9 +287,9 @@ def test_recall_counts_a_tied_duplicate_as_found():
     kth = np.sort(scores, axis=1)[:, -3]
     copies = (exact + 50) % 100  # a's copy, a, b's copy: the same scores, but b's id is not there
     assert all(len(set(c) & set(e)) == 2 for c, e in zip(copies, exact, strict=True))
-    assert recall_at_k(exact_scores(queries, vectors, copies), kth) == 1.0
+    assert recall_at_k(row_scores(queries, vectors, copies), kth) == 1.0
     missing = np.hstack([copies[:, :2], np.full((5, 1), -1)])  # no third result
-    assert recall_at_k(exact_scores(queries, vectors, missing), kth) == 2 / 3
+    assert recall_at_k(row_scores(queries, vectors, missing), kth) == 2 / 3
 
 
 def test_beir_folder_with_gzip_builds(tmp_path, tiny_st):

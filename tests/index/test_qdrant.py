@@ -8,9 +8,10 @@ from helpers import CORPUS, QUERIES
 
 from embedtune.encoding import EncodeSettings
 from embedtune.errors import EmbedtuneError
-from embedtune.index import Index, Searcher, build_index
+from embedtune.index import Index, build_index
 from embedtune.index.export import export_index
 from embedtune.index.qdrant import MANIFEST_KEY, parse_uri
+from embedtune.retrieval import Searcher
 
 pytest.importorskip("qdrant_client")
 

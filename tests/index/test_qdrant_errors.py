@@ -56,7 +56,8 @@ def test_a_collection_searches_in_dense_mode_only(tmp_path, indexes_dir):
     query = QUERIES["q-ssh"]
     for mode in ("bm25", "hybrid"):
         assert_one_line_error(
-            run("search", query, "--index", uri, "--mode", mode, ok=False), "has no BM25 side.*search in dense mode"
+            run("search", query, "--index", uri, "--mode", mode, ok=False),
+            "has no BM25 side.*holds the vectors only; search it in dense mode",
         )
     dense = json.loads(run("search", query, "--index", uri, "--mode", "dense", "--json", "-k", 3).stdout)
     default = json.loads(run("search", query, "--index", uri, "--json", "-k", 3).stdout)

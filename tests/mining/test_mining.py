@@ -281,25 +281,25 @@ def test_train_mine_evaluates_on_the_folders_dev_split_not_a_held_out_slice(tmp_
     assert json.loads(opted_out.stdout)["choices"]["dev"]["value"] == "none"
 
 
-def test_mine_with_a_built_index_reuses_its_vectors(tmp_path, tiny_st, beir_dir):
+def test_mine_with_a_built_index_searches_it_as_search_does(tmp_path, tiny_st, beir_dir):
     from embedtune.index import build_index
 
     idx = tmp_path / "indexes"
     build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=idx, show_progress=False)
     common = ["--data", beir_dir, "--indexes-dir", idx, "--num-negatives", 2, "--max-rank", 8, "--relative-margin"]
     out = run("mine", "-o", tmp_path / "i.jsonl", "--index", "tiny", *common, "none").output
-    assert "(dense:index:tiny, ranks 1..8 of 8 documents)" in out
+    assert "(index:tiny, ranks 1..8 of 8 documents)" in out
     by_model = run("mine", "-o", tmp_path / "m.jsonl", "--model", tiny_st, *common, "none").output
     assert "mined 5 of 5" in out and "mined 5 of 5" in by_model
     ids = [
         [json.loads(line)["negative_ids"] for line in (tmp_path / f).read_text().splitlines()]
         for f in ("i.jsonl", "m.jsonl")
     ]
-    assert ids[0] == ids[1]  # the index's vectors are the model's
+    assert ids[0] == ids[1]  # a small index is flat and dense by default: the model's exact search
 
     other = write_beir(tmp_path / "other", corpus={"x": "another corpus entirely"}, qrels={"train": [("q-web", "x")]})
     wrong = run("mine", "-o", tmp_path / "w.jsonl", "--index", "tiny", *common[:-1], "--data", other, ok=False)
-    assert_one_line_error(wrong, "holds 8 documents, not the 1 of the mining corpus")
+    assert_one_line_error(wrong, "lacks 1 of the 1 documents of the mining corpus")
 
 
 def test_mining_config_refuses_bad_values_with_the_settings_message():

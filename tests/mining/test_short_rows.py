@@ -233,7 +233,7 @@ def test_train_mine_trains_the_plain_pairs_as_a_second_dataset(tmp_path, beir_di
     assert mined.more_data == (pairs_path(mined_path(config.output)),)
     result = train(dataclasses.replace(mined, max_steps=2, batch_size=2, dev=False, show_progress=False))
     datasets = json.loads((result.output / "embedtune_train.json").read_text())["sampling"]["datasets"]
-    assert len(datasets) == 2 and result.pairs == report.pairs  # every pair trained: n-tuples and plain pairs
+    assert len(datasets) == 2 and result.rows == report.pairs  # every pair trained: n-tuples and plain pairs
     margin = TrainConfig(output=tmp_path / "m2", data=beir_dir, model=str(tiny_st), loss="margin-mse")
     with pytest.warns(EmbedtuneWarning):
         assert mine_for_training(margin, selection, retriever="bm25")[0].more_data == ()  # they would teach nothing

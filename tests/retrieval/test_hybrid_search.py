@@ -11,7 +11,7 @@ from helpers import CORPUS, QRELS, write_beir
 from embedtune.errors import EmbedtuneError, EmbedtuneWarning
 from embedtune.index import Index, add_documents, build_index, remove_documents
 from embedtune.index.lexical import LexicalSettings
-from embedtune.retrieval import BM25, HybridSearcher, Reranker, SearchSettings
+from embedtune.retrieval import BM25, Reranker, Searcher, SearchSettings
 from embedtune.retrieval.calibration import calibrate_index
 from embedtune.settings import SettingError
 
@@ -23,7 +23,7 @@ def _build(beir_dir, tmp_path, tiny_st, **kwargs) -> Index:
     return Index.load("t", tmp_path)
 
 
-def _ids(searcher: HybridSearcher, query: str, mode: str, k: int = 8) -> list[str]:
+def _ids(searcher: Searcher, query: str, mode: str, k: int = 8) -> list[str]:
     return [h.doc_id for h in searcher.search([query], k, settings=SearchSettings(mode=mode))[0]]
 
 
@@ -40,7 +40,7 @@ def test_bm25_side_is_a_generation_file_and_scores_like_bm25_in_memory(tmp_path,
 
 def test_every_mode_answers_and_hybrid_fuses_both_lists(tmp_path, tiny_st, beir_dir):
     _build(beir_dir, tmp_path, tiny_st)
-    searcher = HybridSearcher.open("t", indexes_dir=tmp_path)
+    searcher = Searcher.open("t", indexes_dir=tmp_path)
     assert searcher.mode == "dense"  # not calibrated: dense, as before
     assert _ids(searcher, "secure shell", "bm25", 2) == ["openssh-doc", "openssh"]
     hybrid = _ids(searcher, "secure shell", "hybrid", 8)
@@ -49,7 +49,7 @@ def test_every_mode_answers_and_hybrid_fuses_both_lists(tmp_path, tiny_st, beir_
     )
     assert sorted(hybrid) == sorted(CORPUS)
     plain = searcher.search(["web server"], 3, settings=SearchSettings(mode="dense"))
-    assert plain == super(HybridSearcher, searcher).search(["web server"], 3)  # dense = the plain Searcher
+    assert plain == searcher.search(["web server"], 3)  # the uncalibrated default is dense
 
 
 def test_add_and_remove_keep_the_bm25_side_consistent_in_every_mode(tmp_path, tiny_st, beir_dir):
@@ -60,7 +60,7 @@ def test_add_and_remove_keep_the_bm25_side_consistent_in_every_mode(tmp_path, ti
     remove_documents("t", ["nginx"], indexes_dir=tmp_path)
     index = Index.load("t", tmp_path)
     assert sorted(index.manifest.files) == ["docs.3.sqlite", "index.3.faiss", "lexical.3.npz"]
-    searcher = HybridSearcher(index)
+    searcher = Searcher(index)
     for mode in MODES:
         found = _ids(searcher, "zstandard zstd compressor web server", mode, 20)
         assert "zstd" in found and "nginx" not in found, mode
@@ -73,7 +73,7 @@ def test_hnsw_tombstones_are_not_found_by_bm25_either(tmp_path, tiny_st, beir_di
 
     _build(beir_dir, tmp_path, tiny_st, build=BuildSettings(index_type="hnsw"))
     remove_documents("t", ["gzip"], indexes_dir=tmp_path)
-    searcher = HybridSearcher.open("t", indexes_dir=tmp_path)
+    searcher = Searcher.open("t", indexes_dir=tmp_path)
     for mode in MODES:
         assert "gzip" not in _ids(searcher, "gzip compresses files", mode), mode
 
@@ -83,9 +83,9 @@ def test_bad_modes_and_indexes_without_bm25_are_one_line_errors(tmp_path, tiny_s
     assert not index.has_bm25 and sorted(index.manifest.files) == ["docs.1.sqlite", "index.1.faiss"]
     with pytest.raises(SettingError, match="mode: 'fuzzy' is not one of dense, bm25, hybrid"):
         SearchSettings(mode="fuzzy")
-    with pytest.raises(EmbedtuneError, match=r"has no BM25 side .* cannot search in hybrid mode"):
-        HybridSearcher(index, settings=SearchSettings(mode="hybrid"))
-    searcher = HybridSearcher(index)
+    with pytest.raises(EmbedtuneError, match=r"no BM25 side, so it cannot search in hybrid mode: it was built without"):
+        Searcher(index, settings=SearchSettings(mode="hybrid"))
+    searcher = Searcher(index)
     with pytest.raises(EmbedtuneError, match="cannot search in bm25 mode"):
         searcher.search(["web"], 3, settings=SearchSettings(mode="bm25"))
     assert len(searcher.search(["web"], 3)[0]) == 3  # dense still works
@@ -94,7 +94,7 @@ def test_bad_modes_and_indexes_without_bm25_are_one_line_errors(tmp_path, tiny_s
 def test_rerank_rescores_the_candidates_with_the_cross_encoder(tmp_path, tiny_st, tiny_cross_encoder, beir_dir):
     _build(beir_dir, tmp_path, tiny_st)
     settings = SearchSettings(mode="hybrid", rerank=tiny_cross_encoder, rerank_depth=6)
-    searcher = HybridSearcher.open("t", indexes_dir=tmp_path, settings=settings)
+    searcher = Searcher.open("t", indexes_dir=tmp_path, settings=settings)
     hits = searcher.search(["secure shell", "web server"], 3)
     candidates = searcher.search(["secure shell"], 6, settings=SearchSettings(mode="hybrid"))[0]
     reranker = Reranker(tiny_cross_encoder)
@@ -128,7 +128,7 @@ def test_calibration_on_dev_queries_picks_a_mode_at_least_as_good_as_both(tmp_pa
     index = Index.load("t", tmp_path)
     rows = dict(index.manifest.describe(index.path))
     assert "recall@10 vs exact on real queries of dev" in rows["queries"] and "nDCG@10 on dev" in rows["modes"]
-    assert HybridSearcher(index).mode == manifest.default_mode
+    assert Searcher(index).mode == manifest.default_mode
 
 
 def test_calibration_tunes_hnsw_on_real_queries_and_reports_held_out_recall(tmp_path, tiny_st):

@@ -6,7 +6,7 @@ import numpy as np
 
 from embedtune.data import load_split
 from embedtune.index import Index, build_index
-from embedtune.retrieval import BM25Retriever, DenseRetriever, IndexRetriever, RetrievalInput
+from embedtune.retrieval import BM25Retriever, DenseRetriever, RetrievalInput, Searcher
 
 
 def test_dense_retriever_matches_exact_search():
@@ -53,9 +53,11 @@ def test_index_retriever_answers_in_rows_like_the_exact_search_of_its_vectors(tm
     build_index(beir_dir, "tiny", model=tiny_st, indexes_dir=tmp_path / "idx", show_progress=False)
     index = Index.load("tiny", tmp_path / "idx")
     data = RetrievalInput.from_split(load_split(beir_dir, "train"))
-    retriever = IndexRetriever(index, data.query_texts, show_progress=False)
+    searcher = Searcher(index)
+    retriever = searcher.retriever(data.query_texts, show_progress=False)
     assert retriever.name == "index:tiny" and retriever.doc_ids == data.doc_ids
-    exact = DenseRetriever.from_index(index, data, show_progress=False)
+    vectors = index.faiss_index.reconstruct_n(0, index.faiss_index.ntotal)
+    exact = DenseRetriever(vectors, searcher.encode_queries(data.query_texts), precision="fp32")
     query_rows = np.arange(len(data.query_ids))
     scores, rows = retriever.search(query_rows, 3)
     exact_scores, exact_rows = exact.search(query_rows, 3)
@@ -68,7 +70,7 @@ def test_index_retriever_answers_in_rows_like_the_exact_search_of_its_vectors(tm
 
     # Rows of another corpus list: indexed documents outside it are never returned, the rest are its rows.
     subset = data.doc_ids[:4][::-1]
-    on_subset = IndexRetriever(index, data.query_texts, doc_ids=subset, searcher=retriever.searcher)
+    on_subset = searcher.retriever(data.query_texts, doc_ids=subset, show_progress=False)
     sub_scores, sub_rows = on_subset.search(query_rows, len(data.doc_ids))
     for q in query_rows:
         kept = sub_rows[q] >= 0

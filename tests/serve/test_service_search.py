@@ -8,7 +8,7 @@ import numpy as np
 from helpers import QUERIES, run
 from http_client import call
 
-from embedtune.index import Searcher
+from embedtune.retrieval import Searcher
 
 
 def test_same_top_k_as_the_search_command(serve, indexes_dir, tmp_path):

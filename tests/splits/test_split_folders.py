@@ -13,7 +13,16 @@ from helpers import write_beir
 
 from embedtune.data import SPLITS, load_split
 from embedtune.errors import DataError, EmbedtuneError, OutputExistsError
-from embedtune.splits import SplitSettings, duplicate_key, pairs_as_beir, pairs_to_beir, split_beir, text_id
+from embedtune.splits import (
+    SplitSettings,
+    duplicate_key,
+    load_retrieval,
+    pairs_split,
+    pairs_to_beir,
+    split_beir,
+    text_id,
+)
+from embedtune.training_data import load_training_data
 
 
 def write_big_beir(root: Path, n: int = 120) -> Path:
@@ -103,10 +112,28 @@ def test_pairs_from_csv_and_parquet(tmp_path):
     assert pairs_to_beir(tmp_path / "p.parquet", tmp_path / "p").queries == 2
 
 
-def test_pairs_as_beir_is_temporary(tmp_path):
-    with pairs_as_beir(write_pairs(tmp_path / "pairs.jsonl"), "test") as report:
-        assert load_split(report.output, "test").name == "pairs/test"
-    assert not report.output.exists()
+def test_a_pairs_file_is_read_as_the_split_its_beir_folder_holds(tmp_path):
+    """Evaluation and mining read a pairs file directly as ``embedtune split`` would have written it."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    read = load_retrieval(pairs, "test")
+    pairs_to_beir(pairs, tmp_path / "pairs", split="test")
+    folder = load_split(tmp_path / "pairs", "test")
+    assert read == folder and read.name == "pairs/test" and len(read.queries) == 60
+    assert load_retrieval(tmp_path / "pairs", "test") == folder  # a folder is read as the BEIR split it is
+    with pytest.raises(EmbedtuneError, match="no such dataset folder"):
+        load_retrieval(tmp_path / "nowhere", "test")
+
+
+def test_pairs_split_adds_distractors_never_relevant_and_refuses_scored_pairs(tmp_path):
+    split = pairs_split(load_training_data(write_pairs(tmp_path / "pairs.jsonl", n=2)), ["other", "not 1"])
+    assert list(split.corpus.values()) == ["do task 0 this way", "do task 1 this way", "not 0", "not 1", "other"]
+    relevant = {text_id("q", f"how to do task {i}"): {text_id("d", f"do task {i} this way"): 1} for i in (0, 1)}
+    assert split.qrels == relevant
+    assert list(split.corpus) == [text_id("d", text) for text in split.corpus.values()]
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text('{"sentence1": "a", "sentence2": "b", "score": 1}\n')
+    with pytest.raises(DataError, match=r"scored\.jsonl: scored sentence pairs .* not \(query, relevant document\)"):
+        pairs_split(load_training_data(scored))
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def test_trains_with_corpus_pairs_and_noise(tmp_path, tiny_st):
         tmp_path / "model", tiny_st, root, corpus_pairs=2.0, query_noise=0.5, max_steps=3, batch_size=2, dev=False
     )
     result = train(config)
-    assert result.steps == 3 and result.pairs == 1 + 2
+    assert result.steps == 3 and result.rows == 1 + 2
     record = json.loads((result.output / "embedtune_train.json").read_text())
     assert record["choices"]["corpus_pairs"]["value"] == 2 and "query_noise" in record["choices"]
     assert record["config"]["corpus_pairs"] == 2.0

@@ -43,21 +43,21 @@ def test_dev_metrics_equal_embedtune_eval_on_the_same_sample(tmp_path, tiny_st, 
     if dev_queries < 7:  # sampled: the queries asked for, every relevant document, hard candidates up to dev_corpus
         assert len(sample.queries) == 4 and len(sample.corpus) == 6
         assert all(d in sample.corpus for docs in sample.qrels.values() for d in docs)
-        split = RetrievalSplit(root, "dev", sample.corpus, sample.queries, sample.qrels)
+        split = RetrievalSplit(sample.corpus, sample.queries, sample.qrels, name="beir/dev")
     else:
         split = load_split(root, "dev")
         assert (sample.queries, sample.corpus, sample.qrels) == (split.queries, split.corpus, split.qrels)
 
-    # The keys the trainer, the logs and the model card have always used.
-    ks = {"accuracy": (1, 5, 10), "map": (5, 100)}
+    # The trainer's keys are eval's metric names (hit_rate@k, not sentence-transformers' accuracy@k).
+    ks = {"hit_rate": (1, 5, 10), "map": (5, 100)}
     expected = {
         f"dev_cosine_{family}@{k}"
-        for family in ("accuracy", "precision", "recall", "mrr", "ndcg", "map")
+        for family in ("hit_rate", "precision", "recall", "mrr", "ndcg", "map")
         for k in ks.get(family, (5, 10))
     }
     assert set(dev) == expected and evaluator.primary_metric == "dev_cosine_mrr@5"
 
-    names = {key: key.removeprefix("dev_cosine_").replace("accuracy", "hit_rate") for key in dev}
+    names = {key: key.removeprefix("dev_cosine_") for key in dev}
     settings = EvalSettings(metrics=tuple(names.values()), ks=(1,), show_progress=False)
     encoding = EncodeSettings(batch_size=64, precision="fp32", cache=False)
     result = evaluate_model(tiny_st, split, settings, encoding)
@@ -86,15 +86,39 @@ def test_the_trainer_gets_a_sentence_transformers_evaluator(tmp_path, tiny_model
     assert wrapped(tiny_model, None, epoch=1, steps=2) == evaluator(tiny_model)
 
 
-def test_ties_at_the_cut_are_all_kept_for_pytrec_eval_to_order():
+def test_a_tie_at_the_cut_is_cut_as_eval_cuts_it():
+    """The dev run is eval's run: ``depth`` documents, ranked by the one exact top-k, a tie cut by row."""
     import numpy as np
+
+    from embedtune.retrieval import DenseRetriever
 
     queries = np.array([[1.0, 0.0]], dtype=np.float32)
     documents = np.array([[0.5, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]], dtype=np.float32)
     run = exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=2)
-    assert run == {"q": {"b": pytest.approx(0.9), "a": 0.5, "c": 0.5}}
+    assert run == {"q": {"b": pytest.approx(0.9), "a": 0.5}} and list(run["q"]) == ["b", "a"]
+    scores, rows = DenseRetriever(documents, queries, precision="fp32").search(np.array([0]), 2)
+    assert {"abcd"[r]: float(s) for s, r in zip(scores[0], rows[0], strict=True)} == run["q"]
     assert exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=1) == {"q": {"b": pytest.approx(0.9)}}
-    assert len(exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=9)["q"]) == 4
+    assert list(exact_run(["q"], queries, ["a", "b", "c", "d"], documents, depth=9)["q"]) == ["b", "a", "c", "d"]
+
+
+def test_a_pairs_dev_file_is_the_split_eval_reads_from_it(tmp_path):
+    from embedtune.splits import load_retrieval
+
+    rows = [
+        {"query": "web server", "positive": "nginx serves web pages", "negative": "vim edits text"},
+        {"query": "text editor", "positive": "vim edits text", "negative": "apache serves web pages"},
+        {"query": "web server", "positive": "apache serves web pages", "negative": "gzip compresses files"},
+    ]
+    dev_path = _scored_pairs(tmp_path / "dev.jsonl", rows)
+    train_path = _scored_pairs(tmp_path / "train.jsonl", [{"query": "a", "positive": "b"}])
+    config = TrainConfig(output="unused", data=train_path, dev_data=dev_path, metric="hit_rate@1")
+    evaluator = build_dev_evaluator(config.dev_settings(), load_training_data(train_path), "fp32")
+    assert evaluator.primary_metric == "dev_cosine_hit_rate@1"
+    read = load_retrieval(dev_path, "dev")
+    got = evaluator.candidates
+    assert (got.corpus, got.queries, got.qrels) == (read.corpus, read.queries, read.qrels)
+    assert len(got.queries) == 2 and len(got.corpus) == 4 and read.name == "dev/dev"
 
 
 def _scored_pairs(path, rows):

@@ -80,7 +80,7 @@ def test_two_datasets_of_different_formats_train_together(tmp_path, tiny_st, bei
     config = train_config(tmp_path / "model", tiny_st, beir_dir, more_data=(sts,), mix=mix, **{**QUICK, "max_steps": 4})
     result = train(config)
     record = _record(result.output)
-    assert result.steps == 4 and result.pairs == 5 + 6
+    assert result.steps == 4 and result.rows == 5 + 6
     assert record["sampling"]["mix"] == mix
     assert [(d["name"], d["format"], d["loss"]) for d in record["sampling"]["datasets"]] == [
         ("beir", "pair", "mnrl"),

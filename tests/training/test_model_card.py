@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 from helpers import hf_cache
 
-from embedtune.training import TrainConfig, train
+from embedtune.errors import EmbedtuneError
+from embedtune.training import TRAIN_RECORD, RunRecord, TrainConfig, train
 
 
 @pytest.fixture
@@ -61,6 +63,22 @@ def test_the_card_is_hub_ready_and_names_things_relatively(tmp_path, cached_base
     assert "`beir/qrels/train.tsv`" in text and "`beir/corpus.jsonl`" in text
     model = SentenceTransformer(str(result.output), device="cpu")
     assert model.encode(["a text"]).shape == (1, 32)
+
+
+def test_the_run_record_is_typed_and_reads_the_records_before_its_schema(tmp_path, cached_base, beir_dir):
+    result = _train(tmp_path, cached_base, beir_dir)
+    record = RunRecord.read(result.output)
+    assert record.card.base_model == "someone/tiny-st" and record.card.license == "mit"
+    assert record.choices == dict(result.choices) and record.losses == result.losses
+    assert (record.rows, record.steps, record.dev_metric) == (result.rows, result.steps, result.metric)
+    raw = json.loads((result.output / TRAIN_RECORD).read_text())
+    assert raw["schema"] == "embedtune.train_record/2" and raw["choices"]["loss"]["value"] == "mnrl"
+    older = {key: value for key, value in raw.items() if key != "schema"}  # as written before the schema key
+    assert RunRecord.from_json(json.dumps(older)) == record
+    with pytest.raises(EmbedtuneError, match=r"not a training record this embedtune reads \(schema 'x/9'\)"):
+        RunRecord.from_json(json.dumps({**raw, "schema": "x/9"}))
+    with pytest.raises(EmbedtuneError, match=r"not a training record this embedtune reads \(no steps\)"):
+        RunRecord.from_json(json.dumps({k: v for k, v in raw.items() if k != "steps"}))
 
 
 def test_a_given_license_wins_over_the_base_models(tmp_path, cached_base, beir_dir):

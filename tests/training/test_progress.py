@@ -6,12 +6,13 @@ import time
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from embedtune.training.dev import DevSplit, RetrievalDevEvaluator
+from embedtune.data import RetrievalSplit
+from embedtune.training.dev import RetrievalDevEvaluator
 from embedtune.training.progress import StageClock, evaluations, fmt_duration, run_clock
 
 
 def _dev() -> RetrievalDevEvaluator:
-    return RetrievalDevEvaluator(DevSplit({"q": "query"}, {"d": "document"}, {"q": {"d": 1}}), "ndcg", 10, "fp32")
+    return RetrievalDevEvaluator(RetrievalSplit({"d": "document"}, {"q": "query"}, {"q": {"d": 1}}), "ndcg", 10, "fp32")
 
 
 def _evaluated(clock, state: TrainerState, dev: RetrievalDevEvaluator, seconds: float) -> None:

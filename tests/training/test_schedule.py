@@ -10,7 +10,7 @@ from helpers import train_config, write_beir
 
 from embedtune.training import TRAIN_RECORD, TrainConfig, train
 from embedtune.training.checkpoints import CONFIG_FILE
-from embedtune.training.schedule import BASE_LR, MAX_EPOCHS, MAX_WARMUP_STEPS, choose_schedule
+from embedtune.training.schedule import BASE_LR, MAX_EPOCHS, MAX_WARMUP_STEPS, PARTS, choose_schedule, run_steps
 
 SCHEDULE = ("epochs", "batch_size", "learning_rate", "warmup_ratio", "temperature", "early_stopping_patience")
 
@@ -86,11 +86,13 @@ def test_a_multi_pass_run_is_evaluated_each_epoch_and_stops_early_only_with_a_de
     many, _ = _chosen(30)  # capped passes of 4 steps
     assert many.epochs == MAX_EPOCHS and many.checkpoint_steps == 4
     assert _chosen(1_000)[0].epochs == 4  # whole passes from two up: sqrt(20) = 4.47 -> 4
-    blind, why = _chosen(800, has_dev=False)
-    assert blind.checkpoint_steps is None and blind.early_stopping_patience == 0
-    assert "no dev set" in why["early_stopping_patience"].why
-    single, _ = _chosen(30_000)  # under two passes: the run module's interval, no early stopping
-    assert single.checkpoint_steps is None and single.early_stopping_patience == 0
+    blind, why = _chosen(800, has_dev=False)  # checkpointed PARTS times: the interval the trainer saves at
+    assert blind.checkpoint_steps == why["checkpoint_steps"].value == 25 and blind.early_stopping_patience == 0
+    assert "no dev set" in why["early_stopping_patience"].why and "4 checkpoints" in why["checkpoint_steps"].why
+    single, why = _chosen(30_000)  # under two passes: evaluated PARTS times, no early stopping
+    assert single.checkpoint_steps == math.ceil(run_steps(single, 30_000) / PARTS) == 192
+    assert single.early_stopping_patience == 0
+    assert why["checkpoint_steps"].why == "under 2 passes: 4 evaluations in the run"
 
 
 def _beir(root, queries=60):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import train_config
 
+from embedtune.data import RetrievalSplit
 from embedtune.errors import DataError, EmbedtuneError
 from embedtune.models import load_model
 from embedtune.training import TRAIN_RECORD, TrainConfig, evaluation_interval, train
 from embedtune.training.choices import Choice
-from embedtune.training.dev import DEV_COST_SHARE, MIN_DEV_QUERIES, POOL_EVALUATIONS, DevSplit, RetrievalDevEvaluator
+from embedtune.training.dev import DEV_COST_SHARE, MIN_DEV_QUERIES, POOL_EVALUATIONS, RetrievalDevEvaluator
 from embedtune.training.progress import evaluations
 
 
@@ -23,7 +24,7 @@ def _config(tmp_path, model, data, **overrides):
 
 def test_plain_bert_checkpoint_trains_and_loss_falls(tmp_path, tiny_bert, beir_dir):
     result = train(_config(tmp_path, tiny_bert, beir_dir))
-    assert result.steps == 30 and result.pairs == 5
+    assert result.steps == 30 and result.rows == 5
     first, last = result.losses[0][1], result.losses[-1][1]
     assert last < 0.5 * first, result.losses
     assert result.mean_loss(0.8, 1) < 0.5 * result.mean_loss(0, 0.2)
@@ -59,7 +60,7 @@ def test_trains_from_a_pairs_file(tmp_path, tiny_st):
     rows = [{"query": f"query {i}", "positive": f"document number {i} about topic {i}"} for i in range(8)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = train(_config(tmp_path, tiny_st, path, max_steps=4))
-    assert result.pairs == 8 and (result.output / "model.safetensors").is_file()
+    assert result.rows == 8 and (result.output / "model.safetensors").is_file()
 
 
 def test_bad_data_leaves_nothing_behind(tmp_path, tiny_st):
@@ -90,10 +91,10 @@ def test_epoch_based_training_covers_every_pair_once(tmp_path, tiny_st, beir_dir
     assert result.steps == 2
 
 
-def _candidates(queries: int, documents: int) -> DevSplit:
+def _candidates(queries: int, documents: int) -> RetrievalSplit:
     corpus = {f"d{i}": f"document {i}" for i in range(documents)}
-    return DevSplit(
-        {f"q{i}": f"query {i}" for i in range(queries)}, corpus, {f"q{i}": {f"d{i}": 1} for i in range(queries)}
+    return RetrievalSplit(
+        corpus, {f"q{i}": f"query {i}" for i in range(queries)}, {f"q{i}": {f"d{i}": 1} for i in range(queries)}
     )
 
 
@@ -101,8 +102,8 @@ def _candidates(queries: int, documents: int) -> DevSplit:
     ("steps", "chosen", "expected"),
     [
         (120, Choice(24, "rule", "every pass"), 24),  # 5 passes of a small set: each evaluated, a small dev set
-        (1710, Choice(None, "rule", "no interval"), 428),  # a long run: a quarter of it
-        (20, Choice(None, "rule", "no interval"), 20),  # too short to pay for 4 evaluations: the end only
+        (1710, Choice(428, "rule", "4 evaluations"), 428),  # a long run: a quarter of it
+        (20, Choice(5, "rule", "4 evaluations"), 20),  # too short to pay for 4 evaluations: the end only
         (20, Choice(7, "given", "checkpoint_steps"), 7),  # an explicit interval wins
     ],
 )

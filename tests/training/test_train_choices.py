@@ -116,7 +116,7 @@ def test_a_run_with_a_held_out_dev_slice_records_and_shows_its_choices(tmp_path,
     result = train(_config(tmp_path, tiny_st, root))
     record = json.loads((result.output / TRAIN_RECORD).read_text())
     held = record["dev_held_out_queries"]
-    assert len(held) == 6 and result.pairs == 61 - sum(1 for t in _queries(root).values() if t in held)
+    assert len(held) == 6 and result.rows == 61 - sum(1 for t in _queries(root).values() if t in held)
     assert record["choices"]["dev"]["value"] == "6 held-out training queries"
     assert record["choices"]["loss"] == {"value": "mnrl", "source": "data", "why": "auto: pair rows"}
     assert record["dev_after"] and record["dev_before"]

@@ -131,3 +131,16 @@ def test_early_stopping_without_a_dev_set_is_refused_before_training(tmp_path, t
     with pytest.raises(SettingError, match="early_stopping_patience: needs a dev set: give dev_data"):
         train(config)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
+def test_the_old_name_of_the_hit_rate_is_read_as_eval_names_it_with_a_warning(tmp_path):
+    from embedtune.errors import EmbedtuneWarning
+
+    with pytest.warns(EmbedtuneWarning, match=r"metric: 'accuracy@5' is deprecated, use 'hit_rate@5'"):
+        config = TrainConfig(output="x", metric="accuracy@5")
+    assert config.metric == "hit_rate@5" and config.dev_settings().metric == "hit_rate@5"
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps({"output": "x", "metric": "accuracy@10"}))
+    with pytest.warns(EmbedtuneWarning, match="deprecated"):
+        assert TrainConfig.from_yaml(path).metric == "hit_rate@10"
+    assert TrainConfig(output="x", metric="hit_rate@3").metric == "hit_rate@3"

@@ -17,7 +17,8 @@ from helpers import assert_one_line_error, run, train_config
 from embedtune.errors import EmbedtuneError
 from embedtune.io import name_lock
 from embedtune.models import load_model
-from embedtune.training import CONFIG_FILE, TRAIN_RECORD, TrainConfig, checkpoints_dir, train
+from embedtune.training import CONFIG_FILE, TRAIN_RECORD, RunRecord, TrainConfig, checkpoints_dir, train
+from embedtune.training.checkpoints import CHOICES_FILE
 
 
 def _config(tmp_path, model, data, name="model", **overrides) -> TrainConfig:
@@ -87,6 +88,26 @@ def test_resume_after_kill_continues_and_matches_an_uninterrupted_run(tmp_path, 
         a["encoder.layer.0.attention.self.query.weight"],
         _weights(tiny_st)["encoder.layer.0.attention.self.query.weight"],
     )
+
+
+def test_a_run_without_a_dev_set_records_the_interval_it_saves_at(tmp_path, tiny_st, beir_dir):
+    config = _config(tmp_path, tiny_st, beir_dir, checkpoint_steps=None, keep_checkpoints=True)  # 8 steps, no dev
+    result = train(config)
+    interval = result.choices["checkpoint_steps"]
+    assert (interval.value, interval.source) == (2, "rule") and "4 checkpoints" in interval.why  # a quarter
+    run_dir = checkpoints_dir(config.output)
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]  # saved every 2
+    record = RunRecord.read(result.output)
+    assert record.choices["checkpoint_steps"] == interval and record.config["checkpoint_steps"] == 2
+    # A checkpoints folder begun before the interval was planned holds None for it, and still resumes.
+    saved = (run_dir / CONFIG_FILE).read_text()
+    assert "\ncheckpoint_steps: 2\n" in saved
+    (run_dir / CONFIG_FILE).write_text(saved.replace("\ncheckpoint_steps: 2\n", "\ncheckpoint_steps: null\n"))
+    choices = json.loads((run_dir / CHOICES_FILE).read_text())
+    choices["values"]["checkpoint_steps"] = None
+    (run_dir / CHOICES_FILE).write_text(json.dumps(choices))
+    resumed = train(dataclasses.replace(config, resume=True))
+    assert resumed.steps == 8 and RunRecord.read(resumed.output).resumed_from.endswith("checkpoint-8")
 
 
 def test_resume_without_checkpoints_is_refused(tmp_path, tiny_st, beir_dir):

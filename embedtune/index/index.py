@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from embedtune.errors import EmbedtuneError
+from embedtune.errors import EmbedtuneError, error_line
 from embedtune.index.lexical import LexicalIndex, lexical_file
 from embedtune.index.manifest import DEFAULT_INDEXES_DIR, MANIFEST_FILE, Manifest, index_file, store_file
 from embedtune.index.store import DocStore, StoredDoc
@@ -68,18 +69,17 @@ def check_model(manifest: Manifest, model: str | Path | None, name: str) -> Path
 
 
 class Index:
-    """A loaded index: the FAISS vectors (memory-mapped where FAISS allows), the document store and manifest."""
+    """A loaded index as every consumer reads it: manifest, documents, the model check, vector search, BM25 side.
 
-    def __init__(self, path: Path, manifest: Manifest, faiss_index, store: DocStore):
-        self.path, self.manifest, self.faiss_index, self.store = path, manifest, faiss_index, store
-        tombstones = store.tombstones()
-        self._selector = None
+    :meth:`load` opens a :class:`FaissIndex` (an index folder: FAISS vectors, SQLite documents) or, for
+    a ``qdrant://`` URI, a :class:`QdrantIndex` (an exported collection); both answer the same calls.
+    """
+
+    no_bm25 = "it was built without bm25; search it in dense mode, or rebuild it with bm25"  # why not, and what to do
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path, self.manifest = path, manifest
         self._lexical: LexicalIndex | None = None
-        if tombstones:
-            import faiss
-
-            self._batch = faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64))
-            self._selector = faiss.IDSelectorNot(self._batch)  # keeps a reference: FAISS does not own it
 
     @classmethod
     def load(
@@ -98,17 +98,89 @@ class Index:
         path = resolve_index_path(index, indexes_dir)
         manifest = Manifest.read(path / MANIFEST_FILE)
         try:
-            return cls._load(path, manifest, mmap, verify)
+            return FaissIndex.open(path, manifest, mmap, verify)
         except EmbedtuneError:
             # A writer may have committed a new generation and deleted these files since we read the
             # manifest: then retry once with the new one; otherwise the files really are damaged.
             newer = Manifest.read(path / MANIFEST_FILE)
             if newer.generation == manifest.generation:
                 raise
-            return cls._load(path, newer, mmap, verify)
+            return FaissIndex.open(path, newer, mmap, verify)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    @property
+    def has_bm25(self) -> bool:
+        return bool(self.manifest.lexical)
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 side (loaded on first use; its file was checked with the others at load time)."""
+        if not self.has_bm25:
+            raise EmbedtuneError(f"index '{self.name}' has no BM25 side: {self.no_bm25}")
+        if self._lexical is None:
+            self._lexical = LexicalIndex.load(self.path / lexical_file(self.manifest.generation))
+        return self._lexical
+
+    def check_model(self, model: str | Path | None) -> Path:
+        """Return the model path after proving it is the one that built this index."""
+        return check_model(self.manifest, model, self.name)
+
+    # What each kind of index implements.
+    faiss_index: Any  # the FAISS index object (a Qdrant collection has none: reading it is an error)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """All document ids in id order."""
+        raise NotImplementedError
+
+    @property
+    def texts(self) -> list[str]:
+        """All texts in id order. Loads every text: prefer :meth:`lookup` for search results."""
+        raise NotImplementedError
+
+    def lookup(self, fids: Iterable[int]) -> dict[int, StoredDoc]:
+        raise NotImplementedError
+
+    def row_map(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Id -> position of that document in ``doc_ids`` (-1 where absent): search results read as rows
+        of a corpus a caller holds as a list (a retriever, a miner)."""
+        raise NotImplementedError
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids; -1 pads) per query vector; ``k`` is capped at the index size.
+
+        ``nprobe`` (IVF types) and ``ef_search`` (HNSW) override the calibrated defaults.
+        """
+        raise NotImplementedError
+
+
+class FaissIndex(Index):
+    """An index folder: the FAISS vectors (memory-mapped where FAISS allows), the document store and manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest, faiss_index, store: DocStore):
+        super().__init__(path, manifest)
+        self.faiss_index, self.store = faiss_index, store
+        tombstones = store.tombstones()
+        self._selector = None
+        if tombstones:
+            import faiss
+
+            self._batch = faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64))
+            self._selector = faiss.IDSelectorNot(self._batch)  # keeps a reference: FAISS does not own it
 
     @classmethod
-    def _load(cls, path: Path, manifest: Manifest, mmap: bool, verify: bool) -> Index:
+    def open(cls, path: Path, manifest: Manifest, mmap: bool, verify: bool) -> FaissIndex:
         _check_files(path, manifest, verify)
         faiss_index = _read_faiss(path / index_file(manifest.generation), mmap)
         store = DocStore(path / store_file(manifest.generation))
@@ -124,13 +196,6 @@ class Index:
                 "documents); rebuild it"
             )
         return cls(path, manifest, faiss_index, store)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def __len__(self) -> int:
-        return self.manifest.count
 
     def close(self) -> None:
         self.store.close()
@@ -194,7 +259,7 @@ class Index:
         return knobs
 
     def row_map(self, doc_ids: Sequence[str]) -> np.ndarray:
-        """FAISS id -> position of that document in ``doc_ids`` (-1 where absent), for :meth:`search_rows`.
+        """FAISS id -> position of that document in ``doc_ids`` (-1 where absent).
 
         Lets a caller that holds a corpus as a list (a retriever, a miner) read search results as rows
         of that list. Streams the stored ids once.
@@ -205,47 +270,16 @@ class Index:
             rows[fid] = position.get(doc_id, -1)
         return rows
 
-    def search_rows(
-        self,
-        vectors: np.ndarray,
-        k: int,
-        row_map: np.ndarray,
-        *,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search_vectors` with FAISS ids turned into rows through :meth:`row_map` (-1 pads)."""
-        scores, fids = self.search_vectors(vectors, k, nprobe=nprobe, ef_search=ef_search)
-        return scores, np.where(fids >= 0, row_map[np.maximum(fids, 0)], -1)
-
-    @property
-    def has_bm25(self) -> bool:
-        return bool(self.manifest.lexical)
-
-    @property
-    def lexical(self) -> LexicalIndex:
-        """The BM25 side (loaded on first use; its file was checked with the others at load time)."""
-        if not self.has_bm25:
-            raise EmbedtuneError(
-                f"index '{self.name}' has no BM25 side (built without bm25), so it searches in dense mode only; "
-                "rebuild it with bm25 for bm25 or hybrid search"
-            )
-        if self._lexical is None:
-            self._lexical = LexicalIndex.load(self.path / lexical_file(self.manifest.generation))
-        return self._lexical
-
-    def check_model(self, model: str | Path | None) -> Path:
-        """Return the model path after proving it is the one that built this index."""
-        return check_model(self.manifest, model, self.name)
-
 
 class QdrantIndex(Index):
     """An index exported to Qdrant (:mod:`embedtune.index.qdrant`): the same manifest, model check and
     search API, with the vectors and documents in the collection instead of FAISS and SQLite."""
 
+    no_bm25 = "a Qdrant collection holds the vectors only; search it in dense mode"
+
     def __init__(self, collection):
-        self.collection, self.manifest = collection, collection.manifest
-        self.path = Path(collection.where.uri)  # for messages only
+        super().__init__(Path(collection.where.uri), collection.manifest)  # the path: for messages only
+        self.collection = collection
 
     @property
     def name(self) -> str:
@@ -335,10 +369,4 @@ def _read_faiss(file: Path, mmap: bool):
     try:
         return faiss.read_index(str(file), flags)
     except RuntimeError as e:
-        raise EmbedtuneError(f"{file}: unreadable FAISS index ({first_line(e)})") from e
-
-
-def first_line(error: BaseException) -> str:
-    """The last non-blank line of an error's message (where FAISS and Ray put the cause)."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+        raise EmbedtuneError(f"{file}: unreadable FAISS index ({error_line(e, last=True)})") from e
