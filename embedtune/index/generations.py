@@ -52,7 +52,8 @@ class Generation:
         for path in paths:  # durable before the manifest names them
             fsync_path(path)
         files = {p.name: file_record(p) for p in paths}
-        manifest = replace(manifest, generation=self.generation, files=files, updated_at=now())
+        relative = os.path.relpath(manifest.model_path, self.dir) if Path(manifest.model_path).is_absolute() else ""
+        manifest = replace(manifest, generation=self.generation, files=files, updated_at=now(), model_relative=relative)
         manifest.write(self.dir)
         fsync_path(self.dir)  # the rename itself
         return manifest

@@ -55,8 +55,14 @@ def list_indexes(indexes_dir: Path = DEFAULT_INDEXES_DIR) -> list[tuple[str, Man
     return found
 
 
-def check_model(manifest: Manifest, model: str | Path | None, name: str) -> Path:
-    """The path of ``model`` (default: the manifest's), after proving it is the model that built the index."""
+def check_model(manifest: Manifest, model: str | Path | None, name: str, index_dir: Path | None = None) -> Path:
+    """The path of ``model`` (default: the manifest's), after proving it is the model that built the index.
+
+    When the manifest's model folder is gone and the index is in ``index_dir``, the model is looked for
+    where it sat relative to the index (both copied to another machine, or moved together)."""
+    if model is None and index_dir is not None and manifest.model_relative and not Path(manifest.model_path).exists():
+        moved = Path(index_dir) / manifest.model_relative
+        model = moved if moved.exists() else None
     path = resolve_model_path(model if model is not None else manifest.model_path)
     fingerprint = model_fingerprint(path)
     if fingerprint != manifest.model_fingerprint:
@@ -129,7 +135,7 @@ class Index:
 
     def check_model(self, model: str | Path | None) -> Path:
         """Return the model path after proving it is the one that built this index."""
-        return check_model(self.manifest, model, self.name)
+        return check_model(self.manifest, model, self.name, self.path if self.path.is_dir() else None)
 
     # What each kind of index implements.
     faiss_index: Any  # the FAISS index object (a Qdrant collection has none: reading it is an error)

@@ -108,6 +108,9 @@ class Manifest:
     # Calibration on real queries (embedtune.retrieval.calibration): search modes on a dev split, the
     # chosen fusion and default mode, and the search knob's recall on those queries.
     query_calibration: dict[str, object] = field(default_factory=dict)
+    # The model folder relative to the index folder (set at each commit): where the model is looked for
+    # when ``model_path`` is gone because the index and its model moved together (another machine).
+    model_relative: str = ""
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

@@ -204,3 +204,13 @@ def test_eval_bars_say_what_they_encode(tmp_path, tiny_st, beir_dir):
     assert f"loading {tiny_st}, index:t ..." in stderr
     plain = run(*args).stderr  # not a terminal: no bars, only the first line
     assert "encoding" not in plain and "\r" not in plain
+
+
+def test_shell_completion_as_the_readme_documents_it(monkeypatch):
+    """``_EMBEDTUNE_COMPLETE`` (click's completion protocol) completes command names and options."""
+    monkeypatch.setenv("_EMBEDTUNE_COMPLETE", "bash_complete")
+    for words, expected in (("embedtune ev", "plain,eval"), ("embedtune search --fus", "plain,--fusion")):
+        monkeypatch.setenv("COMP_WORDS", words)
+        monkeypatch.setenv("COMP_CWORD", str(len(words.split()) - 1))
+        result = CliRunner().invoke(main, [], prog_name="embedtune")
+        assert expected in result.output.splitlines(), (words, result.output)

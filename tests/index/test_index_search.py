@@ -159,3 +159,17 @@ def test_the_searchers_retriever_answers_in_rows_of_a_given_corpus_order(tmp_pat
     for q_hits, q_scores, q_rows in zip(hits, scores, rows, strict=True):
         assert [corpus[r] if r >= 0 else missing for r in q_rows] == [h.doc_id for h in q_hits]
         np.testing.assert_allclose(q_scores, [h.score for h in q_hits], rtol=1e-6)
+
+
+def test_an_index_and_its_model_moved_together_still_search(tmp_path, tiny_st, beir_dir):
+    project = tmp_path / "project"
+    shutil.copytree(tiny_st, project / "models" / "m")
+    build_index(beir_dir, "tiny", model=project / "models" / "m", indexes_dir=project / "indexes", show_progress=False)
+    expected = Searcher.open("tiny", indexes_dir=project / "indexes").search(["web server"], k=3)
+    assert Index.load("tiny", project / "indexes").manifest.model_relative == "../../models/m"
+    moved = tmp_path / "elsewhere"
+    project.rename(moved)  # the recorded absolute model path is gone; the relative one still holds
+    assert Searcher.open("tiny", indexes_dir=moved / "indexes").search(["web server"], k=3) == expected
+    shutil.rmtree(moved / "models")
+    with pytest.raises(EmbedtuneError):  # neither place: refused, never searched with another model
+        Searcher.open("tiny", indexes_dir=moved / "indexes")

@@ -201,9 +201,14 @@ def test_early_stopping_ends_the_run_when_the_dev_metric_stalls(tmp_path, tiny_s
 
 def test_report_to_tensorboard_writes_event_files_into_the_model_folder(tmp_path, tiny_st, beir_dir):
     pytest.importorskip("tensorboardX")
+    reader = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )  # the viewer the extra installs
     result = train(_config(tmp_path, tiny_st, beir_dir, max_steps=2, report_to="tensorboard"))
     events = list((result.output / "runs").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+    scalars = reader.EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert any("loss" in tag for tag in scalars), scalars  # what `tensorboard --logdir` shows
 
 
 def test_a_missing_tracker_package_is_refused_before_loading(tmp_path, tiny_st, beir_dir, monkeypatch):
