@@ -141,13 +141,13 @@ def mine_to_file(
         from embedtune.index import DEFAULT_INDEXES_DIR
 
         found = Searcher.open(index, indexes_dir=indexes_dir or DEFAULT_INDEXES_DIR)
-        missing = sorted(set(inputs.doc_ids) - set(found.index.doc_ids))
+        searcher = found.retriever(inputs.query_texts, doc_ids=inputs.doc_ids, show_progress=show_progress)
+        missing = sorted(searcher.unindexed)
         if missing:  # those documents could never be mined, nor their positives scored
             raise EmbedtuneError(
                 f"index '{found.index.name}' lacks {len(missing)} of the {len(inputs.doc_ids)} documents of the "
                 f"mining corpus (e.g. {', '.join(missing[:3])}); build it from this corpus, or mine with a model"
             )
-        searcher = found.retriever(inputs.query_texts, doc_ids=inputs.doc_ids, show_progress=show_progress)
     else:
         name = f"dense:{model_name}" if model_name else None
         searcher = DenseRetriever.encode(model, inputs, encoding, name=name, show_progress=show_progress)

@@ -449,6 +449,11 @@ class IndexRetriever:
         indexed = np.flatnonzero(self._row_map >= 0)
         self._fid_of_row[self._row_map[indexed]] = indexed
 
+    @property
+    def unindexed(self) -> list[str]:
+        """The corpus documents the index does not hold (never returned, never scored)."""
+        return [self.doc_ids[r] for r in np.flatnonzero(self._fid_of_row < 0)]
+
     def search(self, query_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         texts = [self.queries[r] for r in query_rows]
         scores, fids = self.searcher.rank(texts, k, self.plan, progress=self.show_progress)
